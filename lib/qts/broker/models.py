@@ -1,0 +1,62 @@
+"""Order intents and results shared by the gate, the brokers and the loop."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+SIDES = ("buy", "sell")
+TYPES = ("market", "limit")
+OPEN_STATUSES = ("intent", "sent", "open", "partially_filled")
+
+
+@dataclass
+class OrderIntent:
+    """What a strategy, the assistant or a command wants. Amount is in base units."""
+
+    symbol: str
+    side: str
+    amount: float
+    type: str = "market"
+    price: float | None = None
+    strategy: str | None = None
+    reason: str = ""
+    reduce_only: bool = False
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    client_order_id: str | None = None
+    source: str = "loop"  # loop | cli | command | research | kill_switch
+
+    def __post_init__(self):
+        if self.side not in SIDES:
+            raise ValueError(f"side: must be buy or sell, got {self.side!r}")
+        if self.type not in TYPES:
+            raise ValueError(f"type: must be market or limit, got {self.type!r}")
+        if self.type == "limit" and not (self.price and self.price > 0):
+            raise ValueError("price: a limit order needs a positive price")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OrderResult:
+    accepted: bool
+    client_order_id: str | None = None
+    status: str = "rejected"
+    filled: float = 0.0
+    avg_price: float | None = None
+    fee: float = 0.0
+    reason_code: str | None = None
+    message: str = ""
+    adjustments: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_client_order_id(mode: str, ts_ms: int, symbol: str, side: str, tag: str = "") -> str:
+    """Deterministic id (<= 36 chars, Binance's alphabet): the same decision always maps to the same
+    id, so a restarted cycle cannot send a second copy of an order."""
+    h = hashlib.sha256(f"{mode}|{ts_ms}|{symbol}|{side}|{tag}".encode()).hexdigest()[:16]
+    return f"qts{mode[0]}{ts_ms // 1000:x}{h}"

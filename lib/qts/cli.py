@@ -1,0 +1,437 @@
+"""``qts``: every operation of quant-trading-system from one command line.
+
+A thin skin over the library: each command parses its options, calls a library function and prints
+the result (``--json`` where a machine reads it). Exit codes: 0 ok, 1 the operation failed,
+2 bad input (configuration, options, candle files) with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+import click
+
+from . import __version__
+from .paths import StateHome
+
+
+class InputError(click.ClickException):
+    exit_code = 2
+
+
+def _settings(ctx: click.Context, **overrides):
+    from .config import ConfigError, load_settings
+
+    try:
+        return load_settings(home=ctx.obj.get("home"), **overrides)
+    except ConfigError as e:
+        raise InputError(f"configuration: {e}") from None
+
+
+def _iso(ts_ms) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ts_ms else "-"
+
+
+def _parse_params(items) -> dict:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InputError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="qts")
+@click.option("--home", type=click.Path(file_okay=False), envvar="QTS_HOME",
+              help="State home (database, logs, flags). Default: $CLAUDE_PROJECT_DIR/.quant-trading "
+                   "or ./.quant-trading.")
+@click.pass_context
+def cli(ctx, home):
+    """quant-trading-system: research, backtest, paper-trade and (with a human PIN) live-trade crypto.
+
+    Paper trading is the default and needs no keys. Every order, whoever proposes it, passes one
+    gate. Settings come from the environment (EXCHANGE, SYMBOLS, TRADE_INTERVAL, MAX_POSITION_SIZE,
+    RISK_LIMIT_PERCENT, PAPER_TRADING, ...) or a .env file in the state home: see `qts config`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_cmd(ctx, as_json):
+    """Show the effective settings (secrets shown only as set/unset).
+
+    A bad value stops here with exit code 2 and a message naming the variable and what is allowed.
+    """
+    s = _settings(ctx)
+    d = s.public_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:20} {', '.join(v) if isinstance(v, list) else v}")
+
+
+# -- trading loop -------------------------------------------------------------------------------------
+
+def _source_options(f):
+    f = click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+                     help="Replay real candle files from DIR (named like BTC_USDT-5m.csv).")(f)
+    f = click.option("--live-data", is_flag=True,
+                     help="Follow the exchange's live public data (network, no keys) on the wall clock.")(f)
+    f = click.option("--days", type=click.FloatRange(min=0.01, max=3650), default=None,
+                     help="Replay length in days (default: 2 for the generated market, all of --data).")(f)
+    f = click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated market.")(f)
+    f = click.option("--strategy", default=None, help="Strategy name (default: $STRATEGY or sma_cross).")(f)
+    f = click.option("--pace", type=click.FloatRange(min=0, max=3600), default=0.0,
+                     help="Replay only: wait SECONDS between cycles (to watch it, or to test the runner).")(f)
+    f = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                     help="Strategy parameter, repeatable, e.g. --param fast=10 --param slow=40.")(f)
+    return f
+
+
+def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
+    from .candles_errors import input_errors
+    from .engine.session import SessionError, archive_state, make_feed, open_session, resume_point
+
+    if data_dir and live_data:
+        raise InputError("--data and --live-data: choose one source")
+    settings = _settings(ctx, STRATEGY=strategy)
+    source = "live-data" if live_data else "replay" if data_dir else "synthetic"
+    with input_errors():
+        archived = archive_state(settings) if fresh else None
+        feed = make_feed(settings, source, data_dir, days=days if days else (2.0 if source == "synthetic" else 0),
+                         seed=seed)
+        try:
+            session = open_session(settings, feed, _parse_params(params))
+        except SessionError as e:
+            raise InputError(str(e)) from None
+    if pace and source != "live-data":
+        feed.pace_s = pace
+    if archived:
+        click.echo(f"previous state moved to {archived}", err=True)
+    if source != "live-data":
+        resume = resume_point(session.store, feed)
+        if resume and feed.seek(resume + session.loop.interval_ms):
+            click.echo(f"resuming the replay after {_iso(resume)} (use --fresh to start over)", err=True)
+    return session, source
+
+
+def _progress_printer(session, source, quiet):
+    feed = session.feed
+    total = feed.cycles_total(session.loop.interval_ms) if hasattr(feed, "cycles_total") else None
+    tty = sys.stdout.isatty()
+    every = max(1, 60 // session.settings.TRADE_INTERVAL)  # non-tty: one line per simulated hour
+
+    def on_cycle(r, n):
+        if quiet:
+            return
+        for o in r.orders:
+            px = f"{o['avg_price']:.2f}" if o.get("avg_price") else "resting"
+            click.echo(f"{'' if not tty else chr(13)}  {_iso(r.ts)}  {o['side'].upper():4} {o['symbol']:10} "
+                       f"{o['filled']:.6g} @ {px}  fee {o['fee']:.2f}  [{o['status']}]" + " " * 10)
+        for o in r.refusals:
+            click.echo(f"  {_iso(r.ts)}  REFUSED {o['side']} {o['symbol']}: {o['reason_code']} {o['message']}")
+        line = (f"cycle {n}{'/' + str(total) if total else ''}  {_iso(r.ts)}  equity {r.equity:,.2f}  "
+                f"cash {r.cash:,.2f}  ({r.elapsed_ms:.1f} ms)")
+        if tty:
+            click.echo("\r" + line + "   ", nl=False)
+        elif n == 1 or n % every == 0 or (total and n == total):
+            click.echo(line)
+
+    return on_cycle
+
+
+def _print_summary(summary: dict, synthetic: bool) -> None:
+    s = summary
+    click.echo("")
+    click.echo("Session summary" + ("  (SYNTHETIC market: generated prices, not real)" if synthetic else ""))
+    click.echo(f"  cycles            {s['cycles']}")
+    click.echo(f"  fills             {s['fills']}   closed trades {s['closed_trades']}"
+               + (f"   win rate {100 * s['win_rate']:.0f}%" if s["win_rate"] is not None else ""))
+    click.echo(f"  realized P&L      {s['realized_pnl']:,.2f}   (after fees)")
+    click.echo(f"  unrealized P&L    {s['unrealized_pnl']:,.2f}")
+    click.echo(f"  fees              {s['fees']:,.2f}")
+    if s["total_pnl"] is not None:
+        click.echo(f"  equity            {s['equity']:,.2f}   ({s['return_pct']:+.2f}% on {s['initial_cash']:,.2f})")
+    if s["open_positions"]:
+        click.echo("  open positions    " + ", ".join(f"{p['symbol']} {p['amount']:.6g}" for p in s["open_positions"]))
+    click.echo(f"  gate refusals     {s['refusals']}")
+    click.echo(f"  trades log        {s['trades_log']}")
+    click.echo(f"  database          {s['database']}")
+
+
+@cli.command("run")
+@_source_options
+@click.option("--once", is_flag=True, help="Run a single cycle and exit.")
+@click.option("--cycles", type=click.IntRange(min=1), default=None, help="Stop after N cycles.")
+@click.option("--fresh", is_flag=True, help="Move the old database and logs to archive/ and start a new paper account.")
+@click.option("--quiet", is_flag=True, help="No per-cycle progress; only the summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json):
+    """Run the paper-trading loop.
+
+    With no source option it replays a generated (SYNTHETIC, seeded) market offline: no network, no
+    keys. --data DIR replays real candle files; --live-data follows the exchange's public data in
+    real time. Cycles run at candle closes every TRADE_INTERVAL minutes (instantly in a replay).
+    Writes a PID file and a status file in the state home; SIGTERM or SIGINT stops it cleanly
+    after the current cycle. A replay continues where the last run stopped unless --fresh.
+    """
+    from .engine.runner import AlreadyRunning, Runner
+    from .reports.summary import summarize
+
+    session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace)
+    started = session.feed.now_ms()
+    runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source)
+    if not quiet and not as_json:
+        click.echo(f"paper trading {', '.join(session.settings.SYMBOLS)} with {session.settings.STRATEGY} on "
+                   f"{session.feed.source}, every {session.settings.TRADE_INTERVAL} min; state home "
+                   f"{session.settings.home.root}")
+    try:
+        runner.run(max_cycles=1 if once else cycles, on_cycle=_progress_printer(session, source, quiet or as_json))
+    except AlreadyRunning as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        if sys.stdout.isatty() and not quiet:
+            click.echo("")
+    summary = summarize(session.store, since_ts=started)
+    session.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary, getattr(session.feed, "synthetic", False))
+
+
+@cli.command("once")
+@_source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def once_cmd(ctx, **kw):
+    """Run one cycle of the loop and exit (for cron or a Claude Code command). Same options as run."""
+    ctx.invoke(run_cmd, once=True, cycles=None, fresh=False, quiet=True, **kw)
+
+
+@cli.command("stop")
+@click.option("--timeout", type=float, default=30, show_default=True, help="Seconds to wait for it to exit.")
+@click.pass_context
+def stop_cmd(ctx, timeout):
+    """Stop the running loop cleanly (SIGTERM; it finishes the current cycle)."""
+    from .engine.runner import pid_alive, read_pid
+    from .paths import StateHome
+
+    home = StateHome.resolve(ctx.obj.get("home"))
+    pid = read_pid(home)
+    if not pid:
+        click.echo("no trading loop is running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid):
+        raise click.ClickException(f"loop (pid {pid}) still running after {timeout:g}s")
+    click.echo(f"stopped the trading loop (pid {pid})")
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status_cmd(ctx, as_json):
+    """Show the loop's state (running, stopped, dead), its last and next cycle, equity and positions."""
+    from .engine.runner import read_status
+
+    home = StateHome.resolve(ctx.obj.get("home"))
+    st = read_status(home)
+    if home.db_path.exists():
+        from .store import Store
+
+        store = Store.open(home)
+        st["positions"] = store.query("SELECT symbol, amount, avg_entry FROM positions WHERE amount>0")
+        store.close()
+    if as_json:
+        click.echo(json.dumps(st, indent=2, default=str))
+        return
+    click.echo(f"loop        {st.get('state')}" + (f" (pid {st['pid']})" if st.get("pid") else ""))
+    if st.get("last_cycle_ts"):
+        click.echo(f"last cycle  {_iso(st['last_cycle_ts'])}   next {_iso(st.get('next_cycle_ts'))}   "
+                   f"cycles {st.get('cycles')}")
+        click.echo(f"equity      {st.get('equity', 0):,.2f}   cash {st.get('cash', 0):,.2f}")
+    for p in st.get("positions", []):
+        click.echo(f"position    {p['symbol']} {p['amount']:.6g} @ {p['avg_entry']:.2f}")
+
+
+# -- market data ----------------------------------------------------------------------------------------
+
+@cli.group("market")
+def market_grp():
+    """Public market data (no keys): markets, ticker, order book, candles.
+
+    Uses the exchange's live public API by default; --data DIR or --synthetic answer offline from
+    candle files or the generated market.
+    """
+
+
+def _market_feed(ctx, data_dir, synthetic):
+    from .candles_errors import input_errors
+    from .engine.session import make_feed
+
+    settings = _settings(ctx)
+    with input_errors():
+        if synthetic:
+            return make_feed(settings, "synthetic", days=1)
+        if data_dir:
+            return make_feed(settings, "replay", data_dir, days=0)
+        return make_feed(settings, "live-data")
+
+
+def _market_opts(f):
+    f = click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Answer from candle files.")(f)
+    f = click.option("--synthetic", is_flag=True, help="Answer from the generated market.")(f)
+    return f
+
+
+@market_grp.command("ticker")
+@click.argument("symbol")
+@_market_opts
+@click.pass_context
+def market_ticker(ctx, symbol, data_dir, synthetic):
+    """Last price, bid and ask of SYMBOL (e.g. BTC/USDT)."""
+    feed = _market_feed(ctx, data_dir, synthetic)
+    click.echo(json.dumps(feed.ticker(symbol.upper()), indent=2, default=str))
+
+
+@market_grp.command("markets")
+@_market_opts
+@click.pass_context
+def market_markets(ctx, data_dir, synthetic):
+    """Trading rules (precision, minimum amount and notional) of the configured SYMBOLS."""
+    feed = _market_feed(ctx, data_dir, synthetic)
+    for sym in feed.symbols:
+        r = feed.rules(sym)
+        click.echo(f"{sym:12} amount step {r.amount_step:g}  price tick {r.price_step:g}  "
+                   f"min amount {r.min_amount:g}  min notional {r.min_cost:g}")
+
+
+@market_grp.command("orderbook")
+@click.argument("symbol")
+@click.option("--depth", type=click.IntRange(1, 100), default=5, show_default=True)
+@_market_opts
+@click.pass_context
+def market_orderbook(ctx, symbol, depth, data_dir, synthetic):
+    """Best bids and asks of SYMBOL."""
+    feed = _market_feed(ctx, data_dir, synthetic)
+    click.echo(json.dumps(feed.order_book(symbol.upper(), depth), indent=2, default=str))
+
+
+@market_grp.command("ohlcv")
+@click.argument("symbol")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@_market_opts
+@click.pass_context
+def market_ohlcv(ctx, symbol, limit, data_dir, synthetic):
+    """The last closed candles of SYMBOL at TRADE_INTERVAL, as CSV."""
+    feed = _market_feed(ctx, data_dir, synthetic)
+    c = feed.candles(symbol.upper(), limit)
+    click.echo("timestamp_ms,open,high,low,close,volume")
+    for i in range(len(c)):
+        click.echo(f"{c.ts[i]},{c.open[i]:g},{c.high[i]:g},{c.low[i]:g},{c.close[i]:g},{c.volume[i]:g}")
+
+
+# -- metrics and database ------------------------------------------------------------------------------
+
+@cli.group("metrics")
+def metrics_grp():
+    """Custom metrics in the state database (name, value, time, tags)."""
+
+
+@metrics_grp.command("write")
+@click.argument("name")
+@click.argument("value")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag, repeatable.")
+@click.pass_context
+def metrics_write(ctx, name, value, tags):
+    """Record VALUE (a finite number) under NAME (letters, digits, '.', '_', '-'; starts with a letter)."""
+    from .metrics import MetricError, write_metric
+    from .store import Store
+
+    home = StateHome.resolve(ctx.obj.get("home"))
+    try:
+        tag_map = dict(_split_tag(t) for t in tags)
+        store = Store.open(home)
+        row = write_metric(store, name, value, tag_map)
+    except MetricError as e:
+        raise InputError(str(e)) from None
+    store.close()
+    click.echo(f"recorded {row['name']} = {row['value']:g} at {_iso(row['ts'])}")
+
+
+def _split_tag(t: str):
+    from .metrics import MetricError
+
+    k, sep, v = t.partition("=")
+    if not sep:
+        raise MetricError(f"--tag {t!r}: expected KEY=VALUE")
+    return k, v
+
+
+@metrics_grp.command("read")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def metrics_read(ctx, name, limit, as_json):
+    """The latest values of metric NAME, newest first."""
+    from .metrics import read_metric
+    from .store import Store
+
+    store = Store.open(StateHome.resolve(ctx.obj.get("home")))
+    rows = read_metric(store, name, limit)
+    store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{_iso(r['ts'])}  {r['value']:g}  {r['tags'] if r['tags'] != {} else ''}")
+
+
+@cli.group("db")
+def db_grp():
+    """The state database (SQLite, WAL) in the state home."""
+
+
+@db_grp.command("migrate")
+@click.pass_context
+def db_migrate(ctx):
+    """Create the database or apply pending migrations from db/migrations."""
+    from .store import connect, migrate
+
+    home = StateHome.resolve(ctx.obj.get("home")).ensure()
+    conn = connect(home.db_path)
+    applied = migrate(conn)
+    conn.close()
+    click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="qts", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

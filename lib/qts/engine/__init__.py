@@ -1,0 +1,1 @@
+"""The trading loop and the long-running runner around it."""

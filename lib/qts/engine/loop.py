@@ -1,0 +1,104 @@
+"""One trading cycle, and a loop of them.
+
+Each cycle, at a candle close: match resting orders against the candles that closed, then for each
+symbol fetch closed candles, ask the strategy for a target exposure, turn the difference into an
+order intent, pass it through the gate (the only way to a broker), and record the decision with its
+inputs, outputs and reason codes. Then an equity snapshot. The loop never places an order itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..broker.models import OrderIntent
+from ..strategies import Strategy
+
+
+@dataclass
+class CycleReport:
+    ts: int
+    equity: float
+    cash: float
+    orders: list[dict] = field(default_factory=list)
+    refusals: list[dict] = field(default_factory=list)
+    fills_matched: int = 0
+    elapsed_ms: float = 0.0
+
+
+class TradingLoop:
+    def __init__(self, settings, store, feed, broker, gate, strategies: dict[str, Strategy]):
+        self.settings, self.store, self.feed, self.broker, self.gate = settings, store, feed, broker, gate
+        self.strategies = strategies
+        self.interval_ms = settings.TRADE_INTERVAL * 60_000
+
+    def allocation(self, equity: float) -> float:
+        """USD a full position may use: MAX_POSITION_SIZE, and no more than an equal share of equity."""
+        return min(self.settings.MAX_POSITION_SIZE, equity / max(1, len(self.strategies)))
+
+    def intent_for(self, symbol: str, target: float, held: float, price: float, equity: float,
+                   strategy: Strategy, info: dict) -> OrderIntent | None:
+        if target <= 0 < held:
+            return OrderIntent(symbol, "sell", held, strategy=strategy.name, reason=f"{strategy.name}:EXIT",
+                               reduce_only=True)
+        if target > 0 and held <= 0:
+            amount = self.allocation(equity) * target / price
+            return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason=f"{strategy.name}:ENTRY")
+        return None
+
+    def cycle(self) -> CycleReport:
+        t0 = time.perf_counter()
+        ts = self.feed.now_ms()
+        matched = self.broker.process_market()
+        eq = self.broker.equity()
+        report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
+        open_syms = {o["symbol"] for o in self.broker.open_orders()}
+        for symbol, strat in self.strategies.items():
+            candles = self.feed.candles(symbol, strat.lookback)
+            held = self.broker.position_amount(symbol)
+            target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
+            price = self.feed.quote(symbol).price
+            codes = [info.get("reason", "HOLD")]
+            intent = None
+            result = None
+            if symbol in open_syms:
+                codes.append("ORDER_WORKING")  # let the resting order finish before adding another
+            else:
+                intent = self.intent_for(symbol, target, held, price, eq["equity"], strat, info)
+            if intent:
+                res = self.gate.submit(intent)
+                result = res.to_dict()
+                codes.append("ORDER_" + res.status.upper() if res.accepted else f"REFUSED:{res.reason_code}")
+                (report.orders if res.accepted else report.refusals).append(
+                    {"symbol": symbol, "side": intent.side, **result})
+            self.store.insert("decisions", {
+                "cycle_id": f"{self.broker.mode}-{ts}", "ts": ts, "mode": self.broker.mode, "symbol": symbol,
+                "strategy": strat.name,
+                "inputs": json.dumps({"params": strat.params.model_dump(), "candles": len(candles),
+                                      "first_ts": int(candles.ts[0]) if len(candles) else None,
+                                      "last_ts": int(candles.ts[-1]) if len(candles) else None,
+                                      "held": held, "price": price, "equity": eq["equity"], "source": self.feed.source,
+                                      "indicators": {k: v for k, v in info.items() if k != "reason"}}),
+                "outputs": json.dumps({"target": target, "intent": intent.to_dict() if intent else None,
+                                       "result": result}),
+                "reason_codes": json.dumps(codes)})
+        eq = self.broker.equity()
+        report.equity, report.cash = eq["equity"], eq["cash"]
+        self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        report.elapsed_ms = (time.perf_counter() - t0) * 1000
+        return report
+
+    def run(self, stop, max_cycles: int | None = None, on_cycle=None) -> int:
+        """Cycle until the feed ends, ``stop`` is set, or ``max_cycles`` ran. Returns cycles run."""
+        n = 0
+        while not stop.is_set():
+            report = self.cycle()
+            n += 1
+            if on_cycle:
+                on_cycle(report, n)
+            if max_cycles is not None and n >= max_cycles:
+                break
+            if self.feed.wait_next_cycle(self.interval_ms, stop) is None:
+                break
+        return n

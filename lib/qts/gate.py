@@ -1,0 +1,162 @@
+"""The gate: the only function that hands an order to a broker.
+
+``Gate.submit(intent)`` runs the checks in order and places the order only if every one passes. A
+check either passes (possibly shrinking the order, with a reason) or refuses with a stable reason
+code and a human message. Any exception inside a check, or in the gate itself, is a refusal
+(``GATE_ERROR``), never a pass. Every verdict is appended to ``logs/pre_trade.json`` (JSON lines) and
+refusals also to the events table; every placed order to ``logs/post_trade.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from .broker.models import OrderIntent, OrderResult, make_client_order_id
+from .fsutil import append_jsonl
+
+
+class Reason:
+    """Stable reason codes (the contract with hooks, the assistant and reports)."""
+
+    OK = "OK"
+    BAD_ORDER = "BAD_ORDER"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    EXCHANGE_RULES = "EXCHANGE_RULES"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    INSUFFICIENT_POSITION = "INSUFFICIENT_POSITION"
+    DUPLICATE = "DUPLICATE"
+    GATE_ERROR = "GATE_ERROR"
+    BROKER_ERROR = "BROKER_ERROR"
+
+
+@dataclass
+class Verdict:
+    allowed: bool
+    code: str = Reason.OK
+    message: str = ""
+    intent: OrderIntent | None = None
+    adjustments: list[str] = field(default_factory=list)
+    check: str | None = None
+
+
+class Refuse(Exception):
+    def __init__(self, code: str, message: str):
+        self.code, self.message = code, message
+        super().__init__(f"{code}: {message}")
+
+
+# A check takes (gate, intent) and returns the (possibly shrunk) intent, or raises Refuse.
+Check = Callable[["Gate", OrderIntent], OrderIntent]
+
+
+def check_order_sane(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    if intent.symbol not in gate.feed.markets():
+        raise Refuse(Reason.UNKNOWN_SYMBOL, f"{intent.symbol} is not a market of this session")
+    if not (isinstance(intent.amount, (int, float)) and math.isfinite(intent.amount) and intent.amount > 0):
+        raise Refuse(Reason.BAD_ORDER, f"amount must be a positive finite number, got {intent.amount!r}")
+    if intent.price is not None and not (math.isfinite(intent.price) and intent.price > 0):
+        raise Refuse(Reason.BAD_ORDER, f"price must be a positive finite number, got {intent.price!r}")
+    return intent
+
+
+def check_exchange_rules(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    """Precision, minimum amount and notional from the market definition; cash and position."""
+    rules = gate.feed.rules(intent.symbol)
+    amount = rules.amount_to_precision(intent.amount)
+    price = intent.price or gate.feed.quote(intent.symbol).price
+    problem = rules.violation(amount, price)
+    if problem:
+        raise Refuse(Reason.EXCHANGE_RULES, f"{intent.symbol}: {problem}")
+    if intent.side == "buy":
+        need = amount * price * (1 + gate.broker.fee_rate + gate.broker.slippage)
+        cash = gate.broker.cash()
+        if need > cash + 1e-9:
+            raise Refuse(Reason.INSUFFICIENT_FUNDS, f"buy needs about {need:.2f}, cash is {cash:.2f}")
+    else:
+        held = gate.broker.position_amount(intent.symbol)
+        if amount > held + 1e-12:
+            raise Refuse(Reason.INSUFFICIENT_POSITION, f"sell {amount} exceeds the position {held} (long-only spot)")
+    return replace(intent, amount=amount) if amount != intent.amount else intent
+
+
+DEFAULT_CHECKS: list[Check] = [check_order_sane, check_exchange_rules]
+
+
+class Gate:
+    def __init__(self, store, feed, broker, checks: list[Check] | None = None):
+        self.store, self.feed, self.broker = store, feed, broker
+        self.checks = list(DEFAULT_CHECKS if checks is None else checks)
+
+    @property
+    def mode(self) -> str:
+        return self.broker.mode
+
+    def evaluate(self, intent: OrderIntent) -> Verdict:
+        """Run every check; never raises."""
+        current = intent
+        notes: list[str] = []
+        for check in self.checks:
+            name = getattr(check, "__name__", "check")
+            try:
+                out = check(self, current)
+                if not isinstance(out, OrderIntent):
+                    raise TypeError(f"{name} returned {type(out).__name__}, not an OrderIntent")
+            except Refuse as r:
+                return Verdict(False, r.code, r.message, current, notes, name)
+            except Exception as e:  # fail closed: a broken check is a refusal
+                return Verdict(False, Reason.GATE_ERROR, f"{name} failed: {e.__class__.__name__}: {e}",
+                               current, notes, name)
+            if out.amount != current.amount:
+                notes.append(f"{name}: amount {current.amount:g} -> {out.amount:g}")
+            current = out
+        return Verdict(True, Reason.OK, "all checks passed", current, notes)
+
+    def submit(self, intent: OrderIntent) -> OrderResult:
+        try:
+            return self._submit(intent)
+        except Exception as e:  # never let an error become an order or a crash of the caller
+            self._log_error("gate.submit", e)
+            return OrderResult(False, intent.client_order_id, "rejected", reason_code=Reason.GATE_ERROR,
+                               message=f"gate error: {e.__class__.__name__}: {e}")
+
+    def _submit(self, intent: OrderIntent) -> OrderResult:
+        now = self.feed.now_ms()
+        coid = intent.client_order_id or make_client_order_id(self.mode, now, intent.symbol, intent.side,
+                                                             f"{intent.strategy}|{intent.source}|{intent.reason}")
+        intent = replace(intent, client_order_id=coid)
+        if self.store.one("SELECT 1 FROM orders WHERE client_order_id=?", (coid,)):
+            # the same decision was already sent (a restarted cycle): never send it twice
+            verdict = Verdict(False, Reason.DUPLICATE, f"order {coid} already exists; not sent again", intent)
+        else:
+            verdict = self.evaluate(intent)
+        self._log_verdict(now, verdict, intent)
+        if not verdict.allowed:
+            return OrderResult(False, coid, "rejected", reason_code=verdict.code, message=verdict.message)
+        try:
+            result = self.broker.place(verdict.intent, coid)
+        except Exception as e:
+            self._log_error("broker.place", e)
+            result = OrderResult(False, coid, "rejected", reason_code=Reason.BROKER_ERROR,
+                                 message=f"{e.__class__.__name__}: {e}")
+        result.adjustments = verdict.adjustments
+        append_jsonl(self.store.home.post_trade_log, {"ts": now, "mode": self.mode, **result.to_dict(),
+                                                      "symbol": intent.symbol, "side": intent.side})
+        return result
+
+    def _log_verdict(self, ts: int, v: Verdict, intent: OrderIntent) -> None:
+        rec = {"ts": ts, "mode": self.mode, "allowed": v.allowed, "code": v.code, "message": v.message,
+               "check": v.check, "adjustments": v.adjustments, "intent": intent.to_dict()}
+        append_jsonl(self.store.home.pre_trade_log, rec)
+        if not v.allowed:
+            self.store.event("gate", f"refused {intent.side} {intent.symbol}: {v.code}: {v.message}",
+                             severity="warning", data=rec, ts=ts)
+
+    def _log_error(self, where: str, e: Exception) -> None:
+        try:
+            self.store.event("error", f"{where}: {e.__class__.__name__}: {e}", severity="error",
+                             data={"traceback": traceback.format_exc(limit=5)})
+        except Exception:
+            pass

@@ -1,0 +1,83 @@
+"""Public market data from a ccxt exchange (no keys): markets, ticker, order book, OHLCV.
+
+Follows the wall clock. Only candles that have closed are returned (the exchange's last, still
+forming candle is dropped) so a live paper session sees exactly what a replay would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .candles import Candles, timeframe_of
+from .feed import Quote, WallClock
+from .rules import MarketRules
+
+
+def public_exchange(exchange_id: str, timeout_ms: int = 10_000):
+    import ccxt  # heavy (~0.4 s): only the commands that talk to an exchange pay for it
+
+    cls = getattr(ccxt, exchange_id, None)
+    if cls is None:
+        raise ValueError(f"EXCHANGE: ccxt has no exchange {exchange_id!r}")
+    return cls({"enableRateLimit": True, "timeout": timeout_ms})
+
+
+class CcxtFeed:
+    def __init__(self, exchange, symbols, minutes: int, clock: WallClock | None = None):
+        self.exchange = exchange
+        self.symbols = tuple(symbols)
+        self.timeframe_ms = minutes * 60_000
+        self.timeframe = timeframe_of(minutes)
+        self.source = f"ccxt:{exchange.id}"
+        self.synthetic = False
+        self.clock = clock or WallClock()
+        self._markets: dict | None = None
+        self._liquidity: dict[str, float] = {}
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def wait_next_cycle(self, interval_ms: int, stop) -> int | None:
+        return self.clock.wait_next_cycle(interval_ms, stop)
+
+    def markets(self) -> dict[str, dict]:
+        if self._markets is None:
+            all_markets = self.exchange.load_markets()
+            missing = [s for s in self.symbols if s not in all_markets]
+            if missing:
+                raise ValueError(f"SYMBOLS: {', '.join(missing)} not listed on {self.exchange.id}")
+            self._markets = {s: all_markets[s] for s in self.symbols}
+        return self._markets
+
+    def rules(self, symbol: str) -> MarketRules:
+        return MarketRules.from_ccxt(self.markets()[symbol], self.exchange.precisionMode)
+
+    def candles(self, symbol: str, limit: int = 500) -> Candles:
+        rows = self.exchange.fetch_ohlcv(symbol, self.timeframe, limit=min(limit + 1, 1000))
+        c = self._closed(rows)
+        if len(c):
+            self._liquidity[symbol] = float(c.volume[-1])
+        return c.slice(max(0, len(c) - limit), len(c))
+
+    def closed_since(self, symbol: str, since_ms: int) -> Candles:
+        return self._closed(self.exchange.fetch_ohlcv(symbol, self.timeframe, since=since_ms, limit=1000))
+
+    def _closed(self, rows) -> Candles:
+        now = self.now_ms()
+        rows = [r[:6] for r in rows if r[0] + self.timeframe_ms <= now and None not in r[:6]]
+        return Candles.from_rows(rows if rows else np.empty((0, 6)), self.timeframe_ms)
+
+    def ticker(self, symbol: str) -> dict:
+        return self.exchange.fetch_ticker(symbol)
+
+    def order_book(self, symbol: str, depth: int = 10) -> dict:
+        return self.exchange.fetch_order_book(symbol, depth)
+
+    def quote(self, symbol: str) -> Quote:
+        t = self.exchange.fetch_ticker(symbol)
+        price = t.get("last") or t.get("close")
+        if not price or price <= 0:
+            raise LookupError(f"{self.exchange.id} gave no last price for {symbol}")
+        if symbol not in self._liquidity:
+            self.candles(symbol, 2)
+        return Quote(symbol, float(price), self._liquidity.get(symbol, 0.0), int(t.get("timestamp") or self.now_ms()))

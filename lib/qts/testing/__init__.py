@@ -1,0 +1,1 @@
+"""Test and benchmark helpers (loopback exchanges). Standard library only at import time."""
