@@ -30,6 +30,14 @@ class Reason:
     DUPLICATE = "DUPLICATE"
     GATE_ERROR = "GATE_ERROR"
     BROKER_ERROR = "BROKER_ERROR"
+    KILL_SWITCH = "KILL_SWITCH"
+    TRADING_HALTED = "TRADING_HALTED"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    BREAKER_OPEN = "BREAKER_OPEN"
+    LIVE_NOT_APPROVED = "LIVE_NOT_APPROVED"
+    LIVE_SCOPE = "LIVE_SCOPE"
+    LIVE_PREREQUISITE = "LIVE_PREREQUISITE"
+    ORDER_APPROVAL_NEEDED = "ORDER_APPROVAL_NEEDED"
 
 
 @dataclass
@@ -62,6 +70,51 @@ def check_order_sane(gate: "Gate", intent: OrderIntent) -> OrderIntent:
     return intent
 
 
+def reduces_exposure(gate: "Gate", intent: OrderIntent) -> bool:
+    """Long-only spot: a sell of no more than the position held."""
+    return intent.side == "sell" and intent.amount <= gate.broker.position_amount(intent.symbol) + 1e-12
+
+
+def is_flatten(gate: "Gate", intent: OrderIntent) -> bool:
+    return intent.source == "kill_switch" and intent.type == "market" and reduces_exposure(gate, intent)
+
+
+def check_kill_switch(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    from .safety import kill_switch
+
+    ks = kill_switch.status(gate.store.home, gate.store)
+    if ks.engaged and not is_flatten(gate, intent):
+        raise Refuse(Reason.KILL_SWITCH, f"kill switch engaged ({ks.reason}); only flattening orders pass. "
+                                         "A human resets it with the PIN in their own terminal.")
+    return intent
+
+
+def check_trading_state(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    st = gate.breaker.status(gate.feed.now_ms())
+    if st.trading_state == "HALTED" and not is_flatten(gate, intent):
+        raise Refuse(Reason.TRADING_HALTED, f"trading state HALTED ({st.reason})")
+    if st.trading_state == "REDUCING" and not reduces_exposure(gate, intent):
+        raise Refuse(Reason.TRADING_REDUCING, "trading state REDUCING: only orders that reduce exposure pass")
+    if gate.mode == "live" and not st.live_allowed:
+        raise Refuse(Reason.BREAKER_OPEN, f"circuit breaker {st.state} ({st.reason}): live orders refused, "
+                                          "trading continues in paper")
+    return intent
+
+
+def check_live_approval(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    if gate.mode != "live":
+        return intent
+    from .safety.live_approval import require_live_approval
+
+    return require_live_approval(gate, intent)
+
+
+def check_risk(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    from .safety.risk_gate import apply_risk
+
+    return apply_risk(gate, intent)
+
+
 def check_exchange_rules(gate: "Gate", intent: OrderIntent) -> OrderIntent:
     """Precision, minimum amount and notional from the market definition; cash and position."""
     rules = gate.feed.rules(intent.symbol)
@@ -82,13 +135,18 @@ def check_exchange_rules(gate: "Gate", intent: OrderIntent) -> OrderIntent:
     return replace(intent, amount=amount) if amount != intent.amount else intent
 
 
-DEFAULT_CHECKS: list[Check] = [check_order_sane, check_exchange_rules]
+# The order is the contract: kill switch -> breaker / trading state -> live approval -> risk -> exchange.
+DEFAULT_CHECKS: list[Check] = [check_order_sane, check_kill_switch, check_trading_state, check_live_approval,
+                               check_risk, check_exchange_rules]
 
 
 class Gate:
-    def __init__(self, store, feed, broker, checks: list[Check] | None = None):
-        self.store, self.feed, self.broker = store, feed, broker
+    def __init__(self, store, feed, broker, settings=None, checks: list[Check] | None = None, breaker=None):
+        from .safety.breaker import Breaker
+
+        self.store, self.feed, self.broker, self.settings = store, feed, broker, settings
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
+        self.breaker = breaker or Breaker(store.home, store)
 
     @property
     def mode(self) -> str:

@@ -71,7 +71,7 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None) 
     sync_trades(store)  # a crash between a fill's commit and its journal line is repaired here
     broker = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
     broker.ensure_account(settings.INITIAL_CASH)
-    gate = Gate(store, feed, broker)
+    gate = Gate(store, feed, broker, settings=settings)
     strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
     loop = TradingLoop(settings, store, feed, broker, gate, strategies)
     return Session(settings, store, feed, broker, gate, loop)

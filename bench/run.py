@@ -1,0 +1,26 @@
+"""Run every benchmark, each in its own process (so peak memory is its own). `make bench`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["bench_loop.py"]
+
+
+def main() -> int:
+    only = sys.argv[1:]
+    rc = 0
+    for b in BENCHES:
+        if only and not any(o in b for o in only):
+            continue
+        print(f"\n== {b}")
+        r = subprocess.run([sys.executable, str(HERE / b)], cwd=HERE)
+        rc |= r.returncode
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
