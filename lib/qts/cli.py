@@ -426,6 +426,9 @@ def db_migrate(ctx):
     click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
 
 
+from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="qts", standalone_mode=True)

@@ -10,6 +10,7 @@ refusals also to the events table; every placed order to ``logs/post_trade.json`
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -200,12 +201,12 @@ class Gate:
             result = OrderResult(False, coid, "rejected", reason_code=Reason.BROKER_ERROR,
                                  message=f"{e.__class__.__name__}: {e}")
         result.adjustments = verdict.adjustments
-        append_jsonl(self.store.home.post_trade_log, {"ts": now, "mode": self.mode, **result.to_dict(),
+        append_jsonl(self.store.home.post_trade_log, {"ts": now, "logged_at": time.time(), "mode": self.mode, **result.to_dict(),
                                                       "symbol": intent.symbol, "side": intent.side})
         return result
 
     def _log_verdict(self, ts: int, v: Verdict, intent: OrderIntent) -> None:
-        rec = {"ts": ts, "mode": self.mode, "allowed": v.allowed, "code": v.code, "message": v.message,
+        rec = {"ts": ts, "logged_at": time.time(), "mode": self.mode, "allowed": v.allowed, "code": v.code, "message": v.message,
                "check": v.check, "adjustments": v.adjustments, "intent": intent.to_dict()}
         append_jsonl(self.store.home.pre_trade_log, rec)
         if not v.allowed:

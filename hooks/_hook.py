@@ -1,0 +1,48 @@
+"""Run one Claude Code hook event: `python3 _hook.py pre_tool_use|post_tool_use|session_start|user_prompt_submit`.
+
+Standard library only; located from this file's own path (the plugin cache folder's name is not
+relied on). If the library cannot even be imported, a PreToolUse call is denied (fail closed).
+"""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "lib"))
+
+
+def main() -> int:
+    event = sys.argv[1] if len(sys.argv) > 1 else ""
+    if event == "kill_flag":  # stdlib-only first step of hooks/kill_switch.sh
+        from qts.paths import StateHome
+        from qts.safety.kill_switch import engage
+
+        args = sys.argv[2:]
+        reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
+        engage(StateHome.resolve().ensure(), reason)
+        return 0
+    try:
+        data = sys.stdin.buffer.read(2_000_001).decode("utf-8", "replace")
+    except Exception:
+        data = ""
+    try:
+        from qts.hooks import entry
+
+        fn = {"pre_tool_use": entry.pre_tool_use, "post_tool_use": entry.post_tool_use,
+              "session_start": entry.session_start, "user_prompt_submit": entry.user_prompt_submit}[event]
+        code, out, err = fn(data)
+    except BaseException as e:  # noqa: BLE001 - a hook must answer, never crash (a crash lets the tool run)
+        if event == "pre_tool_use":
+            sys.stdout.write('{"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny", '
+                             '"permissionDecisionReason": "[quant-trading-system] safety hook failed to load ('
+                             + type(e).__name__ + '); run /quant-trading-system:setup"}}')
+        return 0
+    if out:
+        sys.stdout.write(out)
+    if err:
+        sys.stderr.write(err)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The Claude Code hook events, each a function from the hook's stdin text to (exit code, stdout, stderr).
+
+Protocol facts (checked against the real CLI, see DESIGN.md): exit 0 + JSON is read; exit 2 blocks
+with stderr to the model; ANY other outcome (exit 1, crash, timeout) lets the tool run. So every
+function here catches everything and decides explicitly; on trade paths an error is a deny.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from . import classify, probe
+
+MAX_INPUT = 1_000_000
+
+
+def _deny(reason: str) -> tuple[int, str, str]:
+    out = {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                  "permissionDecisionReason": reason}}
+    return 0, json.dumps(out), ""
+
+
+def _context(event: str, text: str) -> tuple[int, str, str]:
+    return 0, json.dumps({"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}), ""
+
+
+SILENT = (0, "", "")
+
+
+def _parse(stdin_text: str) -> dict:
+    if len(stdin_text) > MAX_INPUT:
+        raise ValueError(f"hook input larger than {MAX_INPUT} bytes")
+    data = json.loads(stdin_text)
+    if not isinstance(data, dict):
+        raise ValueError("hook input is not a JSON object")
+    return data
+
+
+def plugin_root() -> str:
+    from ..paths import plugin_root as pr
+
+    return os.environ.get("CLAUDE_PLUGIN_ROOT") or str(pr())
+
+
+def pre_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
+    env = os.environ if env is None else env
+    try:
+        data = _parse(stdin_text)
+        tool = data.get("tool_name")
+        tin = data.get("tool_input") or {}
+        if not isinstance(tin, dict):
+            raise ValueError("tool_input is not an object")
+        home = probe.state_home(env)
+        if tool == "Bash":
+            cmd = tin.get("command")
+            if not isinstance(cmd, str):
+                raise ValueError("tool_input.command missing")
+            v = classify.classify_command(cmd, plugin_root())
+            if v.kind == classify.DENY:
+                return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
+            if v.kind == classify.TRADE:
+                return pre_trade_verdict(cmd, home, env)
+            return SILENT
+        if tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
+            path = tin.get("file_path") or tin.get("notebook_path") or ""
+            if not isinstance(path, str):
+                raise ValueError("file_path is not text")
+            v = classify.classify_edit(os.path.abspath(path) if path else path, str(home.root), plugin_root())
+            if v.kind == classify.DENY:
+                return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
+        return SILENT
+    except Exception as e:  # fail closed: we cannot tell what this would do
+        return _deny(f"[quant-trading-system] refused: the safety hook could not read this request "
+                     f"({e.__class__.__name__}: {str(e)[:200]}); nothing was run")
+
+
+def pre_trade_verdict(cmd: str, home, env) -> tuple[int, str, str]:
+    """Fast early answer for trade commands; the gate inside the command re-checks everything."""
+    try:
+        engaged, why = probe.kill_switch(home)
+        if engaged and not re.search(r"kill-switch(?!\s+reset)", cmd):
+            return _deny(f"[quant-trading-system] KILL_SWITCH engaged ({why}): no orders until a human resets it "
+                         "with the PIN in their own terminal (qts kill-switch reset).")
+        b = probe.breaker(home)
+        if b["trading_state"] == "HALTED":
+            return _deny(f"[quant-trading-system] TRADING_HALTED ({b.get('reason')}): no new orders.")
+        wants_live = (re.search(r"PAPER_TRADING=(?:false|0|no|off)\b", cmd, re.I)
+                      or str(env.get("PAPER_TRADING", "true")).strip().lower() in ("false", "0", "no", "off")
+                      or re.search(r"\s--live\b", cmd))
+        if wants_live:
+            if b["state"] != "closed":
+                return _deny(f"[quant-trading-system] BREAKER_OPEN: the circuit breaker is {b['state']} "
+                             f"({b.get('reason')}); live orders are refused, paper continues.")
+            ok, gwhy = probe.live_grant(home)
+            if not ok:
+                return _deny(f"[quant-trading-system] LIVE_NOT_APPROVED ({gwhy}): live trading needs the human to "
+                             "approve it with their PIN in their own terminal (hooks/guard_approve.sh).")
+        return SILENT
+    except Exception as e:
+        return _deny(f"[quant-trading-system] refused: pre-trade check failed ({e.__class__.__name__}: {e})")
+
+
+def post_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
+    env = os.environ if env is None else env
+    try:
+        data = _parse(stdin_text)
+        if data.get("tool_name") != "Bash":
+            return SILENT
+        cmd = (data.get("tool_input") or {}).get("command") or ""
+        if classify.classify_command(cmd, plugin_root()).kind != classify.TRADE:
+            return SILENT
+        home = probe.state_home(env)
+        started = time.time() - (float(data.get("duration_ms") or 0) / 1000) - 5
+        recs = probe.last_post_trades(home, started)
+        lines = []
+        for r in recs[-10:]:
+            if r.get("accepted"):
+                lines.append(f"{r.get('side')} {r.get('symbol')} {r.get('status')} {r.get('filled', 0):.6g}"
+                             + (f" @ {r['avg_price']:.2f}" if r.get("avg_price") else ""))
+            else:
+                lines.append(f"{r.get('side')} {r.get('symbol')} REFUSED {r.get('reason_code')}: {r.get('message')}")
+        pf = probe.portfolio(home)
+        pnl = ""
+        if pf.get("equity") is not None:
+            pnl = (f"equity {pf['equity']:.2f}, unrealized P&L {pf.get('unrealized_pnl') or 0:.2f}, "
+                   f"realized P&L {pf.get('realized_pnl') or 0:.2f}")
+        ctx = "[quant-trading-system] " + ("orders: " + "; ".join(lines) + ". " if lines else "no orders placed. ") \
+            + (pnl + ". " if pnl else "") + probe.summary_line(home)
+        return _context("PostToolUse", ctx)
+    except Exception as e:
+        return _context("PostToolUse", f"[quant-trading-system] post-trade report unavailable ({e.__class__.__name__}); "
+                                       "check `qts status` before trading further.")
+
+
+def session_start(stdin_text: str, env=None) -> tuple[int, str, str]:
+    env = os.environ if env is None else env
+    try:
+        home = probe.state_home(env)
+        return _context("SessionStart", "[quant-trading-system] " + probe.summary_line(home)
+                        + ". Orders go only through `qts order` / the loop (the gate). PINs are typed by the human "
+                          "in their own terminal, never in this chat.")
+    except Exception as e:
+        return _context("SessionStart", f"[quant-trading-system] trading state unavailable ({e.__class__.__name__}); "
+                                        "treat trading as halted until `qts status` works.")
+
+
+# "my pin is 4821 93", "PIN: 123456", "/quant-trading-system:approve 123456", "unlock 998877"
+PIN_TALK = re.compile(r"(?:\b(?:pin|passcode|pass\s*code|passphrase)\b[^\n\d]{0,30}\d{4,12}(?!\d)"
+                      r"|(?:approve|unlock|guard_approve)\S*\s+(?:live\s+)?(?:with\s+)?[:=]?\s*\d{4,12}\b)", re.I)
+PIN_LIKE = re.compile(r"(?<![\w/.-])(\S{4,64})(?![\w/.-])")
+
+
+def user_prompt_submit(stdin_text: str, env=None) -> tuple[int, str, str]:
+    env = os.environ if env is None else env
+    try:
+        data = _parse(stdin_text)
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str):
+            return SILENT
+        home = probe.state_home(env)
+        leaked = _contains_pin(prompt, home)
+        looks_like_approval = PIN_TALK.search(prompt)
+        if leaked or looks_like_approval:
+            msg = ("[quant-trading-system] Blocked: this prompt " + ("contains your PIN" if leaked else
+                   "looks like an approval with a PIN") + ". It was NOT sent to the assistant, but Claude Code has "
+                   "already written it to the session transcript on disk, where the assistant could read it later. "
+                   "Treat that PIN as exposed: change it now in your own terminal (hooks/guard_approve.sh set-pin), "
+                   "and approve live trading only there, never in the chat.")
+            return 0, json.dumps({"decision": "block", "reason": msg}), ""
+        return SILENT
+    except Exception:
+        return SILENT  # an unreadable prompt cannot leak more than it already has; never block ordinary chat on a bug
+
+
+def _contains_pin(prompt: str, home) -> bool:
+    """Check up to 4 PIN-like tokens against the stored verifier (slow hash: bounded work)."""
+    if not (home.safety_dir / "pin.json").exists():
+        return False
+    tokens = [t for t in PIN_LIKE.findall(prompt) if re.search(r"\d", t)][:4]
+    if not tokens:
+        return False
+    try:
+        from ..safety.pin import check_pin_quietly
+    except Exception:
+        return False
+    return any(check_pin_quietly(home, t) for t in tokens)

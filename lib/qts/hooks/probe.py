@@ -1,0 +1,145 @@
+"""Read the trading state with the standard library only (fast enough for every hook call).
+
+The answers here explain refusals early; the gate re-checks everything with full verification.
+Unreadable state is reported as the safer reading (engaged, open, halted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from ..paths import StateHome
+
+
+def _db(home: StateHome):
+    if not home.db_path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{home.db_path}?mode=ro", uri=True, timeout=2)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def kill_switch(home: StateHome) -> tuple[bool, str]:
+    if os.path.lexists(home.kill_flag):
+        try:
+            return True, str(json.loads(home.kill_flag.read_text()).get("reason", "engaged"))
+        except Exception:
+            return True, "flag present"
+    try:
+        conn = _db(home)
+        if conn is None:
+            return False, "clear"
+        with conn:
+            row = conn.execute("SELECT json_extract(data, '$.action') FROM events WHERE kind='kill_switch' AND "
+                               "json_extract(data, '$.action') IN ('engaged','reset') ORDER BY id DESC LIMIT 1").fetchone()
+        conn.close()
+    except sqlite3.Error:
+        return True, "database unreadable"
+    if row and row[0] == "engaged":
+        return True, "recorded in the database (flag file missing)"
+    return False, "clear"
+
+
+def breaker(home: StateHome) -> dict:
+    try:
+        lines = home.breaker_file.read_text().splitlines()
+    except FileNotFoundError:
+        return {"state": "open", "trading_state": "ACTIVE", "reason": "no breaker state yet (paper only)"}
+    except OSError:
+        return {"state": "open", "trading_state": "HALTED", "reason": "breaker state unreadable"}
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+            if rec.get("state") in ("closed", "open", "half_open"):
+                return {k: rec.get(k) for k in ("state", "trading_state", "reason", "since_ts")}
+        except ValueError:
+            continue
+    return {"state": "open", "trading_state": "HALTED", "reason": "breaker state corrupt"}
+
+
+def live_grant(home: StateHome) -> tuple[bool, str]:
+    """Presence and expiry only; the gate verifies the signature."""
+    p = home.safety_dir / "grants" / "live.json"
+    try:
+        g = json.loads(p.read_text())
+        exp = g["grant"]["expires_ts"]
+    except FileNotFoundError:
+        return False, "no live grant"
+    except Exception:
+        return False, "live grant unreadable"
+    exp_s = exp / 1000 if exp > 1e11 else exp
+    if exp_s <= time.time():
+        return False, "live grant expired"
+    return True, "live grant present until " + time.strftime("%H:%M UTC", time.gmtime(exp_s))
+
+
+def portfolio(home: StateHome) -> dict:
+    out = {"positions": [], "equity": None, "cash": None, "mode": "paper"}
+    try:
+        conn = _db(home)
+        if conn is None:
+            return out
+        with conn:
+            out["positions"] = [dict(r) for r in conn.execute(
+                "SELECT mode, symbol, amount, avg_entry FROM positions WHERE amount>0")]
+            row = conn.execute("SELECT mode, equity, cash, unrealized_pnl, realized_pnl FROM equity_snapshots "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+            if row:
+                out.update(dict(row))
+        conn.close()
+    except sqlite3.Error as e:
+        out["error"] = f"database unreadable: {e}"
+    return out
+
+
+def last_post_trades(home: StateHome, since_s: float) -> list[dict]:
+    out = []
+    try:
+        with open(home.post_trade_log, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 64_000))
+            tail = fh.read().decode("utf-8", "replace").splitlines()[-50:]
+    except OSError:
+        return out
+    for line in tail:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("logged_at", 0) >= since_s:
+            out.append(rec)
+    return out
+
+
+def summary_line(home: StateHome) -> str:
+    ks, why = kill_switch(home)
+    b = breaker(home)
+    pf = portfolio(home)
+    mode = "LIVE" if os.environ.get("PAPER_TRADING", "true").strip().lower() in ("false", "0", "no", "off") else "paper"
+    parts = [f"mode {mode}", f"breaker {b['state']} ({b.get('reason', '')})", f"trading {b['trading_state']}",
+             "kill switch ENGAGED: " + why if ks else "kill switch clear"]
+    if pf.get("equity") is not None:
+        parts.append(f"equity {pf['equity']:.2f} cash {pf['cash']:.2f}")
+    if pf["positions"]:
+        parts.append("open positions: " + ", ".join(f"{p['symbol']} {p['amount']:.6g} @ {p['avg_entry']:.2f}"
+                                                    for p in pf["positions"]))
+    else:
+        parts.append("no open positions")
+    return "; ".join(parts)
+
+
+def state_home(env=None) -> StateHome:
+    return StateHome.resolve(None, env)
+
+
+def is_relative_to(p: str, root: Path) -> bool:
+    try:
+        Path(p).resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
