@@ -148,6 +148,11 @@ class Gate:
         self.store, self.feed, self.broker, self.settings = store, feed, broker, settings
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
         self.breaker = breaker or Breaker(store.home, store)
+        self._notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        """A check explains an adjustment (e.g. why it shrank the order)."""
+        self._notes.append(message)
 
     @property
     def mode(self) -> str:
@@ -157,6 +162,7 @@ class Gate:
         """Run every check; never raises."""
         current = intent
         notes: list[str] = []
+        self._notes = notes
         for check in self.checks:
             name = getattr(check, "__name__", "check")
             try:

@@ -1,0 +1,122 @@
+"""The gate's risk layer: build a portfolio snapshot from the store and the feed, then ask the
+risk manager. Entries may be shrunk (with the reasons noted on the verdict) or refused.
+
+The risk profile comes from ``safety/risk_profile.json``. A profile LOOSER than the defaults
+(tightened by the settings) counts only with a PIN-signed approval of its exact record hash;
+without one the defaults apply. A damaged file also falls back to the defaults (risk_profile.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .risk import PortfolioSnapshot, RiskManager
+from .risk_profile import default_profile, is_loosening, load_profile
+
+PROFILE_APPROVAL = "risk_profile"
+_cache: dict = {}
+
+
+def effective_profile(gate):
+    home = gate.store.home
+    path = home.safety_dir / "risk_profile.json"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        key = (str(path), None)
+    if _cache.get("key") == key and _cache.get("settings") is gate.settings:
+        return _cache["profile"]
+    base = default_profile()
+    if gate.settings is not None:
+        base = base.tightened_by_settings(gate.settings)
+    loaded = load_profile(home, log=lambda kind, msg, data=None: gate.store.event("risk", msg, "warning", data),
+                          settings=gate.settings)
+    profile = loaded.profile
+    if loaded.source == "file" and is_loosening(base, profile) and not _approved(home, loaded.record_hash):
+        gate.store.event("risk", "risk profile looser than the defaults without a PIN approval: defaults apply",
+                         "warning", {"loosened": is_loosening(base, profile)})
+        profile = base
+    _cache.update(key=key, settings=gate.settings, profile=profile)
+    return profile
+
+
+def _approved(home, record_hash) -> bool:
+    import json
+
+    try:
+        from .grants import verify_approval
+
+        approval = json.loads((home.safety_dir / "risk_profile.approval.json").read_text())
+        payload = verify_approval(home, approval, PROFILE_APPROVAL, now=approval.get("approval", approval)
+                                  .get("issued_ts", 0) if isinstance(approval, dict) else 0)
+        return bool(payload) and payload.get("hash") == record_hash
+    except Exception:
+        return False
+
+
+def build_snapshot(gate, intent, full: bool = True) -> PortfolioSnapshot:
+    store, broker, feed = gate.store, gate.broker, gate.feed
+    mode = broker.mode
+    now = feed.now_ms()
+    held = broker.positions()
+    prices = {s: feed.quote(s).price for s in set(held) | {intent.symbol}}
+    positions = {s: {"amount": p["amount"], "price": prices[s], "avg_entry": p["avg_entry"]} for s, p in held.items()}
+    cash = broker.cash()
+    equity = cash + sum(p["amount"] * prices[s] for s, p in held.items())
+    if not full:
+        return PortfolioSnapshot(equity, cash, equity, equity, now, positions=positions, prices=prices)
+    peak = store.scalar("SELECT MAX(equity) FROM equity_snapshots WHERE mode=?", (mode,)) or equity
+    day0 = now - now % 86_400_000
+    day_start = store.scalar("SELECT equity FROM equity_snapshots WHERE mode=? AND ts>=? ORDER BY ts LIMIT 1",
+                             (mode, day0)) or equity
+    open_notional: dict[str, float] = {}
+    for o in broker.open_orders():
+        if o["side"] == "buy":
+            px = o["price"] or prices.get(o["symbol"]) or feed.quote(o["symbol"]).price
+            open_notional[o["symbol"]] = open_notional.get(o["symbol"], 0.0) + (o["amount"] - o["filled"]) * px
+    closed = [{"symbol": r["symbol"], "exit_ts": r["exit_ts"], "pnl": r["pnl"], "return": r["return_pct"] / 100,
+               "exit_reason": r["exit_reason"] or ""}
+              for r in store.query("SELECT * FROM closed_trades WHERE mode=? AND exit_ts>=? ORDER BY exit_ts",
+                                   (mode, now - 7 * 86_400_000))]
+    stamps = [r["created_ts"] for r in store.query("SELECT created_ts FROM orders WHERE mode=? AND created_ts>=?",
+                                                   (mode, now - 120_000))]
+    candles = {}
+    for s in set(held) | set(open_notional) | {intent.symbol}:
+        try:
+            c = feed.candles(s, 150)
+            candles[s] = {"high": c.high, "low": c.low, "close": c.close}
+        except Exception:
+            pass  # no candles: the manager refuses entries it cannot put a stop on
+    stats = {}
+    if intent.strategy:
+        rows = store.query("SELECT pnl FROM closed_trades WHERE mode='paper' AND strategy=?", (intent.strategy,))
+        wins = [r["pnl"] for r in rows if r["pnl"] > 0]
+        losses = [-r["pnl"] for r in rows if r["pnl"] <= 0]
+        if rows and wins and losses:
+            stats[intent.strategy] = {"win_rate": len(wins) / len(rows),
+                                      "payoff_ratio": (sum(wins) / len(wins)) / (sum(losses) / len(losses)),
+                                      "n_trades": len(rows)}
+    return PortfolioSnapshot(equity, cash, max(peak, equity), day_start, now, positions=positions,
+                             open_order_notional=open_notional, closed_trades=closed, order_timestamps=stamps,
+                             candles=candles, strategy_stats=stats, prices=prices)
+
+
+def apply_risk(gate, intent):
+    from dataclasses import replace
+
+    from ..gate import Refuse
+
+    profile = effective_profile(gate)
+    snap = build_snapshot(gate, intent, full=intent.side == "buy")
+    d = RiskManager(profile).assess(intent, snap)
+    if not d.allowed:
+        raise Refuse(d.code, d.message)
+    for note in d.adjustments:
+        gate.note(note)
+    if intent.side == "buy":
+        return replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
+    return replace(intent, amount=d.amount) if d.amount and d.amount != intent.amount else intent
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
