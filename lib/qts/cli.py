@@ -195,6 +195,13 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     from .reports.summary import summarize
 
     session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace)
+    from .safety import kill_switch
+
+    ks = kill_switch.status(session.store.home, session.store)
+    if ks.engaged:
+        session.close()
+        raise click.ClickException(f"kill switch engaged ({ks.reason}): the loop does not start. A human resets "
+                                   "it with the PIN in their own terminal: qts kill-switch reset")
     started = session.feed.now_ms()
     runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source)
     if not quiet and not as_json:
@@ -208,6 +215,8 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     finally:
         if sys.stdout.isatty() and not quiet:
             click.echo("")
+    if session.loop.halted:
+        click.echo(f"HALTED: {session.loop.halted}", err=True)
     summary = summarize(session.store, since_ts=started)
     session.close()
     if as_json:

@@ -12,6 +12,21 @@ from .cli import InputError, _settings, cli
 from .paths import StateHome
 
 
+def _approval_errors(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from .safety.approve import ApprovalError
+
+        try:
+            return fn(*a, **kw)
+        except ApprovalError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
 def _store(ctx):
     from .store import Store
 
@@ -109,6 +124,7 @@ def kill_status(ctx, as_json):
 
 @kill_switch_grp.command("reset")
 @click.pass_context
+@_approval_errors
 def kill_reset(ctx):
     """Release the switch. Asks for the PIN on the terminal (never as an argument)."""
     from .safety import kill_switch as ks
@@ -204,6 +220,7 @@ def breaker_trip(ctx, reason):
 @breaker_grp.command("state")
 @click.argument("target", type=click.Choice(["ACTIVE", "REDUCING", "HALTED"], case_sensitive=False))
 @click.pass_context
+@_approval_errors
 def breaker_state(ctx, target):
     """Set the trading state. Restricting is free; loosening asks for the PIN on the terminal."""
     target = target.upper()
@@ -266,3 +283,208 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, as_json):
                    if out["accepted"] else f"REFUSED {out['reason_code']}: {out['message']}")
     ok = out.get("allowed", out.get("accepted"))
     sys.exit(0 if ok else 3)
+
+
+# -- approvals (human only: the PIN is read from the terminal) -------------------------------------------
+
+@cli.group("approve")
+def approve_grp():
+    """Human approvals with the PIN, typed in YOUR OWN terminal (read from /dev/tty, never echoed).
+
+    The assistant cannot run these: it has no terminal, and the PIN never passes through the chat.
+    """
+
+
+@approve_grp.command("set-pin")
+@click.pass_context
+@_approval_errors
+def approve_set_pin(ctx):
+    """Set the PIN, or change it (asks for the current one). A new PIN key waits a cool-down before live."""
+    from .safety.approve import set_pin_from_terminal
+
+    store = _store(ctx)
+    out = set_pin_from_terminal(store)
+    store.close()
+    click.echo(f"PIN {out['origin']}; key fingerprint {out['fingerprint'][:12]}...")
+    for w in out["warnings"]:
+        click.echo(f"warning: {w}")
+    click.echo("Live trading with a new key opens after the cool-down (1 h).")
+
+
+@approve_grp.command("live")
+@click.option("--max-order", type=click.FloatRange(min=1), default=100, show_default=True, help="USD per order.")
+@click.option("--max-daily", type=click.FloatRange(min=1), default=1000, show_default=True, help="USD per day.")
+@click.option("--symbols", default=None, help="Comma-separated; default: SYMBOLS.")
+@click.option("--hours", type=click.FloatRange(min=0.05, max=24), default=8, show_default=True)
+@click.pass_context
+@_approval_errors
+def approve_live(ctx, max_order, max_daily, symbols, hours):
+    """Approve live trading, scoped (per order, per day, symbols) and expiring (default 8 h)."""
+    from .safety.approve import now_ms, unlock_from_terminal
+    from .safety.grants import issue_live_grant
+
+    settings = _settings(ctx)
+    syms = [x.strip().upper() for x in symbols.split(",")] if symbols else list(settings.SYMBOLS)
+    store = _store(ctx)
+    key = unlock_from_terminal(store, "PIN to approve LIVE trading: ")
+    g = issue_live_grant(store.home, key, max_order_notional=max_order, max_daily_notional=max_daily,
+                         symbols=syms, ttl_s=hours * 3600, now=now_ms())
+    store.event("approval", f"live grant issued: {max_order} USD/order, {max_daily} USD/day, {', '.join(syms)}, "
+                            f"{hours} h", severity="warning", data={"grant_id": g.id})
+    store.close()
+    click.echo(f"live grant until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(g.expires_ts / 1000))}: "
+               f"{max_order:g} USD/order, {max_daily:g} USD/day, {', '.join(syms)}")
+    if settings.PAPER_TRADING:
+        click.echo("note: PAPER_TRADING is still true; set PAPER_TRADING=false to trade live.")
+
+
+@approve_grp.command("revoke")
+@click.pass_context
+def approve_revoke(ctx):
+    """End live trading now (no PIN needed: it only reduces risk)."""
+    from .safety.grants import revoke_live_grant
+
+    store = _store(ctx)
+    removed = revoke_live_grant(store.home)
+    store.event("approval", "live grant revoked", severity="warning")
+    store.close()
+    click.echo("live grant revoked" if removed else "there was no live grant")
+
+
+@approve_grp.command("order")
+@click.argument("client_order_id")
+@click.option("--max-notional", type=click.FloatRange(min=1), required=True)
+@click.pass_context
+@_approval_errors
+def approve_order(ctx, client_order_id, max_notional):
+    """Approve one large live order by its client order id (single use, 15 min)."""
+    from .safety.approve import now_ms, save_approval, unlock_from_terminal
+    from .safety.grants import ACTION_ORDER_OVER_THRESHOLD, sign_approval
+
+    store = _store(ctx)
+    key = unlock_from_terminal(store, f"PIN to approve order {client_order_id}: ")
+    a = sign_approval(store.home, key, ACTION_ORDER_OVER_THRESHOLD,
+                      {"client_order_id": client_order_id, "max_notional": max_notional}, now=now_ms(),
+                      announce=store.event)
+    save_approval(store.home, f"order_{client_order_id}", a)
+    store.close()
+    click.echo(f"order {client_order_id} approved up to {max_notional:g} USD for 15 minutes")
+
+
+@approve_grp.command("paper-override")
+@click.argument("strategy")
+@click.pass_context
+@_approval_errors
+def approve_paper_override(ctx, strategy):
+    """Let STRATEGY go live before its 7 days of paper history (valid 24 h)."""
+    from .safety.approve import now_ms, save_approval, unlock_from_terminal
+    from .safety.grants import ACTION_OVERRIDE_PAPER_DAYS, sign_approval
+
+    store = _store(ctx)
+    key = unlock_from_terminal(store, f"PIN to skip the paper period of {strategy}: ")
+    a = sign_approval(store.home, key, ACTION_OVERRIDE_PAPER_DAYS, {"strategy": strategy}, ttl_s=24 * 3600,
+                      now=now_ms(), announce=store.event)
+    save_approval(store.home, f"paper_override_{strategy}", a)
+    store.close()
+    click.echo(f"{strategy}: paper-history requirement overridden for 24 h")
+
+
+@approve_grp.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def approve_status(ctx, as_json):
+    """PIN state (set, locked, cool-down) and the live grant."""
+    from .safety.approve import key_first_seen, now_ms, recent_failures
+    from .safety.grants import load_live_grant
+    from .safety.pin import pin_ready_since, pin_status
+
+    store = _store(ctx)
+    now = now_ms()
+    st = pin_status(store.home, now=now, recent_failures=recent_failures(store))
+    seen = key_first_seen(store, store.home, now) if st.get("state") == "set" else {}
+    ready = pin_ready_since(store.home, seen, now=now) if seen else None
+    g = load_live_grant(store.home, now)
+    store.close()
+    out = {"pin": st, "cooldown_remaining_s": ready.remaining_s if ready else None,
+           "live_grant": g.model_dump() if g else None}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"PIN        {st.get('state')}" + (f", locked {st.get('locked_remaining_s', 0):.0f}s" if st.get("locked") else ""))
+    if ready is not None:
+        click.echo("cool-down  " + ("over" if ready.ready else f"{ready.remaining_s / 60:.0f} min left"))
+    click.echo("live grant " + (f"until {time.strftime('%H:%M UTC', time.gmtime(g.expires_ts / 1000))}, "
+                                f"{g.scope.max_order_notional:g}/order, {g.scope.max_daily_notional:g}/day, "
+                                f"{', '.join(g.scope.symbols)}" if g else "none"))
+
+
+# -- risk profile -----------------------------------------------------------------------------------------
+
+@cli.group("risk")
+def risk_grp():
+    """The versioned risk profile: every limit the gate's risk layer enforces."""
+
+
+@risk_grp.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def risk_show(ctx, as_json):
+    """The profile in force (file, or the defaults when the file is missing or damaged)."""
+    from .safety.risk_profile import load_profile
+
+    settings = _settings(ctx)
+    store = _store(ctx)
+    lp = load_profile(store.home, settings=settings)
+    store.close()
+    d = lp.profile.model_dump()
+    if as_json:
+        click.echo(json.dumps({"version": lp.version, "source": lp.source, "problem": lp.problem, "profile": d}, indent=2))
+        return
+    click.echo(f"risk profile v{lp.version} ({lp.source}{': ' + lp.problem if lp.problem else ''})")
+    for k, v in d.items():
+        click.echo(f"  {k:30} {v}")
+
+
+@risk_grp.command("set")
+@click.argument("changes", nargs=-1, required=True, metavar="FIELD=VALUE...")
+@click.pass_context
+@_approval_errors
+def risk_set(ctx, changes):
+    """Change limits. Tightening is free; loosening asks for the PIN on the terminal."""
+    from .safety.approve import now_ms, unlock_from_terminal
+    from .safety.grants import ACTION_RAISE_RISK_LIMIT, sign_approval
+    from .safety.risk_profile import (ProfileChangeRefused, RiskProfileError, is_loosening, load_profile,
+                                      save_profile, validate_profile)
+
+    settings = _settings(ctx)
+    store = _store(ctx)
+    cur = load_profile(store.home, settings=settings)
+    data = cur.profile.model_dump()
+    for c in changes:
+        k, sep, v = c.partition("=")
+        if not sep or k not in data:
+            raise InputError(f"{c!r}: expected FIELD=VALUE with FIELD one of {', '.join(data)}")
+        try:
+            data[k] = json.loads(v)
+        except json.JSONDecodeError:
+            data[k] = v
+    try:
+        new = validate_profile(data)
+    except RiskProfileError as e:
+        raise InputError(str(e)) from None
+    loosened = is_loosening(cur.profile, new)
+    key = unlock_from_terminal(store, f"PIN to loosen {', '.join(loosened)}: ") if loosened else None
+    log = lambda kind, msg, d=None: store.event("risk", msg, "warning", d)  # noqa: E731
+    try:
+        saved = save_profile(store.home, new, approved_by_pin=key is not None, log=log, now_ms=now_ms())
+    except ProfileChangeRefused as e:
+        raise InputError(str(e)) from None
+    if key is not None:
+        from .safety.approve import save_approval  # noqa: F401
+        from .fsutil import write_atomic
+
+        a = sign_approval(store.home, key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash},
+                          ttl_s=24 * 3600, now=now_ms(), announce=store.event)
+        write_atomic(store.home.safety_dir / "risk_profile.approval.json", json.dumps(a))
+    store.close()
+    click.echo(f"risk profile v{saved.version} saved" + (f" (loosened with the PIN: {', '.join(loosened)})" if loosened else ""))

@@ -91,7 +91,7 @@ def check_kill_switch(gate: "Gate", intent: OrderIntent) -> OrderIntent:
 
 
 def check_trading_state(gate: "Gate", intent: OrderIntent) -> OrderIntent:
-    st = gate.breaker.status(gate.feed.now_ms())
+    st = gate.breaker.status(int(time.time() * 1000))  # wall clock: breaker state is about the real world
     if st.trading_state == "HALTED" and not is_flatten(gate, intent):
         raise Refuse(Reason.TRADING_HALTED, f"trading state HALTED ({st.reason})")
     if st.trading_state == "REDUCING" and not reduces_exposure(gate, intent):
@@ -213,7 +213,8 @@ class Gate:
 
     def _log_verdict(self, ts: int, v: Verdict, intent: OrderIntent) -> None:
         rec = {"ts": ts, "logged_at": time.time(), "mode": self.mode, "allowed": v.allowed, "code": v.code, "message": v.message,
-               "check": v.check, "adjustments": v.adjustments, "intent": intent.to_dict()}
+               "check": v.check, "adjustments": v.adjustments, "intent": intent.to_dict(),
+               "final": v.intent.to_dict() if v.allowed and v.intent else None}
         append_jsonl(self.store.home.pre_trade_log, rec)
         if not v.allowed:
             self.store.event("gate", f"refused {intent.side} {intent.symbol}: {v.code}: {v.message}",

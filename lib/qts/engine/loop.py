@@ -32,19 +32,38 @@ class TradingLoop:
         self.settings, self.store, self.feed, self.broker, self.gate = settings, store, feed, broker, gate
         self.strategies = strategies
         self.interval_ms = settings.TRADE_INTERVAL * 60_000
+        self.halted: str | None = None
 
     def allocation(self, equity: float) -> float:
         """USD a full position may use: MAX_POSITION_SIZE, and no more than an equal share of equity."""
         return min(self.settings.MAX_POSITION_SIZE, equity / max(1, len(self.strategies)))
 
+    def protective_exit(self, symbol: str, held: float, candles) -> str | None:
+        """The stop loss / take profit the risk layer attached to the entry, checked on the last close.
+        (Paper and exchanges without native stop orders: the loop enforces them.)"""
+        if not len(candles):
+            return None
+        row = self.store.one(
+            "SELECT o.stop_loss, o.take_profit FROM orders o JOIN positions p ON p.mode=o.mode AND p.symbol=o.symbol "
+            "WHERE o.mode=? AND o.symbol=? AND o.side='buy' AND o.filled>0 AND o.created_ts>=p.opened_ts "
+            "ORDER BY o.id DESC LIMIT 1", (self.broker.mode, symbol))
+        close = float(candles.close[-1])
+        if row and row["stop_loss"] and close <= row["stop_loss"]:
+            return "stop_loss"
+        if row and row["take_profit"] and close >= row["take_profit"]:
+            return "take_profit"
+        return None
+
     def intent_for(self, symbol: str, target: float, held: float, price: float, equity: float,
                    strategy: Strategy, info: dict) -> OrderIntent | None:
         if target <= 0 < held:
-            return OrderIntent(symbol, "sell", held, strategy=strategy.name, reason=f"{strategy.name}:EXIT",
-                               reduce_only=True)
+            why = info.get("reason", "EXIT")
+            # exit reasons the protections read: stop_loss / take_profit / signal
+            reason = why.lower() if why in ("STOP_LOSS", "TAKE_PROFIT") else "signal"
+            return OrderIntent(symbol, "sell", held, strategy=strategy.name, reason=reason, reduce_only=True)
         if target > 0 and held <= 0:
             amount = self.allocation(equity) * target / price
-            return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason=f"{strategy.name}:ENTRY")
+            return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason="entry")
         return None
 
     def cycle(self) -> CycleReport:
@@ -59,6 +78,9 @@ class TradingLoop:
             held = self.broker.position_amount(symbol)
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
+            exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
+            if exit_reason:
+                target, info = 0.0, {**info, "reason": exit_reason.upper()}
             codes = [info.get("reason", "HOLD")]
             intent = None
             result = None
@@ -91,8 +113,14 @@ class TradingLoop:
 
     def run(self, stop, max_cycles: int | None = None, on_cycle=None) -> int:
         """Cycle until the feed ends, ``stop`` is set, or ``max_cycles`` ran. Returns cycles run."""
+        from ..safety import kill_switch
+
         n = 0
         while not stop.is_set():
+            ks = kill_switch.status(self.store.home, self.store)
+            if ks.engaged:  # the gate would refuse every order anyway; stop cycling
+                self.halted = f"kill switch engaged: {ks.reason}"
+                break
             report = self.cycle()
             n += 1
             if on_cycle:

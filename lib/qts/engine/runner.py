@@ -89,7 +89,10 @@ class Runner:
 
         try:
             n = self.loop.run(self.stop, max_cycles=max_cycles, on_cycle=tick)
-            self._status("stopped", reason="signal" if self.stop.is_set() else "finished")
+            if self.loop.halted:
+                self._status("halted", reason=self.loop.halted)
+            else:
+                self._status("stopped", reason="signal" if self.stop.is_set() else "finished")
             return n
         except BaseException as e:
             self._status("crashed", error=f"{e.__class__.__name__}: {e}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 ORDINARY, TRADE, DENY = "ordinary", "trade", "deny"
 
 # the CLI, however it is reached
-QTS = r"(?:\bqts\b|python3?\s+-m\s+qts\b|\bqts\.cli\b)"
+QTS = r"(?:\bqts\b|_qts\.sh\b|python3?\s+-m\s+qts\b|\bqts\.cli\b)"  # _qts.sh: the plugin's launcher
 TRADE_SUBCMDS = r"(?:order|run|once|live|cancel)"
 HUMAN_ONLY_SUBCMDS = (r"(?:pin\b|approve\b|kill-switch\s+reset\b|breaker\s+state\s+active\b|"
                       r"breaker\s+state\s+reducing\b|risk\s+set\b|risk\s+loosen\b|promote\b)")
@@ -40,7 +40,7 @@ SECRET_READ = [
 ORDER_API = (r"(?:create_?(?:market_|limit_)?(?:buy_|sell_)?order|createOrder|cancel_?(?:all_)?orders?\b|"
              r"cancelOrder|edit_?order|private_?post_?order|privatePost\w*Order|/api/v3/order|\bwithdraw\b|"
              r"private_?delete_?order|transfer\()")
-GUARD_SCRIPTS = r"(?:guard_approve(?:\.sh)?)"
+GUARD_SCRIPTS = r"(?:guard_approve(?:\.sh)?|kill_switch\.sh\s+reset\b)"
 
 
 @dataclass

@@ -107,9 +107,14 @@ def post_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
     env = os.environ if env is None else env
     try:
         data = _parse(stdin_text)
+        # PostToolUseFailure (the command exited non-zero, e.g. a refused order: exit 3) gets the same report
+        event = data.get("hook_event_name") if data.get("hook_event_name") == "PostToolUseFailure" else "PostToolUse"
         if data.get("tool_name") != "Bash":
             return SILENT
-        cmd = (data.get("tool_input") or {}).get("command") or ""
+        tin = data.get("tool_input")
+        cmd = (tin.get("command") if isinstance(tin, dict) else "") or ""
+        if not isinstance(cmd, str):
+            return SILENT
         if classify.classify_command(cmd, plugin_root()).kind != classify.TRADE:
             return SILENT
         home = probe.state_home(env)
@@ -129,7 +134,7 @@ def post_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
                    f"realized P&L {pf.get('realized_pnl') or 0:.2f}")
         ctx = "[quant-trading-system] " + ("orders: " + "; ".join(lines) + ". " if lines else "no orders placed. ") \
             + (pnl + ". " if pnl else "") + probe.summary_line(home)
-        return _context("PostToolUse", ctx)
+        return _context(event, ctx)
     except Exception as e:
         return _context("PostToolUse", f"[quant-trading-system] post-trade report unavailable ({e.__class__.__name__}); "
                                        "check `qts status` before trading further.")
@@ -145,6 +150,33 @@ def session_start(stdin_text: str, env=None) -> tuple[int, str, str]:
     except Exception as e:
         return _context("SessionStart", f"[quant-trading-system] trading state unavailable ({e.__class__.__name__}); "
                                         "treat trading as halted until `qts status` works.")
+
+
+def python_env(plugin_data: str = "", env=None) -> str:
+    """The Python that hooks/_qts.sh would use, or "" when only a bare python3 is left (same lookup order)."""
+    env = os.environ if env is None else env
+    data = plugin_data or env.get("CLAUDE_PLUGIN_DATA") or ""
+    for c in (env.get("QTS_PYTHON") or "", os.path.join(data, "venv", "bin", "python") if data else "",
+              os.path.join(plugin_root(), ".venv", "bin", "python")):
+        if c and os.access(c, os.X_OK):
+            return c
+    return ""
+
+
+def summary_text(plugin_data: str = "", env=None) -> str:
+    """One plain line for a slash command's context: state home, trading state, loop, Python environment."""
+    env = os.environ if env is None else env
+    home = probe.state_home(env)
+    loop = "loop not started"
+    try:
+        st = json.loads(home.status_file.read_text())
+        loop = f"loop last recorded as {st.get('state', 'unknown')}" + (f" (pid {st['pid']})" if st.get("pid") else "")
+    except (OSError, ValueError, AttributeError):
+        pass
+    py = python_env(plugin_data, env)
+    envline = (f"Python environment ready ({py})" if py else
+               "Python environment NOT set up: run /quant-trading-system:setup before any qts command")
+    return (f"[quant-trading-system] state home {home.root}; " + probe.summary_line(home) + f"; {loop}; {envline}")
 
 
 # "my pin is 4821 93", "PIN: 123456", "/quant-trading-system:approve 123456", "unlock 998877"

@@ -3,14 +3,14 @@
 Works on the unified ``market`` dict ccxt returns, in either precision mode ccxt uses: TICK_SIZE
 (precision given as a step such as 0.00001, the mode of current ccxt Binance) or DECIMAL_PLACES
 (precision given as a digit count such as 5). Amounts are truncated like ccxt's
-``amount_to_precision``; prices are rounded to the nearest tick.
+``amount_to_precision``; prices are rounded to the nearest tick (ties up, like ccxt).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4  # ccxt's constants
 
@@ -54,7 +54,7 @@ class MarketRules:
         return _quantize(amount, self.amount_step, ROUND_DOWN)
 
     def price_to_precision(self, price: float) -> float:
-        return _quantize(price, self.price_step, ROUND_HALF_EVEN)
+        return _quantize(price, self.price_step, ROUND_HALF_UP)  # ties up, as ccxt rounds
 
     def violation(self, amount: float, price: float) -> str | None:
         """Why (amount, price) breaks the market's rules, or None."""
@@ -74,8 +74,14 @@ class MarketRules:
 def _quantize(value: float, step: float, rounding) -> float:
     if step <= 0:
         return value
-    d = Decimal(repr(value)) / Decimal(repr(step))
-    return float(d.quantize(Decimal(1), rounding=rounding) * Decimal(repr(step)))
+    # float(): repr of a numpy float is "np.float64(0.2)" under numpy 2, which Decimal cannot parse
+    s = Decimal(repr(float(step)))
+    d = Decimal(repr(float(value))) / s
+    # Amounts come out of float sums (0.7 + 0.1 = 0.7999999999999999): snap away binary noise far
+    # below a step before truncating, or selling a whole position truncates to one step less and
+    # leaves unsellable dust behind. A real shortfall of even a millionth of a step still truncates.
+    d = d.quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN)
+    return float(d.quantize(Decimal(1), rounding=rounding) * s)
 
 
 # Rules modelled on Binance spot (tick 0.01, notional >= 5 USDT) for the replay markets; a real

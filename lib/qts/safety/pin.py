@@ -762,3 +762,16 @@ def pin_ready_since(home: StateHome, first_seen: int | Mapping[str, int] | None,
         return Readiness(False, remaining, rec.fingerprint,
                          f"PIN key {rec.fingerprint} is new: live trading waits another {_fmt_s(remaining)}")
     return Readiness(True, 0.0, rec.fingerprint, "cool-down passed")
+
+
+def check_pin_quietly(home: StateHome, candidate: str) -> bool:
+    """True if ``candidate`` is the PIN. Records nothing and never raises: for the prompt guard, which
+    checks whether text typed into the chat leaked the PIN (standard library only, bounded work)."""
+    try:
+        rec = load_record(home)
+        if not candidate or len(candidate) > 256:
+            return False
+        verifier, _ = _derive(candidate, rec.salt, rec.kdf["n"], rec.kdf["r"], rec.kdf["p"])
+        return hmac.compare_digest(verifier, rec.verifier)
+    except Exception:
+        return False

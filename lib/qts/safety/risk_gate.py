@@ -13,7 +13,7 @@ import time
 from .risk import PortfolioSnapshot, RiskManager
 from .risk_profile import default_profile, is_loosening, load_profile
 
-PROFILE_APPROVAL = "risk_profile"
+PROFILE_APPROVAL = "raise_risk_limit"
 _cache: dict = {}
 
 
@@ -47,8 +47,8 @@ def _approved(home, record_hash) -> bool:
         from .grants import verify_approval
 
         approval = json.loads((home.safety_dir / "risk_profile.approval.json").read_text())
-        payload = verify_approval(home, approval, PROFILE_APPROVAL, now=approval.get("approval", approval)
-                                  .get("issued_ts", 0) if isinstance(approval, dict) else 0)
+        # a standing approval of one exact profile: checked as of when it was signed
+        payload = verify_approval(home, approval, PROFILE_APPROVAL, now=int(approval.get("issued_ts", 0)))
         return bool(payload) and payload.get("hash") == record_hash
     except Exception:
         return False

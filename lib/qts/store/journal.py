@@ -7,7 +7,9 @@ in the journal exactly once.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 from ..fsutil import append_jsonl, read_jsonl
 from .db import Store
@@ -25,8 +27,30 @@ def append_trade(store: Store, fill: dict) -> None:
     append_jsonl(store.home.trades_log, fill_record(fill))
 
 
+def _end_torn_line(path: Path) -> None:
+    """A crash mid-write can leave a last line without its newline: end it, so the next record starts
+    on a line of its own instead of being glued onto the fragment (and lost with it)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return
+    except FileNotFoundError:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_trades(store: Store) -> int:
     """Append fills that are in the database but not in the journal. Returns how many."""
+    _end_torn_line(store.home.trades_log)
     have = {r.get("fill_id") for r in read_jsonl(store.home.trades_log)}
     missing = [f for f in store.query("SELECT * FROM fills ORDER BY id") if f["fill_id"] not in have]
     for f in missing:

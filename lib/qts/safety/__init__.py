@@ -1,0 +1,1 @@
+"""The safety kernel: kill switch, circuit breaker, risk layers, PIN approvals."""
