@@ -105,16 +105,20 @@ def _source_options(f):
 
 def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
     from .candles_errors import input_errors
-    from .engine.session import SessionError, archive_state, make_feed, open_session, resume_point
+    from .engine.runner import read_pid
+    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
 
     if data_dir and live_data:
         raise InputError("--data and --live-data: choose one source")
     settings = _settings(ctx, STRATEGY=strategy)
     source = "live-data" if live_data else "replay" if data_dir else "synthetic"
+    other = read_pid(settings.home)
+    if other and other != os.getpid():  # before touching anything (--fresh moves the database away)
+        raise click.ClickException(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
     with input_errors():
         archived = archive_state(settings) if fresh else None
-        feed = make_feed(settings, source, data_dir, days=days if days else (2.0 if source == "synthetic" else 0),
-                         seed=seed)
+        resume = None if source == "live-data" else last_cycle_ts(settings.home)
+        feed = make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
         try:
             session = open_session(settings, feed, _parse_params(params))
         except SessionError as e:
@@ -123,10 +127,8 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
         feed.pace_s = pace
     if archived:
         click.echo(f"previous state moved to {archived}", err=True)
-    if source != "live-data":
-        resume = resume_point(session.store, feed)
-        if resume and feed.seek(resume + session.loop.interval_ms):
-            click.echo(f"resuming the replay after {_iso(resume)} (use --fresh to start over)", err=True)
+    if getattr(feed, "resumed", False):
+        click.echo(f"resuming the replay after {_iso(resume)} (use --fresh to start over)", err=True)
     return session, source
 
 
@@ -162,11 +164,12 @@ def _print_summary(summary: dict, synthetic: bool) -> None:
     click.echo(f"  cycles            {s['cycles']}")
     click.echo(f"  fills             {s['fills']}   closed trades {s['closed_trades']}"
                + (f"   win rate {100 * s['win_rate']:.0f}%" if s["win_rate"] is not None else ""))
-    click.echo(f"  realized P&L      {s['realized_pnl']:,.2f}   (after fees)")
+    click.echo(f"  realized P&L      {s['realized_pnl']:,.2f}   (this session, after fees)")
     click.echo(f"  unrealized P&L    {s['unrealized_pnl']:,.2f}")
     click.echo(f"  fees              {s['fees']:,.2f}")
     if s["total_pnl"] is not None:
-        click.echo(f"  equity            {s['equity']:,.2f}   ({s['return_pct']:+.2f}% on {s['initial_cash']:,.2f})")
+        click.echo(f"  equity            {s['equity']:,.2f}   ({s['return_pct']:+.2f}% since the account opened "
+                   f"with {s['initial_cash']:,.2f})")
     if s["open_positions"]:
         click.echo("  open positions    " + ", ".join(f"{p['symbol']} {p['amount']:.6g}" for p in s["open_positions"]))
     click.echo(f"  gate refusals     {s['refusals']}")
@@ -303,7 +306,9 @@ def _market_feed(ctx, data_dir, synthetic):
         if synthetic:
             return make_feed(settings, "synthetic", days=1)
         if data_dir:
-            return make_feed(settings, "replay", data_dir, days=0)
+            feed = make_feed(settings, "replay", data_dir)
+            feed.seek(feed.end_ms)  # answer as of the end of the files
+            return feed
         return make_feed(settings, "live-data")
 
 
@@ -378,13 +383,16 @@ def metrics_write(ctx, name, value, tags):
     from .store import Store
 
     home = StateHome.resolve(ctx.obj.get("home"))
+    store = None
     try:
         tag_map = dict(_split_tag(t) for t in tags)
         store = Store.open(home)
         row = write_metric(store, name, value, tag_map)
     except MetricError as e:
         raise InputError(str(e)) from None
-    store.close()
+    finally:
+        if store is not None:
+            store.close()
     click.echo(f"recorded {row['name']} = {row['value']:g} at {_iso(row['ts'])}")
 
 

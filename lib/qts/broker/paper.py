@@ -76,7 +76,12 @@ class PaperBroker:
         cash = self.cash()
         value = unreal = 0.0
         for sym, p in self.positions().items():
-            mark = (prices or {}).get(sym) or self.feed.quote(sym).price
+            mark = (prices or {}).get(sym)
+            if not mark:
+                try:
+                    mark = self.feed.quote(sym).price
+                except (KeyError, LookupError):  # a symbol this feed does not follow (any more)
+                    mark = p["avg_entry"]
             value += p["amount"] * mark
             unreal += p["amount"] * (mark - p["avg_entry"])
         realized = self.store.scalar("SELECT COALESCE(SUM(realized_pnl - fee), 0) FROM fills WHERE mode=?",
@@ -115,6 +120,9 @@ class PaperBroker:
         if intent.type == "market":
             q = self.feed.quote(intent.symbol)
             self._fill_up_to(client_order_id, q.price, q.liquidity * self.participation, ts)
+            # the candle starting now gave the first fill's price: any rest waits for the next one
+            self.store.execute("UPDATE orders SET updated_ts=? WHERE client_order_id=? AND status!='filled'",
+                               (ts + 1, client_order_id))
         return self.result(client_order_id)
 
     def result(self, client_order_id: str) -> OrderResult:
@@ -170,7 +178,9 @@ class PaperBroker:
             if o["type"] == "market" and slip:
                 price = price * (1 + self.slippage) if o["side"] == "buy" else price * (1 - self.slippage)
             if o["side"] == "buy":  # never spend more than the cash there is
-                affordable = self.cash() / (price * (1 + self.fee_rate))
+                # a millionth of a step below the exact figure: amount_to_precision snaps float noise
+                # up to the next step, which here could overspend the cash by a hair
+                affordable = self.cash() / (price * (1 + self.fee_rate)) - rules.amount_step * 1e-6
                 qty = min(qty, rules.amount_to_precision(affordable))
             else:
                 qty = min(qty, self.position_amount(o["symbol"]))

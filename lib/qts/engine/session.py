@@ -47,20 +47,50 @@ def archive_state(settings: Settings) -> Path | None:
     return dest
 
 
-def make_feed(settings: Settings, source: str, data_dir=None, days: float = 3.0, seed: int = 7,
-              warmup: int = 200, exchange=None):
+def make_feed(settings: Settings, source: str, data_dir=None, days: float | None = None, seed: int = 7,
+              warmup: int = 200, exchange=None, resume_after: int | None = None):
+    """A feed for ``source``: "synthetic" (generated; ``days`` default 2), "replay" (candle files in
+    ``data_dir``; all of them unless ``days``) or "live-data" (ccxt public API).
+
+    ``resume_after``: a replay continues after this cycle time (the last one recorded) when it lies
+    inside the data, and ``days`` then counts from there.
+    """
+    day = 86_400_000
     if source == "synthetic":
-        return ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=days, seed=seed, warmup=warmup)
+        span = days or 2.0
+        feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+        if resume_after and resume_after >= feed.start_ms:  # regenerate far enough (same seed, same prices)
+            span += (resume_after - feed.start_ms) / day
+            feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+        _resume(feed, resume_after, settings, None)
+        return feed
     if source == "replay":
         feed = ReplayFeed.from_dir(data_dir, settings.SYMBOLS, settings.TRADE_INTERVAL, warmup=warmup)
-        if days:
-            feed.end_ms = min(feed.end_ms, feed.start_ms + int(days * 86_400_000))
+        _resume(feed, resume_after, settings, days)
         return feed
     if source == "live-data":
         from ..market.ccxt_feed import CcxtFeed, public_exchange
 
         return CcxtFeed(exchange or public_exchange(settings.EXCHANGE), settings.SYMBOLS, settings.TRADE_INTERVAL)
     raise ValueError(f"source: unknown {source!r}")
+
+
+def _resume(feed: ReplayFeed, resume_after, settings, days) -> None:
+    feed.resumed = bool(resume_after) and feed.seek(resume_after + settings.TRADE_INTERVAL * 60_000)
+    if days:
+        feed.end_ms = min(feed.end_ms, feed.now_ms() + int(days * 86_400_000))
+
+
+def last_cycle_ts(home) -> int | None:
+    """The simulated time of the last recorded paper cycle (a replay resumes after it)."""
+    if not home.db_path.exists():
+        return None
+    store = Store.open(home)
+    try:
+        last = store.scalar("SELECT MAX(ts) FROM decisions WHERE mode='paper'")
+    finally:
+        store.close()
+    return int(last) if last else None
 
 
 def open_session(settings: Settings, feed, strategy_params: dict | None = None) -> Session:
@@ -75,9 +105,3 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None) 
     strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
     loop = TradingLoop(settings, store, feed, broker, gate, strategies)
     return Session(settings, store, feed, broker, gate, loop)
-
-
-def resume_point(store: Store, feed) -> int | None:
-    """For a replay: the simulated time after the last recorded cycle, so runs continue, not repeat."""
-    last = store.scalar("SELECT MAX(ts) FROM decisions WHERE mode='paper'")
-    return int(last) if last else None

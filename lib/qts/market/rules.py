@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4  # ccxt's constants
 
@@ -75,13 +75,15 @@ def _quantize(value: float, step: float, rounding) -> float:
     if step <= 0:
         return value
     # float(): repr of a numpy float is "np.float64(0.2)" under numpy 2, which Decimal cannot parse
-    s = Decimal(repr(float(step)))
-    d = Decimal(repr(float(value))) / s
-    # Amounts come out of float sums (0.7 + 0.1 = 0.7999999999999999): snap away binary noise far
-    # below a step before truncating, or selling a whole position truncates to one step less and
-    # leaves unsellable dust behind. A real shortfall of even a millionth of a step still truncates.
-    d = d.quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN)
-    return float(d.quantize(Decimal(1), rounding=rounding) * s)
+    with localcontext() as ctx:
+        ctx.prec = 60  # room for the 1e-9 quantum below, whatever the value/step ratio
+        s = Decimal(repr(float(step)))
+        d = Decimal(repr(float(value))) / s
+        # Amounts come out of float sums (0.7 + 0.1 = 0.7999999999999999): snap away binary noise far
+        # below a step before truncating, or selling a whole position truncates to one step less and
+        # leaves unsellable dust behind. A real shortfall of even a millionth of a step still truncates.
+        d = d.quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN)
+        return float(d.quantize(Decimal(1), rounding=rounding) * s)
 
 
 # Rules modelled on Binance spot (tick 0.01, notional >= 5 USDT) for the replay markets; a real

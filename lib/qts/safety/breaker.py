@@ -73,14 +73,20 @@ def load(home: StateHome, now_ms: int) -> BreakerState:
     except (OSError, UnicodeDecodeError):
         return BreakerState(OPEN, HALTED, now_ms, "breaker state unreadable: reads as open and halted",
                             readable=False)
-    for line in reversed(lines):
+    torn = False
+    for i, line in enumerate(reversed([x for x in lines if x.strip()])):
         try:
             rec = json.loads(line)
         except ValueError:
-            continue
+            rec = None
         if isinstance(rec, dict) and _valid(rec):
-            return BreakerState(rec["state"], rec["trading_state"], rec["since_ts"], str(rec.get("reason", "")),
-                                int(rec.get("trips", 0)), int(rec.get("version", 0)))
+            st = BreakerState(rec["state"], rec["trading_state"], rec["since_ts"], str(rec.get("reason", "")),
+                              int(rec.get("trips", 0)), int(rec.get("version", 0)))
+            if torn:  # the newest transition is unreadable: it may have been a trip, so read as open
+                st.state, st.since_ts, st.readable = OPEN, now_ms, False
+                st.reason = "last breaker transition unreadable (torn write): reads as open"
+            return st
+        torn = True
     return BreakerState(OPEN, HALTED if lines else ACTIVE, now_ms,
                         "breaker state corrupt: reads as open" + (" and halted" if lines else ""), readable=False)
 
