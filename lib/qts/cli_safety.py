@@ -73,20 +73,32 @@ def kill_engage(ctx, reason, as_json=False):
     out["halted_ms"] = round((time.perf_counter() - t0) * 1000, 2)
     flat_ok = False
     if store is not None:
+        out.update({"cancelled": [], "closed": [], "failed": [], "flatten_ms": 0.0})
         try:
             settings = _settings(ctx)
-            from .safety.session_tools import paper_tools
+            from .safety.session_tools import live_tools, paper_tools
 
-            gate, broker = paper_tools(settings, store)
-            rep = ks.flatten(gate, broker)
-            out.update({"cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed,
-                        "flatten_ms": round(rep.ms, 2)})
-            flat_ok = rep.flat
-            store.event("kill_switch", f"flatten: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
-                                       f"{len(rep.failed)} failed", severity="critical",
+            accounts = [("paper", lambda: paper_tools(settings, store))]
+            if not settings.PAPER_TRADING or store.scalar("SELECT COUNT(*) FROM orders WHERE mode='live'"):
+                accounts.append(("live", lambda: live_tools(settings, store)))
+            flat_ok = True
+            for name, build in accounts:
+                try:
+                    gate, broker = build()
+                    rep = ks.flatten(gate, broker)
+                except Exception as e:  # e.g. the exchange is unreachable: the flag stays, retry later
+                    rep = ks.FlattenReport(failed=[{name: f"{e.__class__.__name__}: {str(e)[:200]}"}])
+                out["cancelled"] += rep.cancelled
+                out["closed"] += rep.closed
+                out["failed"] += rep.failed
+                out["flatten_ms"] += round(rep.ms, 2)
+                flat_ok = flat_ok and rep.flat
+            store.event("kill_switch", f"flatten: {len(out['cancelled'])} cancelled, {len(out['closed'])} closed, "
+                                       f"{len(out['failed'])} failed", severity="critical",
                         data={"action": "flatten", **{k: out[k] for k in ("cancelled", "closed", "failed")}})
         except Exception as e:
-            out["failed"] = [{"flatten": f"{e.__class__.__name__}: {e}"}]
+            flat_ok = False
+            out["failed"].append({"flatten": f"{e.__class__.__name__}: {e}"})
         store.close()
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))

@@ -57,6 +57,15 @@ class Refuse(Exception):
         super().__init__(f"{code}: {message}")
 
 
+def _revoke_live_grant(store):
+    def on_trip(state):  # a tripped breaker ends the live grant: going back to live needs the PIN again
+        from .safety.grants import revoke_live_grant
+
+        if revoke_live_grant(store.home):
+            store.event("approval", "live grant revoked: the circuit breaker opened", severity="critical")
+    return on_trip
+
+
 # A check takes (gate, intent) and returns the (possibly shrunk) intent, or raises Refuse.
 Check = Callable[["Gate", OrderIntent], OrderIntent]
 
@@ -147,7 +156,7 @@ class Gate:
 
         self.store, self.feed, self.broker, self.settings = store, feed, broker, settings
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
-        self.breaker = breaker or Breaker(store.home, store)
+        self.breaker = breaker or Breaker(store.home, store, on_trip=_revoke_live_grant(store))
         self._notes: list[str] = []
 
     def note(self, message: str) -> None:

@@ -28,8 +28,9 @@ class CycleReport:
 
 
 class TradingLoop:
-    def __init__(self, settings, store, feed, broker, gate, strategies: dict[str, Strategy]):
+    def __init__(self, settings, store, feed, broker, gate, strategies: dict[str, Strategy], paper_broker=None):
         self.settings, self.store, self.feed, self.broker, self.gate = settings, store, feed, broker, gate
+        self.paper_broker = paper_broker  # where a live session carries on when the breaker opens
         self.strategies = strategies
         self.interval_ms = settings.TRADE_INTERVAL * 60_000
         self.halted: str | None = None
@@ -66,8 +67,21 @@ class TradingLoop:
             return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason="entry")
         return None
 
+    def check_breaker(self) -> None:
+        """Live only: evaluate the breaker; if it is not closed, carry on in paper from now on."""
+        if self.broker.mode != "live":
+            return
+        st = self.gate.breaker.check(int(time.time() * 1000))
+        if not st.live_allowed and self.paper_broker is not None:
+            self.store.event("loop", f"circuit breaker {st.state} ({st.reason}): live trading stopped, "
+                                     "carrying on in PAPER mode; going back to live needs a fresh PIN approval",
+                             severity="critical")
+            self.broker = self.paper_broker
+            self.gate.broker = self.paper_broker
+
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
+        self.check_breaker()
         ts = self.feed.now_ms()
         matched = self.broker.process_market()
         eq = self.broker.equity()

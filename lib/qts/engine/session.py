@@ -29,6 +29,7 @@ class Session:
     broker: PaperBroker
     gate: Gate
     loop: TradingLoop
+    notice: str | None = None
 
     def close(self):
         self.store.close()
@@ -93,15 +94,50 @@ def last_cycle_ts(home) -> int | None:
     return int(last) if last else None
 
 
-def open_session(settings: Settings, feed, strategy_params: dict | None = None) -> Session:
-    if not settings.PAPER_TRADING:
-        raise SessionError("PAPER_TRADING=false: live trading is not available in this build; "
-                           "unset PAPER_TRADING (or set it to true) to paper-trade")
+def open_session(settings: Settings, feed, strategy_params: dict | None = None, exchange=None) -> Session:
+    """Paper unless PAPER_TRADING=false; live also needs a closed breaker (else it carries on in
+    paper and says so), keys that cannot withdraw, and a finished reconciliation."""
     store = Store.open(settings.home)
     sync_trades(store)  # a crash between a fill's commit and its journal line is repaired here
-    broker = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
-    broker.ensure_account(settings.INITIAL_CASH)
+    paper = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
+    paper.ensure_account(settings.INITIAL_CASH)
+    broker = paper
+    notice = None
+    if not settings.PAPER_TRADING:
+        from ..safety.breaker import Breaker
+
+        st = Breaker(settings.home, store).status(int(time.time() * 1000))
+        if not st.live_allowed:
+            notice = (f"PAPER_TRADING=false, but the circuit breaker is {st.state} ({st.reason}): "
+                      "trading carries on in PAPER mode")
+            store.event("loop", notice, severity="warning")
+        else:
+            broker = start_live(settings, store, feed, exchange)
     gate = Gate(store, feed, broker, settings=settings)
     strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
-    loop = TradingLoop(settings, store, feed, broker, gate, strategies)
-    return Session(settings, store, feed, broker, gate, loop)
+    loop = TradingLoop(settings, store, feed, broker, gate, strategies, paper_broker=paper)
+    session = Session(settings, store, feed, broker, gate, loop)
+    session.notice = notice
+    return session
+
+
+def start_live(settings: Settings, store: Store, feed, exchange=None):
+    """A reconciled live broker, or SessionError saying exactly what is missing."""
+    from ..broker.live import LiveBroker
+    from ..broker.permissions import check_live_keys
+
+    if not hasattr(feed, "exchange"):
+        raise SessionError("live trading follows the exchange's own data: use --live-data, not a replay")
+    if not settings.has_keys:
+        raise SessionError("PAPER_TRADING=false needs EXCHANGE_API_KEY and EXCHANGE_SECRET")
+    ex = exchange or feed.exchange
+    if not ex.apiKey:
+        ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
+        ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
+    ok, why = check_live_keys(ex)
+    store.event("approval", f"key permission check: {why}", severity="info" if ok else "critical")
+    if not ok:
+        raise SessionError(why)
+    broker = LiveBroker(store, feed, ex)
+    broker.reconcile()
+    return broker

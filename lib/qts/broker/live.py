@@ -1,0 +1,300 @@
+"""Live broker on ccxt: loses nothing, doubles nothing.
+
+Every order gets a deterministic client order id (models.make_client_order_id) that is written to
+the database BEFORE the order is sent, with a status history: intent -> sent -> open ->
+partially_filled -> filled / cancelled / rejected. So a crash at any point leaves a row that says
+what might have happened, and the id to ask the exchange about it.
+
+* Sending: ``create_order`` is never retried blindly. If the answer is lost (timeout, dropped
+  connection, 5xx), the order is looked up by its client order id; if the exchange does not know it,
+  it is sent once more WITH THE SAME client id (the exchange refuses a duplicate id, so this cannot
+  double it). Definite refusals (InsufficientFunds, InvalidOrder) are recorded as rejected, not retried.
+* Fills are adopted from the exchange's own trade list (``fetch_my_trades``), keyed by the
+  exchange's trade id, so each fill is recorded exactly once however often it is seen.
+* An order the exchange does not know is declared lost only after ``not_found_limit`` not-found
+  answers (exchanges sometimes answer "unknown order" for a moment after accepting one).
+* No order is sent until :meth:`reconcile` has run: it resolves every order left open in the
+  database, adopts fills that happened while we were down, records every discrepancy as an event,
+  and takes cash from the exchange's balance.
+* Stop loss / take profit: enforced by the loop on candle closes (native exchange stop orders are
+  not placed by this build).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ..store.journal import append_trade
+from .exchange_client import ExchangeClient
+from .ledger import Ledger
+from .models import OPEN_STATUSES, OrderIntent, OrderResult
+
+CRASH_ENV = "QTS_TEST_CRASH_AT"  # reliability tests: kill -9 ourselves at a named step
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NotReconciled(RuntimeError):
+    pass
+
+
+class LiveBroker:
+    mode = "live"
+
+    def __init__(self, store, feed, exchange, client: ExchangeClient | None = None, not_found_limit: int = 3,
+                 quote_currency: str = "USDT", lookup_pause_s: float = 0.2):
+        import ccxt
+
+        self.ccxt = ccxt
+        self.store, self.feed, self.exchange = store, feed, exchange
+        self.client = client or ExchangeClient(exchange, store)
+        self.ledger = Ledger(store, self.mode, quote_currency)
+        self.quote_currency = quote_currency
+        self.not_found_limit = not_found_limit
+        self.lookup_pause_s = lookup_pause_s
+        self.fee_rate = 0.001   # estimate for the gate's funds check; real fees come from the fills
+        self.slippage = 0.001
+        self.reconciled = False
+
+    # -- account (the books; reconciled against the exchange) -------------------------------------
+    def cash(self) -> float:
+        return self.ledger.cash()
+
+    def positions(self) -> dict[str, dict]:
+        return self.ledger.positions()
+
+    def position_amount(self, symbol: str) -> float:
+        return self.ledger.position_amount(symbol)
+
+    def open_orders(self, symbol: str | None = None) -> list[dict]:
+        return self.ledger.open_orders(symbol)
+
+    def equity(self, prices: dict[str, float] | None = None) -> dict:
+        cash = self.cash()
+        value = unreal = 0.0
+        for sym, p in self.positions().items():
+            mark = (prices or {}).get(sym) or self.feed.quote(sym).price
+            value += p["amount"] * mark
+            unreal += p["amount"] * (mark - p["avg_entry"])
+        realized = self.store.scalar("SELECT COALESCE(SUM(realized_pnl - fee), 0) FROM fills WHERE mode='live'") or 0
+        return {"equity": cash + value, "cash": cash, "positions_value": value, "unrealized_pnl": unreal,
+                "realized_pnl": realized}
+
+    # -- orders -----------------------------------------------------------------------------------
+    def place(self, intent: OrderIntent, client_order_id: str) -> OrderResult:
+        if not self.reconciled:
+            raise NotReconciled("live orders wait until start-up reconciliation has finished")
+        rules = self.feed.rules(intent.symbol)
+        amount = rules.amount_to_precision(intent.amount)
+        price = rules.price_to_precision(intent.price) if intent.price else None
+        ts = now_ms()
+        coid = client_order_id
+        with self.store.tx():
+            self.store.insert("orders", {
+                "client_order_id": coid, "mode": self.mode, "symbol": intent.symbol, "side": intent.side,
+                "type": intent.type, "amount": amount, "price": price, "status": "intent",
+                "strategy": intent.strategy, "reason": intent.reason, "stop_loss": intent.stop_loss,
+                "take_profit": intent.take_profit, "created_ts": ts, "updated_ts": ts})
+            self.ledger.history(coid, "intent", ts, intent.source)
+        _crash_point("before_send")
+        self._status(coid, "sent", "create_order")
+        try:
+            order = self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
+                                     {"clientOrderId": coid}, idempotent=False, weight=1)
+        except (self.ccxt.InsufficientFunds, self.ccxt.InvalidOrder, self.ccxt.BadSymbol,
+                self.ccxt.AuthenticationError, self.ccxt.PermissionDenied) as e:
+            if isinstance(e, self.ccxt.DuplicateOrderId):
+                order = self._find(coid, intent.symbol)  # it exists already: adopt it
+            else:
+                self._status(coid, "rejected", f"{e.__class__.__name__}: {str(e)[:300]}")
+                return OrderResult(False, coid, "rejected", reason_code="EXCHANGE_REJECTED",
+                                   message=f"{e.__class__.__name__}: {str(e)[:300]}")
+        except Exception as e:  # the answer is lost: the order may exist
+            self._status(coid, "sent", f"answer lost ({e.__class__.__name__}); looking it up by client id")
+            order = self._resolve_unknown(coid, intent, amount, price)
+        _crash_point("after_send")
+        if order is not None:
+            self._apply(coid, order)
+        _crash_point("after_fill")
+        return self.result(coid)
+
+    def _resolve_unknown(self, coid, intent, amount, price):
+        for _ in range(self.not_found_limit):
+            order = self._find(coid, intent.symbol)
+            if order is not None:
+                return order
+            time.sleep(self.lookup_pause_s)
+        try:  # the exchange does not know it: send again with the SAME id (a duplicate would be refused)
+            return self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
+                                    {"clientOrderId": coid}, idempotent=False)
+        except self.ccxt.DuplicateOrderId:
+            return self._find(coid, intent.symbol)
+        except Exception as e:
+            self._status(coid, "sent", f"still unknown after resend ({e.__class__.__name__}); resolved later")
+            return None
+
+    def _find(self, coid: str, symbol: str):
+        """The exchange's view of our order, by client order id; None if it says it does not know it."""
+        try:
+            return self.client.call("fetch_order", None, symbol, {"clientOrderId": coid})
+        except self.ccxt.OrderNotFound:
+            return None
+        except self.ccxt.InvalidOrder as e:  # some exchanges answer unknown ids this way
+            if "not exist" in str(e).lower() or "unknown order" in str(e).lower():
+                return None
+            raise
+
+    def result(self, coid: str) -> OrderResult:
+        o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+        ok = o["status"] != "rejected"
+        return OrderResult(ok, coid, o["status"], o["filled"], o["avg_price"], o["fee"],
+                           message="" if o["status"] != "sent" else "outcome unknown: resolved by client order id")
+
+    def _status(self, coid: str, status: str, detail: str | None, exchange_id: str | None = None) -> None:
+        ts = now_ms()
+        with self.store.tx():
+            if exchange_id:
+                self.store.execute("UPDATE orders SET exchange_order_id=? WHERE client_order_id=?", (exchange_id, coid))
+            self.store.execute("UPDATE orders SET status=?, updated_ts=? WHERE client_order_id=?", (status, ts, coid))
+            self.ledger.history(coid, status, ts, detail)
+
+    def _apply(self, coid: str, order: dict) -> int:
+        """Bring our row in line with the exchange's order: id, fills (from its trade list), status."""
+        o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+        ex_id = str(order.get("id")) if order.get("id") is not None else o["exchange_order_id"]
+        if ex_id and ex_id != o["exchange_order_id"]:
+            self.store.execute("UPDATE orders SET exchange_order_id=? WHERE client_order_id=?", (ex_id, coid))
+        new = self._adopt_fills(coid, order, ex_id)
+        o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+        st = order.get("status")
+        if st in ("canceled", "cancelled", "expired") and o["status"] in OPEN_STATUSES:
+            self._status(coid, "cancelled", f"exchange: {st}")
+        elif st == "rejected" and o["status"] in OPEN_STATUSES:
+            self._status(coid, "rejected", "exchange: rejected")
+        elif st == "open" and o["status"] in ("intent", "sent"):
+            self._status(coid, "open", "acknowledged", ex_id)
+        elif st == "closed" and o["status"] in OPEN_STATUSES and o["filled"] >= o["amount"] - 1e-12:
+            self._status(coid, "filled", "exchange: closed")
+        return new
+
+    def _adopt_fills(self, coid: str, order: dict, ex_id: str | None) -> int:
+        filled = float(order.get("filled") or 0)
+        o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+        if filled <= o["filled"] + 1e-12 or not ex_id:
+            return 0
+        trades = self.client.call("fetch_my_trades", o["symbol"], max(0, o["created_ts"] - 60_000), None,
+                                  {"orderId": ex_id})
+        trades = [t for t in trades if str(t.get("order")) == ex_id]
+        step = self.feed.rules(o["symbol"]).amount_step
+        new_fills = []
+        with self.store.tx():
+            for t in sorted(trades, key=lambda t: (t.get("timestamp") or 0, str(t.get("id")))):
+                row = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+                fee = t.get("fee") or {}
+                fee_quote = float(fee.get("cost") or 0) if (fee.get("currency") in (None, self.quote_currency)) \
+                    else float(fee.get("cost") or 0) * float(t["price"])  # base-asset fee, valued in quote
+                f = self.ledger.apply_fill(row, float(t["amount"]), float(t["price"]), fee_quote,
+                                           int(t.get("timestamp") or now_ms()), step,
+                                           fill_id=f"{self.exchange.id}:{t['id']}")
+                if f:
+                    new_fills.append(f)
+        for f in new_fills:
+            append_trade(self.store, f)
+        return len(new_fills)
+
+    def cancel(self, client_order_id: str, reason: str = "cancelled") -> bool:
+        o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
+        if not o or o["status"] not in OPEN_STATUSES:
+            return False
+        try:
+            self.client.call("cancel_order", o["exchange_order_id"], o["symbol"], {"clientOrderId": client_order_id})
+        except self.ccxt.OrderNotFound:
+            pass  # filled or gone meanwhile: the lookup below says which
+        order = self._find(client_order_id, o["symbol"])
+        if order is not None:
+            self._apply(client_order_id, order)
+        o = self.store.one("SELECT status FROM orders WHERE client_order_id=?", (client_order_id,))
+        if o["status"] in OPEN_STATUSES and order is None:
+            self._not_found(client_order_id, "cancel")
+        return self.store.one("SELECT status FROM orders WHERE client_order_id=?",
+                              (client_order_id,))["status"] == "cancelled"
+
+    def _not_found(self, coid: str, where: str) -> bool:
+        """Count a not-found answer; after ``not_found_limit`` of them the order is declared lost."""
+        self.ledger.history(coid, "not_found", now_ms(), where)
+        n = self.store.scalar("SELECT COUNT(*) FROM order_status_history WHERE client_order_id=? AND "
+                              "status='not_found'", (coid,))
+        if n >= self.not_found_limit:
+            self._status(coid, "rejected", f"lost: the exchange did not know it {n} times")
+            self.store.event("reconcile", f"order {coid} declared lost after {n} not-found answers",
+                             severity="warning", data={"client_order_id": coid})
+            return True
+        return False
+
+    def process_market(self) -> int:
+        """Poll every open order; adopt fills; count not-found answers. Returns new fills."""
+        n = 0
+        for o in self.open_orders():
+            order = self._find(o["client_order_id"], o["symbol"])
+            if order is None:
+                self._not_found(o["client_order_id"], "poll")
+                continue
+            n += self._apply(o["client_order_id"], order)
+        return n
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def reconcile(self) -> dict:
+        """Resolve every order the database has open, adopt missed fills, compare with the exchange."""
+        t0 = time.perf_counter()
+        rep = {"orders_checked": 0, "fills_adopted": 0, "lost": [], "discrepancies": []}
+        for o in self.open_orders():
+            rep["orders_checked"] += 1
+            coid = o["client_order_id"]
+            for attempt in range(self.not_found_limit):
+                order = self._find(coid, o["symbol"])
+                if order is not None:
+                    rep["fills_adopted"] += self._apply(coid, order)
+                    break
+                if self._not_found(coid, "reconcile"):
+                    rep["lost"].append(coid)
+                    break
+                time.sleep(self.lookup_pause_s)
+        known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders WHERE mode='live'")}
+        symbols = set(self.feed.symbols) | {r["symbol"] for r in self.store.query(
+            "SELECT DISTINCT symbol FROM orders WHERE mode='live'")}
+        for sym in sorted(symbols):
+            for eo in self.client.call("fetch_open_orders", sym):
+                if eo.get("clientOrderId") not in known:
+                    rep["discrepancies"].append({"kind": "foreign_open_order", "symbol": sym, "id": eo.get("id")})
+        bal = self.client.call("fetch_balance")
+        total = bal.get("total") or {}
+        ts = now_ms()
+        with self.store.tx():
+            ours = self.cash()
+            theirs = float((bal.get("free") or {}).get(self.quote_currency) or 0.0)
+            if abs(ours - theirs) > 1e-6:
+                rep["discrepancies"].append({"kind": "cash", "database": ours, "exchange": theirs})
+            self.ledger.set_cash(theirs, ts)  # the exchange's balance is the truth for cash
+        for sym in sorted(symbols):
+            base = sym.split("/")[0]
+            ex_amt = float(total.get(base) or 0.0)
+            db_amt = self.position_amount(sym)
+            if abs(ex_amt - db_amt) > self.feed.rules(sym).amount_step / 2:
+                rep["discrepancies"].append({"kind": "position", "symbol": sym, "database": db_amt, "exchange": ex_amt})
+        for d in rep["discrepancies"]:
+            self.store.event("reconcile", f"discrepancy: {d}", severity="warning", data=d)
+        rep["ms"] = (time.perf_counter() - t0) * 1000
+        self.store.event("reconcile", f"reconciled: {rep['orders_checked']} open orders checked, "
+                                      f"{rep['fills_adopted']} fills adopted, {len(rep['lost'])} lost, "
+                                      f"{len(rep['discrepancies'])} discrepancies", data=rep)
+        self.reconciled = True
+        return rep
