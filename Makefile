@@ -20,6 +20,7 @@ install: $(STAMP)
 demo: install
 	@echo "==> paper trading on the embedded (generated, offline) market: no keys, no network"
 	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts run --fresh
+	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts verify
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -425,6 +425,25 @@ def metrics_read(ctx, name, limit, as_json):
         click.echo(f"{_iso(r['ts'])}  {r['value']:g}  {r['tags'] if r['tags'] != {} else ''}")
 
 
+@cli.command("verify")
+@click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)
+@click.pass_context
+def verify_cmd(ctx, mode):
+    """Check that the trades journal, fills, positions, cash and P&L agree. Exit 1 if they do not."""
+    from .reports.verify import verify_books
+    from .store import Store
+
+    store = Store.open(StateHome.resolve(ctx.obj.get("home")))
+    problems = verify_books(store, mode)
+    n = store.scalar("SELECT COUNT(*) FROM fills WHERE mode=?", (mode,))
+    store.close()
+    for p in problems:
+        click.echo(f"MISMATCH: {p}")
+    if problems:
+        sys.exit(1)
+    click.echo(f"books agree: {n} fills in trades.jsonl and the database, cash, positions and P&L consistent")
+
+
 @cli.group("db")
 def db_grp():
     """The state database (SQLite, WAL) in the state home."""
