@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_loop.py", "bench_safety.py"]
+BENCHES = ["bench_loop.py", "bench_safety.py", "bench_hooks.py"]
 
 
 def main() -> int:

@@ -1,5 +1,7 @@
 """Run one Claude Code hook event: `python3 _hook.py pre_tool_use|post_tool_use|session_start|user_prompt_submit`.
 
+`python3 _hook.py summary [PLUGIN_DATA_DIR]` prints the trading state as one plain line (for commands).
+
 Standard library only; located from this file's own path (the plugin cache folder's name is not
 relied on). If the library cannot even be imported, a PreToolUse call is denied (fail closed).
 """
@@ -13,13 +15,28 @@ sys.path.insert(0, os.path.join(ROOT, "lib"))
 
 def main() -> int:
     event = sys.argv[1] if len(sys.argv) > 1 else ""
-    if event == "kill_flag":  # stdlib-only first step of hooks/kill_switch.sh
-        from qts.paths import StateHome
-        from qts.safety.kill_switch import engage
+    if event == "kill_flag":  # stdlib-only first step of hooks/kill_switch.sh (and of the kill-switch command)
+        try:
+            from qts.paths import StateHome
+            from qts.safety.kill_switch import engage
 
-        args = sys.argv[2:]
-        reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
-        engage(StateHome.resolve().ensure(), reason)
+            args = sys.argv[2:]
+            reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
+            home = StateHome.resolve().ensure()
+            engage(home, reason)
+            sys.stdout.write(f"kill switch flag set: {home.kill_flag} (reason: {reason})\n")
+        except BaseException as e:  # noqa: BLE001 - say so; the full kill switch that follows retries the flag
+            sys.stdout.write(f"FAILED to set the kill switch flag ({type(e).__name__}: {e}); run the full kill switch\n")
+        return 0
+    if event == "summary":  # plain-text state for a slash command's !`...` line: stdlib only, ALWAYS exit 0
+        # (a failing !`cmd` aborts the whole slash command before the model sees it)
+        try:
+            from qts.hooks import entry
+
+            sys.stdout.write(entry.summary_text(sys.argv[2] if len(sys.argv) > 2 else "") + "\n")
+        except BaseException as e:  # noqa: BLE001
+            sys.stdout.write("[quant-trading-system] trading state unavailable (" + type(e).__name__
+                             + "); treat trading as halted and run /quant-trading-system:setup\n")
         return 0
     try:
         data = sys.stdin.buffer.read(2_000_001).decode("utf-8", "replace")

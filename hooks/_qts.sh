@@ -7,5 +7,14 @@ py=""
 for c in "${QTS_PYTHON:-}" "${CLAUDE_PLUGIN_DATA:+$CLAUDE_PLUGIN_DATA/venv/bin/python}" "$root/.venv/bin/python"; do
   if [ -n "$c" ] && [ -x "$c" ]; then py=$c; break; fi
 done
-[ -n "$py" ] || py=python3
-PYTHONPATH="$root/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -m qts.cli "$@"
+if [ -z "$py" ]; then
+  py=python3
+  if ! "$py" -c 'import click, pydantic' >/dev/null 2>&1; then
+    echo "quant-trading-system: no Python environment with its libraries (looked at \$QTS_PYTHON," \
+         "\$CLAUDE_PLUGIN_DATA/venv and $root/.venv). Run /quant-trading-system:setup, or $root/scripts/setup.sh" >&2
+    exit 1
+  fi
+fi
+# Not `-m qts.cli`: run as __main__, the module's group would miss the commands that qts.cli_safety
+# registers on the imported qts.cli (kill-switch, breaker, order).
+PYTHONPATH="$root/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -c 'import sys; sys.argv[0] = "qts"; from qts.cli import main; main()' "$@"

@@ -78,7 +78,7 @@ def classify_command(cmd: str, plugin_root: str | None = None) -> Verdict:
         return Verdict(DENY, "RISK_LIMIT", "risk limits change only with the PIN (qts risk set, in the user's terminal)")
     if plugin_root and plugin_root in text and _has(WRITE_VERBS, text):
         return Verdict(DENY, "PLUGIN_FILES", "edits the installed plugin's own files")
-    if (_has(QTS + r"\s+(?:--home\s+\S+\s+)?" + TRADE_SUBCMDS + r"\b", text)
+    if (_has(QTS + r"\s+(?:--home(?:\s+|=)\S+\s+)?" + TRADE_SUBCMDS + r"\b", text)
             and not _has(r"\s(?:--help|-h)\b", text)):
         return Verdict(TRADE, "TRADE", "places, changes or cancels orders, or starts the loop")
     return Verdict(ORDINARY)

@@ -15,6 +15,7 @@ import time
 from . import classify, probe
 
 MAX_INPUT = 1_000_000
+READ_ONLY_AGENTS = ("risk-manager", "trade-reviewer")  # subagents (agent_type in the hook input) that never trade
 
 
 def _deny(reason: str) -> tuple[int, str, str]:
@@ -62,7 +63,16 @@ def pre_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
             if v.kind == classify.DENY:
                 return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
             if v.kind == classify.TRADE:
-                return pre_trade_verdict(cmd, home, env)
+                agent = str(data.get("agent_type") or "").rsplit(":", 1)[-1]
+                if agent in READ_ONLY_AGENTS and not re.search(r"\s--dry-run\b", cmd):
+                    # Claude Code does not restrict Bash(...) patterns in a subagent's `tools`: enforce it here
+                    return _deny(f"[quant-trading-system] refused (AGENT_READ_ONLY): the {agent} subagent reviews; "
+                                 "it never places orders or starts the loop (use --dry-run for a verdict)")
+                cwd = data.get("cwd") if isinstance(data.get("cwd"), str) else None
+                verdict = pre_trade_verdict(cmd, home, env, cwd)
+                if verdict == SILENT:
+                    _write_mark(data, home)
+                return verdict
             return SILENT
         if tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
             path = tin.get("file_path") or tin.get("notebook_path") or ""
@@ -77,30 +87,86 @@ def pre_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
                      f"({e.__class__.__name__}: {str(e)[:200]}); nothing was run")
 
 
-def pre_trade_verdict(cmd: str, home, env) -> tuple[int, str, str]:
+def _mark_path(data: dict) -> str | None:
+    """Where PreToolUse leaves the post-trade log's size for the PostToolUse of the same tool call."""
+    sid = re.sub(r"[^\w.-]", "_", str(data.get("session_id") or ""))[:80]
+    tid = re.sub(r"[^\w.-]", "_", str(data.get("tool_use_id") or ""))[:80]
+    if not sid or not tid:
+        return None
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"qts-hook-{sid}-{tid}.mark")
+
+
+def _write_mark(data: dict, home) -> None:
+    try:
+        path = _mark_path(data)
+        if path:  # never follow a symlink planted at that name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(probe.post_trade_size(home)))
+    except OSError:
+        pass  # the report falls back to a time window
+
+
+def _read_mark(data: dict) -> int | None:
+    path = _mark_path(data)
+    if not path:
+        return None
+    try:
+        with open(path) as fh:
+            offset = int(fh.read().strip())
+        os.unlink(path)
+        return offset
+    except (OSError, ValueError):
+        return None
+
+
+def _homes_named_in(cmd: str, cwd: str | None) -> list:
+    """State homes a command names itself (`--home DIR`, `QTS_HOME=DIR`): checked as well as the session's."""
+    from ..paths import StateHome
+
+    out = []
+    for _, raw in re.findall(r"(?:--home[ =]|\bQTS_HOME=)(['\"]?)([^\s'\";&|]+)\1", cmd)[:4]:
+        p = os.path.expanduser(raw)
+        if "$" in p:
+            continue
+        out.append(StateHome.resolve(os.path.join(cwd or os.getcwd(), p)))
+    return out
+
+
+def pre_trade_verdict(cmd: str, home, env, cwd: str | None = None) -> tuple[int, str, str]:
     """Fast early answer for trade commands; the gate inside the command re-checks everything."""
     try:
-        engaged, why = probe.kill_switch(home)
-        if engaged and not re.search(r"kill-switch(?!\s+reset)", cmd):
-            return _deny(f"[quant-trading-system] KILL_SWITCH engaged ({why}): no orders until a human resets it "
-                         "with the PIN in their own terminal (qts kill-switch reset).")
-        b = probe.breaker(home)
-        if b["trading_state"] == "HALTED":
-            return _deny(f"[quant-trading-system] TRADING_HALTED ({b.get('reason')}): no new orders.")
-        wants_live = (re.search(r"PAPER_TRADING=(?:false|0|no|off)\b", cmd, re.I)
-                      or str(env.get("PAPER_TRADING", "true")).strip().lower() in ("false", "0", "no", "off")
-                      or re.search(r"\s--live\b", cmd))
-        if wants_live:
-            if b["state"] != "closed":
-                return _deny(f"[quant-trading-system] BREAKER_OPEN: the circuit breaker is {b['state']} "
-                             f"({b.get('reason')}); live orders are refused, paper continues.")
-            ok, gwhy = probe.live_grant(home)
-            if not ok:
-                return _deny(f"[quant-trading-system] LIVE_NOT_APPROVED ({gwhy}): live trading needs the human to "
-                             "approve it with their PIN in their own terminal (hooks/guard_approve.sh).")
+        for h in [home] + _homes_named_in(cmd, cwd):
+            verdict = _verdict_for_home(cmd, h, env)
+            if verdict != SILENT:
+                return verdict
         return SILENT
     except Exception as e:
         return _deny(f"[quant-trading-system] refused: pre-trade check failed ({e.__class__.__name__}: {e})")
+
+
+def _verdict_for_home(cmd: str, home, env) -> tuple[int, str, str]:
+    engaged, why = probe.kill_switch(home)
+    if engaged and not re.search(r"kill-switch(?!\s+reset)", cmd):
+        return _deny(f"[quant-trading-system] KILL_SWITCH engaged ({why}): no orders until a human resets it "
+                     "with the PIN in their own terminal (qts kill-switch reset).")
+    b = probe.breaker(home)
+    if b["trading_state"] == "HALTED":
+        return _deny(f"[quant-trading-system] TRADING_HALTED ({b.get('reason')}): no new orders.")
+    wants_live = (re.search(r"PAPER_TRADING=(?:false|0|no|off)\b", cmd, re.I)
+                  or str(env.get("PAPER_TRADING", "true")).strip().lower() in ("false", "0", "no", "off")
+                  or re.search(r"\s--live(?![\w-])", cmd))  # not --live-data (public prices, paper)
+    if wants_live:
+        if b["state"] != "closed":
+            return _deny(f"[quant-trading-system] BREAKER_OPEN: the circuit breaker is {b['state']} "
+                         f"({b.get('reason')}); live orders are refused, paper continues.")
+        ok, gwhy = probe.live_grant(home)
+        if not ok:
+            return _deny(f"[quant-trading-system] LIVE_NOT_APPROVED ({gwhy}): live trading needs the human to "
+                         "approve it with their PIN in their own terminal (hooks/guard_approve.sh).")
+    return SILENT
 
 
 def post_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
@@ -118,8 +184,11 @@ def post_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
         if classify.classify_command(cmd, plugin_root()).kind != classify.TRADE:
             return SILENT
         home = probe.state_home(env)
-        started = time.time() - (float(data.get("duration_ms") or 0) / 1000) - 5
-        recs = probe.last_post_trades(home, started)
+        offset = _read_mark(data)
+        if offset is not None:  # exactly what this command appended
+            recs = probe.post_trades_from(home, offset)
+        else:  # no mark (e.g. the hook was run by hand): the command's own time window
+            recs = probe.last_post_trades(home, time.time() - float(data.get("duration_ms") or 0) / 1000 - 1.0)
         lines = []
         for r in recs[-10:]:
             if r.get("accepted"):

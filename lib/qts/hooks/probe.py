@@ -116,6 +116,38 @@ def last_post_trades(home: StateHome, since_s: float) -> list[dict]:
     return out
 
 
+def post_trades_from(home: StateHome, offset: int, limit_bytes: int = 256_000) -> list[dict]:
+    """The post-trade records appended at or after byte ``offset`` (the size before a command ran)."""
+    out = []
+    try:
+        with open(home.post_trade_log, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            start = max(0, min(offset, size), size - limit_bytes)
+            fh.seek(start)
+            chunk = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return out
+    lines = chunk.splitlines()
+    if start and start != offset and lines:
+        lines = lines[1:]  # started mid-line
+    for line in lines[-50:]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def post_trade_size(home: StateHome) -> int:
+    try:
+        return os.path.getsize(home.post_trade_log)
+    except OSError:
+        return 0
+
+
 def summary_line(home: StateHome) -> str:
     ks, why = kill_switch(home)
     b = breaker(home)
