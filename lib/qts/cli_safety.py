@@ -259,25 +259,44 @@ def breaker_state(ctx, target):
 @click.argument("amount", type=float)
 @click.option("--limit", "limit_price", type=float, default=None, help="Limit price (default: market order).")
 @click.option("--dry-run", is_flag=True, help="Only ask the gate for its verdict; place nothing.")
+@click.option("--client-order-id", default=None,
+              help="Your id for this order (retrying with the same id can never place it twice). "
+                   "Default: a new id.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, as_json):
-    """Place one order through the gate (paper unless live is approved). AMOUNT is in base units.
+def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, as_json):
+    """Place one order through the gate. AMOUNT is in base units.
 
-    Paper orders fill at the last price the loop recorded for SYMBOL. The verdict (allowed or the
-    refusal's reason code) is printed and logged to logs/pre_trade.json.
+    Paper (the default): the order trades in the market of the last paper session, at its last
+    cycle (the same replay or generated market, or the exchange's live public data). With
+    PAPER_TRADING=false it goes to the exchange, and the gate's live checks (breaker, PIN grant,
+    scope) apply. The verdict (allowed, or the refusal's reason code) is printed and logged to
+    logs/pre_trade.json. Exit code 3 when refused.
     """
     from .broker.models import OrderIntent
-    from .safety.session_tools import paper_tools
+    from .safety.session_tools import live_tools, paper_tools, session_feed
 
     settings = _settings(ctx)
     try:
+        import re
+        import secrets
+
+        if client_order_id and not re.fullmatch(r"[A-Za-z0-9_.:/-]{1,36}", client_order_id):
+            raise ValueError("--client-order-id: 1-36 characters of letters, digits and _.:/-")
+        coid = client_order_id or f"qtsc{int(time.time() * 1000):x}{secrets.token_hex(6)}"
         intent = OrderIntent(symbol.upper(), side, amount, type="limit" if limit_price else "market",
-                             price=limit_price, source="cli", reason="manual order")
+                             price=limit_price, source="cli", reason="manual order", client_order_id=coid)
     except ValueError as e:
         raise InputError(str(e)) from None
     store = _store(ctx)
-    gate, _ = paper_tools(settings, store)
+    try:
+        if settings.PAPER_TRADING:
+            gate, _ = paper_tools(settings, store, session_feed(settings, store))
+        else:
+            gate, _ = live_tools(settings, store)
+    except Exception as e:
+        store.close()
+        raise click.ClickException(f"cannot reach the market: {e.__class__.__name__}: {str(e)[:200]}") from None
     if dry_run:
         v = gate.evaluate(intent)
         out = {"allowed": v.allowed, "code": v.code, "message": v.message, "adjustments": v.adjustments,

@@ -7,6 +7,33 @@ from ..market.stored import StoredPriceFeed
 from ..store import Store
 
 
+def session_feed(settings, store: Store):
+    """The market of the last paper session, at its last cycle: the same replay (or generated market)
+    positioned where it stopped, or the exchange's live public data. Falls back to stored prices
+    (which have no candles: entries then lack an ATR stop and the risk layer refuses them)."""
+    import json
+    import re
+
+    row = store.one("SELECT ts, inputs FROM decisions WHERE mode='paper' ORDER BY id DESC LIMIT 1")
+    if not row:
+        return StoredPriceFeed(store, "paper")
+    try:
+        from ..engine.session import make_feed
+
+        source = json.loads(row["inputs"]).get("source", "")
+        resume = int(row["ts"]) - settings.TRADE_INTERVAL * 60_000  # resume "after" the cycle before: at it
+        if source.startswith("synthetic"):
+            m = re.search(r"seed=(\d+)", source)
+            return make_feed(settings, "synthetic", seed=int(m.group(1)) if m else 7, resume_after=resume, days=0.01)
+        if source.startswith("replay:"):
+            return make_feed(settings, "replay", source[len("replay:"):], resume_after=resume, days=0.01)
+        if source.startswith("ccxt:"):
+            return make_feed(settings, "live-data")
+    except Exception:
+        pass
+    return StoredPriceFeed(store, "paper")
+
+
 def paper_tools(settings, store: Store, feed=None):
     from ..gate import Gate
 
