@@ -26,6 +26,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	@# backtesting.py is a yardstick for the backtest benchmark only, not a dependency of the project
+	$(BIN)/python -m pip install --quiet 'backtesting>=0.6' || echo "backtesting.py unavailable: its row is skipped"
 	$(BIN)/python bench/run.py
 
 clean-demo:

@@ -1,0 +1,359 @@
+"""Numba kernels of the vectorized backtest: ONE simulation core, and the drivers that feed it.
+
+The fill model (the paper broker's, on bars):
+- a signal on bar ``i``'s close becomes a market order that fills at bar ``i+1``'s OPEN, moved
+  against us by ``slip`` (buys pay ``open * (1 + slip)``, sells get ``open * (1 - slip)``);
+- ``fee`` (a fraction) of each fill's notional is charged once per side, in the quote currency;
+- long-only, one position at a time: an entry signal while flat buys, an exit signal while long
+  sells everything; any other signal is ignored (the hysteresis of ``Strategy.targets``);
+- sizing: ``size_usd <= 0`` puts all the cash in (amount = cash / (1 + fee) / fill price, the rule of
+  ``vectorbt.Portfolio.from_signals(size=inf)``); ``size_usd > 0`` buys ``size_usd / open`` (the
+  unslipped reference price, as the trading loop sizes its intent), never more than the cash
+  affords; ``step > 0`` truncates amounts to that step like ``MarketRules.amount_to_precision``;
+- signals are acted on for bars ``start <= i < stop - 1`` (a signal on ``stop - 1`` would fill
+  outside the window); the position is flat before ``start``; a position still open at the end is
+  marked at the last close (and reported as open), not sold.
+
+Equity is marked at every bar's close; bar returns are ``equity_i / equity_{i-1} - 1`` with
+``equity_{start-1} = init_cash``. The statistics in ``STAT_NAMES`` are accumulated on the fly, so a
+sweep keeps no per-bar arrays: see :mod:`qts.research.metrics` for their definitions (a test checks
+that both agree).
+
+``NUMBA_CACHE_DIR`` defaults to ``<repo>/.numba-cache`` when unset (and the repository is writable),
+so the compiled kernels survive across processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _default_cache_dir() -> None:
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / "pyproject.toml").exists() and os.access(repo, os.W_OK):
+        os.environ["NUMBA_CACHE_DIR"] = str(repo / ".numba-cache")
+
+
+_default_cache_dir()
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+if os.environ.get("NUMBA_CACHE_DIR") and not numba.config.CACHE_DIR:  # numba was imported earlier
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+STAT_NAMES = ("final_equity", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "max_dd_bars",
+              "calmar", "win_rate", "profit_factor", "expectancy", "avg_trade_return", "exposure", "n_trades",
+              "open_trade")
+NSTAT = len(STAT_NAMES)
+(S_FINAL, S_TOTAL_RETURN, S_CAGR, S_SHARPE, S_SORTINO, S_MDD, S_MDD_BARS, S_CALMAR, S_WIN_RATE, S_PF,
+ S_EXPECTANCY, S_AVG_RET, S_EXPOSURE, S_NTRADES, S_OPEN) = range(NSTAT)
+TRADE_FIELDS = ("entry_bar", "exit_bar", "amount", "entry_price", "exit_price", "entry_fee", "exit_fee",
+                "pnl", "ret")
+NTF = len(TRADE_FIELDS)
+BLOCK_FIELDS = ("sum_r", "sum_r2", "count")  # per block of bars: sufficient statistics of the returns
+
+
+@njit(cache=True)
+def trunc_amount(x, step):
+    """Truncate to a multiple of ``step`` (as ``MarketRules.amount_to_precision``: binary noise within
+    half a billionth of a step below a boundary snaps up). ``step <= 0``: unchanged."""
+    if step <= 0.0:
+        return x
+    k = np.floor(x / step + 5e-10)
+    inv = 1.0 / step
+    ri = np.round(inv)
+    if ri >= 1.0 and abs(inv - ri) <= 1e-9 * ri:
+        return k / ri  # k / 100000 is the double nearest to the decimal result, k * 1e-5 may not be
+    return k * step
+
+
+@njit(cache=True)
+def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+             stats, equity, trades, block_edges, blocks):
+    """Run one strategy over bars [start, stop). Writes ``stats`` (NSTAT values); when ``equity`` is
+    not empty, the equity at each bar's close (index i - start); when ``trades`` is not empty, one
+    row per trade (TRADE_FIELDS; an open trade last, exit_bar -1, marked at the last close, no exit
+    fee); when ``block_edges`` has B+1 bar indices, ``blocks[b]`` = (sum r, sum r^2, count) of the
+    bar returns in [edges[b], edges[b+1]). Returns the number of trade rows written."""
+    record_eq = equity.shape[0] > 0
+    record_tr = trades.shape[0] > 0
+    nblocks = block_edges.shape[0] - 1
+    cash = init_cash
+    qty = 0.0
+    held = False
+    pending = 0
+    entry_bar = -1
+    entry_price = 0.0
+    entry_fee = 0.0
+    entry_cost = 0.0
+    n_rec = 0
+    n_tr = 0
+    wins = 0
+    gross_win = 0.0
+    gross_loss = 0.0
+    sum_pnl = 0.0
+    sum_ret = 0.0
+    prev = init_cash
+    eq = init_cash
+    peak = init_cash
+    trough = init_cash
+    peak_i = start - 1
+    mdd = 0.0
+    mdd_bars = 0
+    s1 = 0.0
+    s2 = 0.0
+    sd2 = 0.0
+    in_bars = 0
+    b = 0
+    for i in range(start, stop):
+        if pending == 1:
+            px = open_[i]
+            adj = px * (1.0 + slip)
+            if size_usd > 0.0:
+                q = trunc_amount(size_usd / px, step)
+                if step > 0.0:
+                    aff = trunc_amount(cash / (adj * (1.0 + fee)) - step * 1e-6, step)
+                else:
+                    aff = cash / (adj * (1.0 + fee))
+                if aff < q:
+                    q = aff
+                cost = q * adj
+                f = cost * fee
+                new_cash = cash - (cost + f)
+            else:
+                max_req = cash / (1.0 + fee)
+                q = max_req / adj
+                if step > 0.0:
+                    q = trunc_amount(q, step)
+                    cost = q * adj
+                    f = cost * fee
+                    new_cash = cash - (cost + f)
+                else:
+                    cost = q * adj
+                    f = cash - max_req
+                    new_cash = 0.0
+            if q > 0.0:
+                entry_cost = cash - new_cash
+                cash = new_cash
+                qty = q
+                held = True
+                entry_bar = i
+                entry_price = adj
+                entry_fee = f
+        elif pending == -1:
+            adj = open_[i] * (1.0 - slip)
+            proceeds = qty * adj
+            f = proceeds * fee
+            net = proceeds - f
+            cash = cash + net
+            pnl = net - entry_cost
+            ret = pnl / entry_cost
+            n_tr += 1
+            if pnl > 0.0:
+                wins += 1
+                gross_win += pnl
+            else:
+                gross_loss -= pnl
+            sum_pnl += pnl
+            sum_ret += ret
+            if record_tr:
+                row = trades[n_rec]
+                row[0] = entry_bar
+                row[1] = i
+                row[2] = qty
+                row[3] = entry_price
+                row[4] = adj
+                row[5] = entry_fee
+                row[6] = f
+                row[7] = pnl
+                row[8] = ret
+                n_rec += 1
+            qty = 0.0
+            held = False
+        traded = pending != 0
+        pending = 0
+
+        eq = cash + qty * close[i]
+        if held or traded:
+            r = eq / prev - 1.0
+            prev = eq
+            s1 += r
+            s2 += r * r
+            if r < 0.0:
+                sd2 += r * r
+        else:
+            r = 0.0  # flat and no fill: equity unchanged (saves a division on every flat bar)
+        if held:
+            in_bars += 1
+        if eq >= peak:
+            peak = eq
+            trough = eq
+            peak_i = i
+        else:
+            if eq < trough:  # the deepest point under this peak decides its drawdown (division is monotone)
+                trough = eq
+                dd = 1.0 - eq / peak
+                if dd > mdd:
+                    mdd = dd
+            if i - peak_i > mdd_bars:
+                mdd_bars = i - peak_i
+        if record_eq:
+            equity[i - start] = eq
+        if nblocks > 0 and i >= block_edges[0] and i < block_edges[nblocks]:
+            while i >= block_edges[b + 1]:
+                b += 1
+            blocks[b, 0] += r
+            blocks[b, 1] += r * r
+            blocks[b, 2] += 1.0
+
+        if i + 1 < stop:
+            if not held:
+                if entry[i]:
+                    pending = 1
+            elif exit_[i]:
+                pending = -1
+
+    if record_tr and held:
+        row = trades[n_rec]
+        mark = close[stop - 1]
+        row[0] = entry_bar
+        row[1] = -1
+        row[2] = qty
+        row[3] = entry_price
+        row[4] = mark
+        row[5] = entry_fee
+        row[6] = 0.0
+        row[7] = qty * mark - entry_cost
+        row[8] = (qty * mark - entry_cost) / entry_cost
+        n_rec += 1
+
+    n = stop - start
+    stats[S_FINAL] = eq
+    stats[S_TOTAL_RETURN] = eq / init_cash - 1.0
+    years = n / ppy
+    if n <= 0 or years <= 0.0:
+        stats[S_CAGR] = np.nan
+    elif eq <= 0.0:
+        stats[S_CAGR] = -1.0
+    else:
+        stats[S_CAGR] = (eq / init_cash) ** (1.0 / years) - 1.0
+    mean = s1 / n if n > 0 else 0.0
+    var = (s2 - s1 * s1 / n) / (n - 1) if n > 1 else 0.0
+    std = np.sqrt(var) if var > 0.0 else 0.0
+    stats[S_SHARPE] = mean / std * np.sqrt(ppy) if std > 0.0 else 0.0
+    down = np.sqrt(sd2 / n) if n > 0 else 0.0
+    if down > 0.0:
+        stats[S_SORTINO] = mean / down * np.sqrt(ppy)
+    else:
+        stats[S_SORTINO] = np.inf if mean > 0.0 else 0.0
+    stats[S_MDD] = mdd
+    stats[S_MDD_BARS] = mdd_bars
+    stats[S_CALMAR] = stats[S_CAGR] / mdd if mdd > 0.0 else np.nan
+    if n_tr > 0:
+        stats[S_WIN_RATE] = wins / n_tr
+        stats[S_EXPECTANCY] = sum_pnl / n_tr
+        stats[S_AVG_RET] = sum_ret / n_tr
+    else:
+        stats[S_WIN_RATE] = np.nan
+        stats[S_EXPECTANCY] = np.nan
+        stats[S_AVG_RET] = np.nan
+    if gross_loss > 0.0:
+        stats[S_PF] = gross_win / gross_loss
+    else:
+        stats[S_PF] = np.inf if gross_win > 0.0 else np.nan
+    stats[S_EXPOSURE] = in_bars / n if n > 0 else 0.0
+    stats[S_NTRADES] = n_tr
+    stats[S_OPEN] = 1.0 if held else 0.0
+    return n_rec
+
+
+@njit(cache=True)
+def sma_cross_signals(f, s, lo, hi, entry, exit_):
+    """``SmaCross.signals`` for bars [lo, hi), from the two SMA rows (NaN while warming up)."""
+    for i in range(lo, hi):
+        above = f[i] > s[i]
+        below = f[i] < s[i]
+        if i > 0:
+            pa = f[i - 1] > s[i - 1]
+            pb = f[i - 1] < s[i - 1]
+            snan = np.isnan(s[i - 1])
+        else:
+            pa = False
+            pb = False
+            snan = True
+        entry[i] = above and not pa and not snan
+        exit_[i] = below and not pb
+
+
+@njit(cache=True, parallel=True)
+def sma_cross_sweep(open_, close, fast, slow, fi, si, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                    block_edges, stats, blocks):
+    """Combination k uses SMA rows ``fast[fi[k]]`` and ``slow[si[k]]`` (each distinct window computed
+    once by the caller). Signals and simulation fused per combination, combinations in parallel."""
+    n = close.shape[0]
+    no_eq = np.empty(0)
+    no_tr = np.empty((0, NTF))
+    for k in prange(fi.shape[0]):
+        entry = np.zeros(n, np.bool_)
+        exit_ = np.zeros(n, np.bool_)
+        sma_cross_signals(fast[fi[k]], slow[si[k]], start, stop, entry, exit_)
+        simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                 stats[k], no_eq, no_tr, block_edges, blocks[k])
+
+
+@njit(cache=True)
+def sma_cross_record(open_, close, f, s, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                     stats, equity, trades):
+    """One combination through the same signal and simulation code as :func:`sma_cross_sweep`, with
+    the equity curve and the trades recorded."""
+    n = close.shape[0]
+    entry = np.zeros(n, np.bool_)
+    exit_ = np.zeros(n, np.bool_)
+    sma_cross_signals(f, s, start, stop, entry, exit_)
+    return simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                    stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
+
+
+@njit(cache=True, parallel=True)
+def signals_sweep(open_, close, entries, exits, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                  block_edges, stats, blocks):
+    """Row k of ``entries`` / ``exits`` (shape (m, n)) is one combination's signals."""
+    no_eq = np.empty(0)
+    no_tr = np.empty((0, NTF))
+    for k in prange(entries.shape[0]):
+        simulate(open_, close, entries[k], exits[k], start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                 stats[k], no_eq, no_tr, block_edges, blocks[k])
+
+
+@njit(cache=True)
+def signals_record(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                   stats, equity, trades):
+    return simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                    stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
+
+
+def max_trade_rows(start: int, stop: int) -> int:
+    return max(0, stop - start) // 2 + 2
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel on a tiny input."""
+    n = 8
+    o = np.linspace(1.0, 2.0, n)
+    e = np.zeros(n, np.bool_)
+    x = np.zeros(n, np.bool_)
+    st = np.zeros(NSTAT)
+    edges = np.array([0, 4, 8], np.int64)
+    signals_record(o, o, e, x, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, st, np.zeros(n), np.zeros((6, NTF)))
+    sma_cross_record(o, o, o, o, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, st, np.zeros(n), np.zeros((6, NTF)))
+    mat = o.reshape(1, n).copy()
+    idx = np.zeros(1, np.int64)
+    sma_cross_sweep(o, o, mat, mat, idx, idx, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, edges,
+                    np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))
+    signals_sweep(o, o, e.reshape(1, n).copy(), x.reshape(1, n).copy(), 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+                  edges, np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))
