@@ -261,29 +261,20 @@ def stop_cmd(ctx, timeout):
 
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--decisions", type=click.IntRange(0, 1000), default=12, show_default=True,
+              help="How many of the latest decisions to show.")
 @click.pass_context
-def status_cmd(ctx, as_json):
-    """Show the loop's state (running, stopped, dead), its last and next cycle, equity and positions."""
-    from .engine.runner import read_status
+def status_cmd(ctx, as_json, decisions):
+    """Everything at a glance: mode, loop health, breaker, kill switch, equity, positions, limits.
 
-    home = StateHome.resolve(ctx.obj.get("home"))
-    st = read_status(home)
-    if home.db_path.exists():
-        from .store import Store
+    Loop state (running, stopped, dead, halted) with its last and next cycle; breaker and trading
+    state; kill switch; equity and cash; open positions with unrealized P&L at the last recorded
+    prices; today's P&L against the daily loss limit; drawdown against its reduce and halt limits;
+    the latest decisions with their reason codes. --json for machines.
+    """
+    from .cli_monitor import status_impl
 
-        store = Store.open(home)
-        st["positions"] = store.query("SELECT symbol, amount, avg_entry FROM positions WHERE amount>0")
-        store.close()
-    if as_json:
-        click.echo(json.dumps(st, indent=2, default=str))
-        return
-    click.echo(f"loop        {st.get('state')}" + (f" (pid {st['pid']})" if st.get("pid") else ""))
-    if st.get("last_cycle_ts"):
-        click.echo(f"last cycle  {_iso(st['last_cycle_ts'])}   next {_iso(st.get('next_cycle_ts'))}   "
-                   f"cycles {st.get('cycles')}")
-        click.echo(f"equity      {st.get('equity', 0):,.2f}   cash {st.get('cash', 0):,.2f}")
-    for p in st.get("positions", []):
-        click.echo(f"position    {p['symbol']} {p['amount']:.6g} @ {p['avg_entry']:.2f}")
+    status_impl(ctx, as_json, decisions)
 
 
 # -- market data ----------------------------------------------------------------------------------------
@@ -463,6 +454,7 @@ def db_migrate(ctx):
 
 
 from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
+from . import cli_monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
 
 
 def main(argv=None):

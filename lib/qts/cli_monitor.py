@@ -1,0 +1,387 @@
+"""``qts`` commands for watching the system: status, perf, report, metrics list/chart, notify, monitor."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from .cli import InputError, _iso, cli, metrics_grp
+from .paths import StateHome
+
+
+def _home(ctx) -> StateHome:
+    return StateHome.resolve(ctx.obj.get("home"))
+
+
+def _open_store(home: StateHome):
+    from .store import Store
+
+    if not home.db_path.exists():
+        raise click.ClickException(f"no database at {home.db_path} yet: run `qts run` first")
+    return Store.open(home)
+
+
+def _range(store, since, until, mode="paper", table="equity_snapshots"):
+    from .reports.performance import TimeSpecError, parse_time
+
+    if table == "metrics":
+        now = store.scalar("SELECT MAX(ts) FROM metrics") or int(time.time() * 1000)
+    else:
+        now = store.scalar("SELECT MAX(ts) FROM equity_snapshots WHERE mode=?", (mode,)) or int(time.time() * 1000)
+    try:
+        lo, hi = parse_time(since, now), parse_time(until, now, end=True)
+    except TimeSpecError as e:
+        raise InputError(f"--since/--until: {e}") from None
+    if lo is not None and hi is not None and lo > hi:
+        raise InputError("--since is after --until")
+    return lo, hi
+
+
+_RANGE_HELP = ("YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC), epoch ms, or a span back from the latest record "
+               "(30m, 12h, 7d, 2w)")
+
+
+def _range_options(f):
+    f = click.option("--until", default=None, help="End of the range (inclusive): " + _RANGE_HELP)(f)
+    f = click.option("--since", default=None, help="Start of the range: " + _RANGE_HELP)(f)
+    return f
+
+
+# -- status (called by `qts status` in cli.py) -------------------------------------------------------------
+
+def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
+    from .reports.status import collect_status, render_status
+
+    d = collect_status(_home(ctx), decisions=decisions)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+    else:
+        click.echo(render_status(d))
+
+
+# -- performance -------------------------------------------------------------------------------------------
+
+def _mode(ctx, mode):
+    if mode:
+        return mode
+    from .engine.runner import read_status
+
+    st = read_status(_home(ctx))
+    if st.get("mode") in ("paper", "live"):
+        return st["mode"]
+    from .config import ConfigError, load_settings
+
+    try:
+        return "paper" if load_settings(home=_home(ctx).root).PAPER_TRADING else "live"
+    except ConfigError:
+        return "paper"
+
+
+@cli.command("perf")
+@_range_options
+@click.option("--mode", type=click.Choice(["paper", "live"]), default=None, help="Account (default: the loop's).")
+@click.option("--strategy", "strategies", multiple=True, help="Only this strategy (repeatable).")
+@click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable), e.g. BTC/USDT.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def perf_cmd(ctx, since, until, mode, strategies, symbols, as_json):
+    """Performance over a date range, per strategy and per symbol, from the database.
+
+    P&L, win rate, profit factor, expectancy, Sharpe and Sortino (from equity snapshots), max
+    drawdown, exposure, fees, and predicted (strategy registry) vs realized. Definitions:
+    `python -c "import qts.reports.performance as p; print(p.__doc__)"`.
+    """
+    from .reports.performance import performance, render_performance
+
+    mode = _mode(ctx, mode)
+    store = _open_store(_home(ctx))
+    try:
+        lo, hi = _range(store, since, until, mode)
+        d = performance(store, mode, lo, hi, strategies=[s for s in strategies] or None,
+                        symbols=[s.upper() for s in symbols] or None)
+    finally:
+        store.close()
+    click.echo(json.dumps(d, indent=2, default=str) if as_json else render_performance(d))
+
+
+# -- HTML report -------------------------------------------------------------------------------------------
+
+@cli.command("report")
+@_range_options
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write (default: <state home>/reports/report-<time>.html).")
+@click.option("--png", "png", is_flag=True, help="Also write a PNG (equity and drawdown) next to the HTML.")
+@click.option("--mode", type=click.Choice(["paper", "live"]), default=None)
+@click.option("--title", default=None, help="Title of the report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the paths and headline figures as JSON.")
+@click.pass_context
+def report_cmd(ctx, since, until, out, png, mode, title, as_json):
+    """Write a self-contained HTML report (opens offline; no CDN, no network).
+
+    Equity and drawdown, positions over time, trades marked on price, monthly and daily returns,
+    performance by strategy and symbol, predicted vs realized, open positions, closed trades,
+    gate refusals and safety events.
+    """
+    from .reports.html import write_report
+
+    home = _home(ctx)
+    mode = _mode(ctx, mode)
+    store = _open_store(home)
+    try:
+        lo, hi = _range(store, since, until, mode)
+        res = write_report(home, out=out, mode=mode, since_ms=lo, until_ms=hi, png=png, title=title, store=store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(res, indent=2, default=str))
+        return
+    a = res["account"]
+    click.echo(f"report written: {res['html']}  ({res['bytes'] / 1024:.0f} KB, self-contained)")
+    if res["png"]:
+        click.echo(f"png written:    {res['png']}")
+    if a.get("pnl") is not None:
+        click.echo(f"  equity {a['end_equity']:,.2f}  P&L {a['pnl']:+,.2f} ({a['return_pct']:+.2f}%)  "
+                   f"max drawdown {a['max_drawdown_pct']:.2f}%  trades {a['trades']}")
+
+
+# -- custom metrics: list and chart ------------------------------------------------------------------------
+
+def _tag_filter(tags) -> tuple[str, list]:
+    from .metrics import TAG_RE
+
+    sql, params = "", []
+    for t in tags:
+        k, sep, v = t.partition("=")
+        if not sep:
+            raise InputError(f"--tag {t!r}: expected KEY=VALUE")
+        if not TAG_RE.match(k):
+            raise InputError(f"--tag {t!r}: key must use letters, digits, '.', '_' or '-', starting with a letter")
+        sql += " AND json_extract(tags, ?) = ?"
+        params += [f'$."{k}"', v]
+    return sql, params
+
+
+def list_metrics(store, tags=()) -> list[dict]:
+    where, params = _tag_filter(tags)
+    rows = store.query(f"SELECT name, COUNT(*) AS count, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "
+                       f"AVG(value) AS mean, MIN(value) AS min, MAX(value) AS max FROM metrics WHERE 1=1{where} "
+                       f"GROUP BY name ORDER BY name", params)
+    for r in rows:
+        last = store.one(f"SELECT value, tags FROM metrics WHERE name=?{where} ORDER BY ts DESC, id DESC LIMIT 1",
+                         [r["name"], *params])
+        r["last_value"] = last["value"]
+        r["last_tags"] = json.loads(last["tags"])
+        keys = set()
+        for t in store.query(f"SELECT DISTINCT tags FROM metrics WHERE name=?{where}", [r["name"], *params]):
+            try:
+                keys |= set(json.loads(t["tags"]))
+            except ValueError:
+                pass
+        r["tag_keys"] = sorted(keys)
+    return rows
+
+
+def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit: int = 100_000) -> list[dict]:
+    from .metrics import NAME_RE
+
+    if not NAME_RE.match(name or ""):
+        raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
+    where, params = _tag_filter(tags)
+    if since_ms is not None:
+        where += " AND ts>=?"
+        params.append(since_ms)
+    if until_ms is not None:
+        where += " AND ts<=?"
+        params.append(until_ms)
+    rows = store.query(f"SELECT ts, value, tags FROM (SELECT id, ts, value, tags FROM metrics WHERE name=?{where} "
+                       f"ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id", [name, *params, limit])
+    for r in rows:
+        r["tags"] = json.loads(r["tags"])
+    return rows
+
+
+@metrics_grp.command("list")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only points with this tag (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def metrics_list(ctx, tags, as_json):
+    """Every metric name with its count, last value and the tag keys seen."""
+    from .reports.status import table
+
+    home = _home(ctx)
+    if not home.db_path.exists():
+        rows = []
+    else:
+        store = _open_store(home)
+        try:
+            rows = list_metrics(store, tags)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no metrics recorded" + (" with those tags" if tags else "") + " (qts metrics write NAME VALUE)")
+        return
+    click.echo(table(["name", "count", "last value", "last at (UTC)", "min", "max", "tags"],
+                     [[r["name"], r["count"], f"{r['last_value']:g}", _iso(r["last_ts"]), f"{r['min']:g}",
+                       f"{r['max']:g}", ",".join(r["tag_keys"]) or "-"] for r in rows], align="lrrlrrl"))
+
+
+@metrics_grp.command("chart")
+@click.argument("name")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only points with this tag (repeatable).")
+@_range_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG here (matplotlib); without it, print a terminal sparkline.")
+@click.option("--width", type=click.IntRange(10, 400), default=60, show_default=True, help="Sparkline width.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100_000, show_default=True,
+              help="At most this many of the latest points.")
+@click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
+@click.pass_context
+def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
+    """Chart metric NAME: a PNG with --out, else an inline sparkline with min / last / max."""
+    from .metrics import NAME_RE
+    from .reports import charts
+
+    if not NAME_RE.match(name or ""):
+        raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
+    home = _home(ctx)
+    if not home.db_path.exists():
+        raise click.ClickException(f"no metric {name!r} recorded (no database yet)")
+    store = _open_store(home)
+    try:
+        lo, hi = _range(store, since, until, table="metrics")
+        rows = metric_series(store, name, tags, lo, hi, limit)
+    finally:
+        store.close()
+    if not rows:
+        raise click.ClickException(f"no points of metric {name!r}" + (" with those tags" if tags else "")
+                                   + (" in that range" if since or until else ""))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    ts = [r["ts"] for r in rows]
+    vals = [r["value"] for r in rows]
+    label = name + (" {" + ", ".join(tags) + "}" if tags else "")
+    if out:
+        charts.metric_png(out, label, ts, vals, f"  ({len(vals)} points)")
+        click.echo(f"chart written: {out}  ({len(vals)} points, {_iso(ts[0])} -> {_iso(ts[-1])} UTC)")
+        return
+    click.echo(f"{label}  {len(vals)} points  {_iso(ts[0])} -> {_iso(ts[-1])} UTC")
+    click.echo(f"  {charts.sparkline(vals, width)}")
+    click.echo(f"  min {min(vals):g}   last {vals[-1]:g}   max {max(vals):g}   mean {sum(vals) / len(vals):g}")
+
+
+# -- notifications -----------------------------------------------------------------------------------------
+
+@cli.group("notify")
+def notify_grp():
+    """Notifications (webhook, Telegram, email, the events table) after trades and safety events.
+
+    Configured by environment variables or the state home's .env: QTS_NOTIFY_WEBHOOK_URL,
+    QTS_TELEGRAM_TOKEN + QTS_TELEGRAM_CHAT_ID (+ QTS_TELEGRAM_API), QTS_SMTP_HOST / PORT / USER /
+    PASSWORD / FROM / TO, QTS_NOTIFY_RATE (per minute per sink), QTS_NOTIFY_BURST, QTS_NOTIFY_QUEUE,
+    QTS_NOTIFY_TIMEOUT, QTS_NOTIFY_LOG=0, QTS_NOTIFY_REPLAY=1. Secrets are never printed.
+    """
+
+
+def _notifier(ctx):
+    from .notify import NotifyConfigError, from_env
+
+    try:
+        return from_env(_home(ctx).ensure())
+    except NotifyConfigError as e:
+        raise InputError(f"notifications: {e}") from None
+
+
+@notify_grp.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def notify_status(ctx, as_json):
+    """The configured sinks (secrets masked) and the rate limit."""
+    n = _notifier(ctx)
+    d = {"sinks": n.describe(), "rate_per_min": n.lanes[0].bucket.rate * 60 if n.lanes else None,
+         "burst": n.lanes[0].bucket.capacity if n.lanes else None, "send_replays": n.send_replays}
+    n.close(0.5)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    if not d["sinks"]:
+        click.echo("no notification sinks configured (see `qts notify --help`)")
+        return
+    for s in d["sinks"]:
+        click.echo(f"{s['name']:9} " + "  ".join(f"{k}={v}" for k, v in s.items() if k != "name"))
+    click.echo(f"rate limit: {d['rate_per_min']:g}/min per sink, burst {d['burst']:g}; replays "
+               f"{'notified' if d['send_replays'] else 'not notified'}")
+
+
+@notify_grp.command("test")
+@click.option("--message", default="test notification from qts", show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.5, 120), default=15, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def notify_test(ctx, message, timeout, as_json):
+    """Send one test notification through every sink and report each result (exit 1 if any failed)."""
+    from .notify import Event
+
+    n = _notifier(ctx)
+    n.notify(Event("test", message, f"state home {_home(ctx).root}", "info"))
+    n.flush(timeout)
+    stats = n.stats()
+    n.close(1.0)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+    else:
+        if not stats:
+            click.echo("no notification sinks configured (see `qts notify --help`)")
+        for name, s in stats.items():
+            state = "sent" if s["sent"] else "FAILED: " + str(s["last_error"]) if s["failed"] else "not sent (timeout)"
+            click.echo(f"{name:9} {state}")
+    sys.exit(0 if all(s["sent"] for s in stats.values()) else 1)
+
+
+# -- the monitor endpoint ----------------------------------------------------------------------------------
+
+@cli.group("monitor")
+def monitor_grp():
+    """The HTTP monitor endpoint (health, Prometheus metrics, positions, kill switch) on 127.0.0.1."""
+
+
+@monitor_grp.command("serve")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default $QTS_MONITOR_PORT or 8765; 0 picks a free one).")
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--allow-remote", is_flag=True, default=None,
+              help="Allow a non-loopback address (put TLS and a firewall in front of it).")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after SECONDS (default: never).")
+@click.pass_context
+def monitor_serve(ctx, port, host, allow_remote, duration):
+    """Serve the monitor for the state home until interrupted (standalone; the loop can also start it).
+
+    GET /health /metrics /positions /status; POST /kill-switch with `Authorization: Bearer
+    $QTS_MONITOR_TOKEN` (unset: refused). Standalone, the kill switch also stops a running loop
+    (SIGTERM) and flattens paper positions, like `qts kill-switch`.
+    """
+    from .monitor import MonitorError, start_monitor
+
+    home = _home(ctx).ensure()
+    try:
+        srv = start_monitor(home, port=port, host=host, allow_remote=allow_remote or None)
+    except MonitorError as e:
+        raise InputError(str(e)) from None
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    click.echo(f"monitor on {srv.url}  (GET /health /metrics /positions /status; POST /kill-switch"
+               + (f"; {srv.token_problem}" if srv.token_problem else "") + ")", err=True)
+    try:
+        stop.wait(duration)
+    finally:
+        srv.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
