@@ -184,8 +184,12 @@ def _print_summary(summary: dict, synthetic: bool) -> None:
 @click.option("--fresh", is_flag=True, help="Move the old database and logs to archive/ and start a new paper account.")
 @click.option("--quiet", is_flag=True, help="No per-cycle progress; only the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--monitor-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /health, /metrics (Prometheus), /positions and a token-guarded POST /kill-switch on "
+                   "127.0.0.1:PORT while the loop runs (0 picks a free port).")
 @click.pass_context
-def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json):
+def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json,
+            monitor_port=None):
     """Run the paper-trading loop.
 
     With no source option it replays a generated (SYNTHETIC, seeded) market offline: no network, no
@@ -211,11 +215,23 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
         click.echo(f"paper trading {', '.join(session.settings.SYMBOLS)} with {session.settings.STRATEGY} on "
                    f"{session.feed.source}, every {session.settings.TRADE_INTERVAL} min; state home "
                    f"{session.settings.home.root}")
+    mon = None
+    if monitor_port is not None:
+        from .monitor import MonitorError, start_monitor
+
+        try:
+            mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
+        except MonitorError as e:
+            session.close()
+            raise InputError(f"--monitor-port: {e}") from None
+        click.echo(f"monitor on {mon.url}", err=True)
     try:
         runner.run(max_cycles=1 if once else cycles, on_cycle=_progress_printer(session, source, quiet or as_json))
     except AlreadyRunning as e:
         raise click.ClickException(str(e)) from None
     finally:
+        if mon is not None:
+            mon.stop()
         if sys.stdout.isatty() and not quiet:
             click.echo("")
     if session.loop.halted:
