@@ -11,8 +11,10 @@ what might have happened, and the id to ask the exchange about it.
   double it). Definite refusals (InsufficientFunds, InvalidOrder) are recorded as rejected, not retried.
 * Fills are adopted from the exchange's own trade list (``fetch_my_trades``), keyed by the
   exchange's trade id, so each fill is recorded exactly once however often it is seen.
-* An order the exchange does not know is declared lost only after ``not_found_limit`` not-found
-  answers (exchanges sometimes answer "unknown order" for a moment after accepting one).
+* An order the exchange does not know is declared lost only after ``not_found_limit`` CONSECUTIVE
+  not-found answers (exchanges sometimes answer "unknown order" for a moment after accepting one);
+  :meth:`reconcile` looks once more at orders declared lost in the last week and adopts those that
+  reappeared. An order stays open in the books until every fill the exchange reports is adopted.
 * No order is sent until :meth:`reconcile` has run: it resolves every order left open in the
   database, adopts fills that happened while we were down, records every discrepancy as an event,
   and takes cash from the exchange's balance.
@@ -110,10 +112,13 @@ class LiveBroker:
         try:
             order = self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
                                      {"clientOrderId": coid}, idempotent=False, weight=1)
-        except (self.ccxt.InsufficientFunds, self.ccxt.InvalidOrder, self.ccxt.BadSymbol,
+        except (self.ccxt.InsufficientFunds, self.ccxt.InvalidOrder, self.ccxt.BadSymbol, self.ccxt.BadRequest,
                 self.ccxt.AuthenticationError, self.ccxt.PermissionDenied) as e:
-            if isinstance(e, self.ccxt.DuplicateOrderId):
+            # BadRequest: Binance's filter failures (-1013 NOTIONAL, ...) are definite refusals too
+            if self._is_duplicate(e):
                 order = self._find(coid, intent.symbol)  # it exists already: adopt it
+                if order is None:
+                    self._status(coid, "sent", "duplicate id refused but not found; resolved later")
             else:
                 self._status(coid, "rejected", f"{e.__class__.__name__}: {str(e)[:300]}")
                 return OrderResult(False, coid, "rejected", reason_code="EXCHANGE_REJECTED",
@@ -123,7 +128,12 @@ class LiveBroker:
             order = self._resolve_unknown(coid, intent, amount, price)
         _crash_point("after_send")
         if order is not None:
-            self._apply(coid, order)
+            try:
+                self._apply(coid, order)
+            except Exception as e:  # the order exists; its fills are adopted by the next poll
+                st = self.store.scalar("SELECT status FROM orders WHERE client_order_id=?", (coid,))
+                self.ledger.history(coid, st, now_ms(), f"fills not read yet ({e.__class__.__name__}); "
+                                                        "adopted by the next poll")
         _crash_point("after_fill")
         return self.result(coid)
 
@@ -136,11 +146,22 @@ class LiveBroker:
         try:  # the exchange does not know it: send again with the SAME id (a duplicate would be refused)
             return self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
                                     {"clientOrderId": coid}, idempotent=False)
-        except self.ccxt.DuplicateOrderId:
-            return self._find(coid, intent.symbol)
         except Exception as e:
+            if self._is_duplicate(e):
+                try:
+                    found = self._find(coid, intent.symbol)
+                except Exception:
+                    found = None
+                if found is not None:
+                    return found
             self._status(coid, "sent", f"still unknown after resend ({e.__class__.__name__}); resolved later")
             return None
+
+    def _is_duplicate(self, e: Exception) -> bool:
+        """The exchange refused the client order id as already used: the order exists. (ccxt raises
+        Binance's -2010 "Duplicate order sent." as a plain InvalidOrder, not DuplicateOrderId.)"""
+        return isinstance(e, self.ccxt.DuplicateOrderId) or (
+            isinstance(e, self.ccxt.ExchangeError) and "duplicate order" in str(e).lower())
 
     def _find(self, coid: str, symbol: str):
         """The exchange's view of our order, by client order id; None if it says it does not know it."""
@@ -170,12 +191,18 @@ class LiveBroker:
     def _apply(self, coid: str, order: dict) -> int:
         """Bring our row in line with the exchange's order: id, fills (from its trade list), status."""
         o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+        last = self.store.scalar("SELECT status FROM order_status_history WHERE client_order_id=? ORDER BY id DESC "
+                                 "LIMIT 1", (coid,))
+        if last == "not_found":  # known again: the not-found streak is over
+            self.ledger.history(coid, "found", now_ms(), "the exchange knows it again")
         ex_id = str(order.get("id")) if order.get("id") is not None else o["exchange_order_id"]
         if ex_id and ex_id != o["exchange_order_id"]:
             self.store.execute("UPDATE orders SET exchange_order_id=? WHERE client_order_id=?", (ex_id, coid))
         new = self._adopt_fills(coid, order, ex_id)
         o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
         st = order.get("status")
+        if float(order.get("filled") or 0) > o["filled"] + self.feed.rules(o["symbol"]).amount_step / 2:
+            return new  # fills the exchange reports are not all adopted yet: stay open, the next poll retries
         if st in ("canceled", "cancelled", "expired") and o["status"] in OPEN_STATUSES:
             self._status(coid, "cancelled", f"exchange: {st}")
         elif st == "rejected" and o["status"] in OPEN_STATUSES:
@@ -215,24 +242,36 @@ class LiveBroker:
         o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
         if not o or o["status"] not in OPEN_STATUSES:
             return False
-        try:
-            self.client.call("cancel_order", o["exchange_order_id"], o["symbol"], {"clientOrderId": client_order_id})
-        except self.ccxt.OrderNotFound:
-            pass  # filled or gone meanwhile: the lookup below says which
-        order = self._find(client_order_id, o["symbol"])
+        for _attempt in range(2):
+            try:
+                self.client.call("cancel_order", o["exchange_order_id"], o["symbol"],
+                                 {"clientOrderId": client_order_id})
+            except self.ccxt.OrderNotFound:
+                pass  # filled or gone meanwhile (or hidden for a moment): the lookup below says which
+            order = self._find(client_order_id, o["symbol"])
+            if order is None or order.get("status") != "open":
+                break
         if order is not None:
             self._apply(client_order_id, order)
         o = self.store.one("SELECT status FROM orders WHERE client_order_id=?", (client_order_id,))
         if o["status"] in OPEN_STATUSES and order is None:
             self._not_found(client_order_id, "cancel")
+        elif order is not None and order.get("status") == "open":
+            # never report "nothing to cancel" for an order that is still working at the exchange
+            raise RuntimeError(f"cancel of {client_order_id} not confirmed: the exchange still shows it open")
         return self.store.one("SELECT status FROM orders WHERE client_order_id=?",
                               (client_order_id,))["status"] == "cancelled"
 
     def _not_found(self, coid: str, where: str) -> bool:
         """Count a not-found answer; after ``not_found_limit`` of them the order is declared lost."""
         self.ledger.history(coid, "not_found", now_ms(), where)
-        n = self.store.scalar("SELECT COUNT(*) FROM order_status_history WHERE client_order_id=? AND "
-                              "status='not_found'", (coid,))
+        recent = self.store.query("SELECT status FROM order_status_history WHERE client_order_id=? ORDER BY id DESC "
+                                  "LIMIT ?", (coid, self.not_found_limit))
+        n = 0  # consecutive not-found answers (scattered ones over an order's life are not a loss)
+        for r in recent:
+            if r["status"] != "not_found":
+                break
+            n += 1
         if n >= self.not_found_limit:
             self._status(coid, "rejected", f"lost: the exchange did not know it {n} times")
             self.store.event("reconcile", f"order {coid} declared lost after {n} not-found answers",
@@ -241,14 +280,22 @@ class LiveBroker:
         return False
 
     def process_market(self) -> int:
-        """Poll every open order; adopt fills; count not-found answers. Returns new fills."""
+        """Poll every open order; adopt fills; count not-found answers. Returns new fills. An order whose
+        poll fails (after the client's retries) is left for the next poll and reported as an event."""
         n = 0
+        errors = []
         for o in self.open_orders():
-            order = self._find(o["client_order_id"], o["symbol"])
-            if order is None:
-                self._not_found(o["client_order_id"], "poll")
-                continue
-            n += self._apply(o["client_order_id"], order)
+            try:
+                order = self._find(o["client_order_id"], o["symbol"])
+                if order is None:
+                    self._not_found(o["client_order_id"], "poll")
+                    continue
+                n += self._apply(o["client_order_id"], order)
+            except Exception as e:  # one order's failed poll must not stop the others (nor kill the loop)
+                errors.append(f"{o['client_order_id']}: {e.__class__.__name__}")
+        if errors:  # the failures are in the api_error metrics too: the breaker sees them
+            self.store.event("broker", f"poll failed for {len(errors)} open order(s); retried next cycle",
+                             severity="warning", data={"errors": errors[:20]})
         return n
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -268,6 +315,20 @@ class LiveBroker:
                     rep["lost"].append(coid)
                     break
                 time.sleep(self.lookup_pause_s)
+        # orders declared lost (not-found streak) in the last week: one more look, adopted if they reappeared
+        rep["revived"] = []
+        for o in self.store.query(
+                "SELECT * FROM orders o WHERE mode=? AND status='rejected' AND created_ts>=? AND EXISTS (SELECT 1 FROM "
+                "order_status_history h WHERE h.client_order_id=o.client_order_id AND h.status='not_found') "
+                "ORDER BY id", (self.mode, now_ms() - 7 * 86_400_000)):
+            coid = o["client_order_id"]
+            if coid in rep["lost"]:
+                continue
+            order = self._find(coid, o["symbol"])
+            if order is not None and order.get("id") is not None:
+                self._status(coid, "sent", "reappeared at the exchange after being declared lost")
+                rep["fills_adopted"] += self._apply(coid, order)
+                rep["revived"].append(coid)
         known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders WHERE mode='live'")}
         symbols = set(self.feed.symbols) | {r["symbol"] for r in self.store.query(
             "SELECT DISTINCT symbol FROM orders WHERE mode='live'")}
@@ -277,10 +338,14 @@ class LiveBroker:
                     rep["discrepancies"].append({"kind": "foreign_open_order", "symbol": sym, "id": eo.get("id")})
         bal = self.client.call("fetch_balance")
         total = bal.get("total") or {}
+        if not total and not (bal.get("free") or {}):  # a garbled answer must not zero the books
+            raise self.ccxt.ExchangeError("balance answer lists no asset at all: not trusted; reconcile again")
         ts = now_ms()
         with self.store.tx():
             ours = self.cash()
-            theirs = float((bal.get("free") or {}).get(self.quote_currency) or 0.0)
+            # the TOTAL (free + locked): the books do not reserve cash for open buy orders; each fill pays
+            theirs = float(total.get(self.quote_currency) if total.get(self.quote_currency) is not None
+                           else (bal.get("free") or {}).get(self.quote_currency) or 0.0)
             if abs(ours - theirs) > 1e-6:
                 rep["discrepancies"].append({"kind": "cash", "database": ours, "exchange": theirs})
             self.ledger.set_cash(theirs, ts)  # the exchange's balance is the truth for cash

@@ -23,6 +23,11 @@ def key_permissions(exchange) -> dict:
 
 def check_live_keys(exchange) -> tuple[bool, str]:
     p = key_permissions(exchange)
+    if p["source"].startswith("check failed"):
+        # the exchange DOES report permissions, but we could not read them (timeout, 5xx, garbled answer,
+        # a key without read access): that is not "unknown", it is unverified: refuse, try again later
+        return False, (f"could not verify that these API keys cannot withdraw ({p['source']}): live trading "
+                       "refused; try again when the exchange answers")
     if p["can_withdraw"] is True:
         return False, ("these API keys can WITHDRAW funds: refused for live trading. Create a key with trading "
                        "only (withdrawals disabled) on the exchange, then try again.")
