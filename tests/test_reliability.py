@@ -327,7 +327,7 @@ def _fuzz(seeds, tmp_path):
     assert not failures, f"{len(failures)} of {len(seeds)} schedules ended with database != exchange: {failures[:5]}"
     if len(seeds) >= 100:  # the schedules really exercised every fault kind, and real trading
         assert set(FUZZ_KINDS) <= set(fired), fired
-        assert orders >= 3 * len(seeds) and trades >= 3 * len(seeds) and sum(fired.values()) >= 3 * len(seeds)
+        assert orders >= 3 * len(seeds) and trades >= 3 * len(seeds) and sum(fired.values()) >= 2 * len(seeds)  # fills come from the order's answer when it lists them: fewer requests, fewer faults
 
 
 def _seeds(default: int) -> list[int]:

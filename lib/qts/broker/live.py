@@ -218,9 +218,13 @@ class LiveBroker:
         o = self.store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
         if filled <= o["filled"] + 1e-12 or not ex_id:
             return 0
-        trades = self.client.call("fetch_my_trades", o["symbol"], max(0, o["created_ts"] - 60_000), None,
-                                  {"orderId": ex_id})
-        trades = [t for t in trades if str(t.get("order")) == ex_id]
+        # the order's own answer often lists its fills (Binance: FULL responses); use them when they
+        # carry trade ids and add up to the filled amount, else ask the trade list (weight 20 on Binance)
+        trades = [t for t in (order.get("trades") or []) if t.get("id") is not None and t.get("amount")]
+        if not trades or abs(sum(float(t["amount"]) for t in trades) - filled) > 1e-9 * max(1.0, filled):
+            trades = self.client.call("fetch_my_trades", o["symbol"], max(0, o["created_ts"] - 60_000), None,
+                                      {"orderId": ex_id})
+        trades = [t for t in trades if str(t.get("order") or ex_id) == ex_id]
         step = self.feed.rules(o["symbol"]).amount_step
         new_fills = []
         with self.store.tx():

@@ -6,6 +6,8 @@ forming candle is dropped) so a live paper session sees exactly what a replay wo
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .candles import Candles, timeframe_of
@@ -33,6 +35,10 @@ class CcxtFeed:
         self.clock = clock or WallClock()
         self._markets: dict | None = None
         self._liquidity: dict[str, float] = {}
+        # closed candles only change at a boundary, and one decision needs one price: cache both
+        self._candles: dict[str, tuple[int, Candles]] = {}
+        self._quotes: dict[str, tuple[float, Quote]] = {}
+        self.quote_ttl_s = 1.0
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -53,8 +59,14 @@ class CcxtFeed:
         return MarketRules.from_ccxt(self.markets()[symbol], self.exchange.precisionMode)
 
     def candles(self, symbol: str, limit: int = 500) -> Candles:
+        boundary = self.now_ms() // self.timeframe_ms
+        hit = self._candles.get(symbol)
+        if hit and hit[0] == boundary and len(hit[1]) >= limit:
+            c = hit[1]
+            return c.slice(max(0, len(c) - limit), len(c))
         rows = self.exchange.fetch_ohlcv(symbol, self.timeframe, limit=min(limit + 1, 1000))
         c = self._closed(rows)
+        self._candles[symbol] = (boundary, c)
         if len(c):
             self._liquidity[symbol] = float(c.volume[-1])
         return c.slice(max(0, len(c) - limit), len(c))
@@ -74,10 +86,15 @@ class CcxtFeed:
         return self.exchange.fetch_order_book(symbol, depth)
 
     def quote(self, symbol: str) -> Quote:
+        hit = self._quotes.get(symbol)
+        if hit and time.monotonic() - hit[0] < self.quote_ttl_s:
+            return hit[1]
         t = self.exchange.fetch_ticker(symbol)
         price = t.get("last") or t.get("close")
         if not price or price <= 0:
             raise LookupError(f"{self.exchange.id} gave no last price for {symbol}")
         if symbol not in self._liquidity:
             self.candles(symbol, 2)
-        return Quote(symbol, float(price), self._liquidity.get(symbol, 0.0), int(t.get("timestamp") or self.now_ms()))
+        q = Quote(symbol, float(price), self._liquidity.get(symbol, 0.0), int(t.get("timestamp") or self.now_ms()))
+        self._quotes[symbol] = (time.monotonic(), q)
+        return q
