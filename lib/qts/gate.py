@@ -105,7 +105,8 @@ def check_trading_state(gate: "Gate", intent: OrderIntent) -> OrderIntent:
         raise Refuse(Reason.TRADING_HALTED, f"trading state HALTED ({st.reason})")
     if st.trading_state == "REDUCING" and not reduces_exposure(gate, intent):
         raise Refuse(Reason.TRADING_REDUCING, "trading state REDUCING: only orders that reduce exposure pass")
-    if gate.mode == "live" and not st.live_allowed:
+    if gate.mode == "live" and not st.live_allowed and not is_flatten(gate, intent):
+        # (the kill switch's flattening still passes: closing risk is always allowed)
         raise Refuse(Reason.BREAKER_OPEN, f"circuit breaker {st.state} ({st.reason}): live orders refused, "
                                           "trading continues in paper")
     return intent
@@ -216,8 +217,11 @@ class Gate:
             result = OrderResult(False, coid, "rejected", reason_code=Reason.BROKER_ERROR,
                                  message=f"{e.__class__.__name__}: {e}")
         result.adjustments = verdict.adjustments
-        append_jsonl(self.store.home.post_trade_log, {"ts": now, "logged_at": time.time(), "mode": self.mode, **result.to_dict(),
-                                                      "symbol": intent.symbol, "side": intent.side})
+        try:
+            append_jsonl(self.store.home.post_trade_log, {"ts": now, "logged_at": time.time(), "mode": self.mode,
+                                                          **result.to_dict(), "symbol": intent.symbol, "side": intent.side})
+        except Exception as e:  # the order is at the broker: a log failure must not disown it (a retry would double it)
+            self._log_error("post_trade log", e)
         return result
 
     def _log_verdict(self, ts: int, v: Verdict, intent: OrderIntent) -> None:

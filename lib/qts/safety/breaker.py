@@ -15,7 +15,9 @@ reduce exposure); ``HALTED`` (nothing but kill-switch flattening). Restricting i
 Persistence: ``logs/circuit_breaker.json`` holds JSON lines, one per transition, each carrying the
 full new state; the last valid line is the state. Fail safe: a missing, empty or unreadable file
 reads as OPEN ("state unreadable"), with the cool-down counted from when that was first noticed.
-Every transition also goes to the events table.
+Every transition also goes to the events table (after the file, so the file is never legitimately
+behind it): a file whose last valid line is OLDER than the newest breaker event (truncated, torn,
+rolled back) or disagrees with it reads as open, with the stricter of the two trading states.
 """
 
 from __future__ import annotations
@@ -98,13 +100,40 @@ class Breaker:
         self.on_trip = on_trip  # e.g. revoke the live grant, notify
 
     def status(self, now_ms: int) -> BreakerState:
+        """The current state. Never raises: what cannot be read or recorded reads as open."""
         st = load(self.home, now_ms)
         if not st.readable and not self.home.breaker_file.exists():
             st.trading_state = self._last_recorded_trading_state() or ACTIVE
+        self._check_against_database(st, now_ms)
         if not st.readable:
             # record what we saw, so the cool-down runs from now and the event is on file
-            st = self._transition(st, OPEN, f"{st.reason}", now_ms, trading_state=st.trading_state, trip=True)
+            try:
+                st = self._transition(st, OPEN, f"{st.reason}", now_ms, trading_state=st.trading_state, trip=True)
+            except Exception:
+                st.state = OPEN  # cannot even record it (a directory in its place?): still open, unrecorded
         return st
+
+    def _check_against_database(self, st: BreakerState, now_ms: int) -> None:
+        """Every transition is also an event; the file is written first, so it is never legitimately
+        BEHIND the newest event. If it is (truncated, torn, rolled back, edited in place), the newest
+        transition it lost may have been a trip or a halt: read as open, with the stricter trading state."""
+        if self.store is None:
+            return
+        try:
+            row = self.store.one("SELECT data FROM events WHERE kind='breaker' ORDER BY id DESC LIMIT 1")
+            rec = json.loads(row["data"]) if row else None
+        except Exception:
+            return
+        if not isinstance(rec, dict) or type(rec.get("version")) is not int or rec["version"] < st.version:
+            return
+        db_ts = rec.get("trading_state") if rec.get("trading_state") in STRICTNESS else HALTED
+        if rec["version"] == st.version and rec.get("state") == st.state and db_ts == st.trading_state:
+            return  # the file and its copy agree
+        if STRICTNESS[db_ts] > STRICTNESS[st.trading_state]:
+            st.trading_state = db_ts
+        if st.readable:
+            st.reason = "breaker state file disagrees with its database record (truncated or edited): reads as open"
+        st.state, st.since_ts, st.readable, st.version = OPEN, now_ms, False, rec["version"]
 
     def _transition(self, prev: BreakerState, state: str, reason: str, now_ms: int,
                     trading_state: str | None = None, trip: bool = False) -> BreakerState:
@@ -161,6 +190,7 @@ class Breaker:
         if lat:
             out["latency_p95_ms"] = lat[min(len(lat) - 1, math.ceil(0.95 * len(lat)) - 1)]
         calls = len(lat) + errs
+        out["calls"] = calls
         if calls:
             out["error_rate"] = errs / calls
         day0 = now_ms - now_ms % 86_400_000
@@ -176,7 +206,9 @@ class Breaker:
         c, out = self.config, []
         if m["samples"] >= c.min_samples and m["latency_p95_ms"] is not None and m["latency_p95_ms"] > c.latency_p95_ms:
             out.append(f"API latency p95 {m['latency_p95_ms']:.0f} ms > {c.latency_p95_ms:.0f} ms")
-        if m["error_rate"] is not None and (m["samples"] + 1) >= c.min_samples and m["error_rate"] > c.error_rate:
+        # judged over every call in the window, failed ones included (a total outage has no latency samples)
+        calls = m.get("calls", m["samples"])
+        if m["error_rate"] is not None and calls >= c.min_samples and m["error_rate"] > c.error_rate:
             out.append(f"API error rate {100 * m['error_rate']:.0f}% > {100 * c.error_rate:.0f}%")
         if m["daily_pnl_pct"] is not None and m["daily_pnl_pct"] <= -c.daily_loss_pct:
             out.append(f"daily P&L {m['daily_pnl_pct']:.2f}% at or past -{c.daily_loss_pct}%")

@@ -8,7 +8,8 @@ safe and retries whatever is left (an unreachable exchange leaves the flag set).
 
 Fail safe: the switch counts as engaged if the flag file exists (whatever it holds, even garbage or
 unreadable) OR the database's last kill-switch record is an engagement. Deleting the flag therefore
-does not release it. Only a reset signed with the PIN (a verified approval recorded in the events
+does not release it. A flag set alone (the hook's standard-library first step, or with the database
+unavailable) is recorded in the database by the next status check that has it. Only a reset signed with the PIN (a verified approval recorded in the events
 table) releases it.
 """
 
@@ -54,18 +55,33 @@ def status(home: StateHome, store=None) -> KillStatus:
                         "AND json_extract(data, '$.action') IN ('engaged', 'reset') ORDER BY id DESC LIMIT 1")
     except Exception:
         return flag_state or KillStatus(True, "cannot read kill-switch records from the database", None, "database")
-    if row is None:
-        return flag_state or KillStatus(False, "clear")
-    data = json.loads(row["data"])
+    data = json.loads(row["data"]) if row is not None else {}
     if data.get("action") == "engaged":
         if flag_state:
             flag_state.source = "flag+database"
             return flag_state
         return KillStatus(True, f"{data.get('reason', 'engaged')} (flag file missing; the database still "
                                 "records the engagement)", row["ts"], "database")
+    if flag_state:
+        # engaged by the flag alone (the hook's standard-library first step, or the database was
+        # unavailable): record it now, so that deleting the flag later does not release the switch
+        _record_flag(store, flag_state)
+        return flag_state
+    if row is None:
+        return KillStatus(False, "clear")
     if not _reset_is_valid(home, store, row, data):
         return KillStatus(True, "the last reset record is not signed with the PIN", row["ts"], "database")
-    return flag_state or KillStatus(False, "clear")
+    return KillStatus(False, "clear")
+
+
+def _record_flag(store, flag_state: KillStatus) -> None:
+    try:
+        ts = flag_state.since_ts if isinstance(flag_state.since_ts, int) else int(time.time() * 1000)
+        store.event("kill_switch", f"engaged: {flag_state.reason} (recorded from the flag file)", severity="critical",
+                    data={"action": "engaged", "reason": flag_state.reason, "from_flag": True}, ts=ts)
+        flag_state.source = "flag+database"
+    except Exception:
+        pass  # the flag still engages; the next check tries again
 
 
 def _reset_is_valid(home: StateHome, store, row, data) -> bool:
@@ -172,17 +188,20 @@ def flatten(gate, broker, retries: int = 3, backoff_s: float = 0.2) -> FlattenRe
 
 
 def reset(home: StateHome, store, signing_key, now_ms: int | None = None) -> None:
-    """Release the switch with a PIN-unlocked signing key: a signed reset event, then the flag goes."""
+    """Release the switch with a PIN-unlocked signing key: the flag goes, then a signed reset event."""
     from .grants import sign_approval
 
     ts = now_ms if now_ms is not None else int(time.time() * 1000)
+    status(home, store)  # a flag-only engagement is recorded first, so the reset below covers it
     last_engage = store.scalar("SELECT MAX(id) FROM events WHERE kind='kill_switch' "
                                "AND json_extract(data, '$.action')='engaged'") or 0
     approval = sign_approval(home, signing_key, RESET_ACTION, {"engaged_event_id": int(last_engage)},
                              ttl_s=300, now=ts)
-    store.event("kill_switch", "reset with the PIN", severity="warning",
-                data={"action": "reset", "approval": approval}, ts=ts)
+    # the flag goes BEFORE the reset is recorded: while both exist a concurrent check would record the
+    # flag as a new engagement; a crash in between leaves the database saying "engaged" (safe)
     try:
         home.kill_flag.unlink()
     except FileNotFoundError:
         pass
+    store.event("kill_switch", "reset with the PIN", severity="warning",
+                data={"action": "reset", "approval": approval}, ts=ts)

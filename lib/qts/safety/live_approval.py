@@ -57,8 +57,9 @@ def require_live_approval(gate, intent):
     days = ((span["b"] - span["a"]) / DAY_MS) if span and span["a"] is not None else 0.0
     if days < PAPER_DAYS:
         override = load_approval(home, f"paper_override_{strategy}")
-        ok = override and (verify_approval(home, override, ACTION_OVERRIDE_PAPER_DAYS,
-                                           now=int(override.get("issued_ts", 0))) or {}).get("strategy") == strategy
+        # checked at wall-clock time: the override is signed for 24 h (`qts approve paper-override`)
+        ok = override and (verify_approval(home, override, ACTION_OVERRIDE_PAPER_DAYS, now=now)
+                           or {}).get("strategy") == strategy
         if not ok:
             raise _refuse(Reason.LIVE_PREREQUISITE, f"strategy {strategy} has {days:.1f} days of paper history; "
                                                     f"{PAPER_DAYS} are required (or a PIN-signed override)")

@@ -17,13 +17,24 @@ PROFILE_APPROVAL = "raise_risk_limit"
 _cache: dict = {}
 
 
+def _stamp(path):
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None
+
+
 def effective_profile(gate):
     home = gate.store.home
     path = home.safety_dir / "risk_profile.json"
-    try:
-        key = (str(path), path.stat().st_mtime_ns)
-    except FileNotFoundError:
-        key = (str(path), None)
+    # the cache holds only while every file the verdict depends on is unchanged: the profile, its
+    # approval, the PIN record that verifies it and the used-nonces file (its epoch voids approvals)
+    from .grants import used_nonces_path
+    from .pin import pin_path
+
+    key = tuple((str(p), _stamp(p)) for p in (path, home.safety_dir / "risk_profile.approval.json",
+                                              pin_path(home), used_nonces_path(home)))
     if _cache.get("key") == key and _cache.get("settings") is gate.settings:
         return _cache["profile"]
     base = default_profile()
