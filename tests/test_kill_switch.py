@@ -187,7 +187,12 @@ def test_a_flag_only_engagement_is_recorded_by_the_next_check(paper):
 @pytest.fixture
 def key(paper):
     set_pin(paper.home, PIN, scrypt_n=N, now=T0)
-    return unlock(paper.home, PIN, now=T0)
+    k = unlock(paper.home, PIN, now=T0)
+    # the human's key was set up long ago: past its one-hour cool-down (a brand-new key's resets do
+    # not count until then: see test_a_replaced_pin_record_cannot_release_the_kill_switch)
+    paper.store.event("pin_key_seen", "first seen (test set-up)", "critical", {"fingerprint": k.fingerprint},
+                      ts=T0 - 2 * 3600 * 1000)
+    return k
 
 
 def test_reset_with_the_pin_releases(engaged, key):
@@ -339,9 +344,6 @@ def test_cli_kill_switch_exits_1_when_something_is_left(tmp_path):
 
 # ================================================================================== known holes
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (cli._open / session.archive_state): `qts run --fresh` moves "
-                   "db/ aside, and with it the database record of the kill switch; with the flag file deleted "
-                   "the loop then starts although no PIN-signed reset exists")
 def test_run_fresh_does_not_release_an_engaged_switch(tmp_path):
     root = tmp_path / "home"
     home = StateHome(root).ensure()

@@ -25,6 +25,7 @@ happened. The second test runs the DEFAULT profile and shows what then differs, 
 from __future__ import annotations
 
 import json
+import time
 import threading
 
 import pytest
@@ -54,8 +55,15 @@ def approve_permissive_profile(home) -> None:
     from qts.safety.pin import set_pin, unlock
     from qts.safety.risk_profile import default_profile, save_profile
 
-    set_pin(home, PIN, scrypt_n=2 ** 10)
+    from qts.store import Store
+
+    long_ago = int(time.time() * 1000) - 2 * 3600 * 1000  # the human's PIN key is past its cool-down
+    set_pin(home, PIN, scrypt_n=2 ** 10, now=long_ago)
     key = unlock(home, PIN)
+    store = Store.open(home)
+    store.event("pin_key_seen", "first seen (test set-up)", "critical", {"fingerprint": key.fingerprint},
+                ts=long_ago)
+    store.close()
     profile = default_profile().model_copy(update=PERMISSIVE)
     saved = save_profile(home, profile, approved_by_pin=True, log=lambda *a, **k: None)
     approval = sign_approval(home, key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash}, ttl_s=3600)

@@ -382,10 +382,6 @@ def test_a_consumed_order_approval_made_fresh_again_still_sends_nothing_twice(li
 
 # ================================================================================== found: LESS safe
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (kill_switch._reset_is_valid): a reset approval is checked "
-                   "against whatever pin.json holds now, with no first-seen/cool-down check; an attacker who "
-                   "replaces pin.json with its own record can sign a reset and release the kill switch at once "
-                   "(the live grant path at least waits out the cool-down)")
 def test_a_replaced_pin_record_cannot_release_the_kill_switch(live_factory, tmp_path):
     env = live_factory(grant={})
     ks.engage(env.home, "test", env.store)
@@ -394,9 +390,6 @@ def test_a_replaced_pin_record_cannot_release_the_kill_switch(live_factory, tmp_
     assert ks.status(env.home, env.store).engaged
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (risk_gate._approved): a risk-profile approval is verified "
-                   "against the current pin.json with no first-seen/cool-down check; with pin.json replaced by "
-                   "the attacker's record, a self-signed approval puts a loosened profile in force at once")
 def test_a_replaced_pin_record_cannot_approve_a_looser_profile(live_factory, tmp_path):
     env = live_factory(grant={})
     attacker = _replace_pin_record(env, tmp_path)
@@ -436,9 +429,6 @@ def test_a_hand_appended_breaker_line_does_not_loosen(live_factory):
     assert b.status(now + 2).trading_state == HALTED
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (cli run --fresh / session.archive_state): `qts run --fresh` "
-                   "moves logs/ and db/ aside, breaker state and its database copy included: a HALTED trading "
-                   "state comes back ACTIVE with no PIN")
 def test_run_fresh_does_not_loosen_a_halted_state(tmp_path):
     root = tmp_path / "home"
     home = StateHome(root).ensure()

@@ -116,7 +116,10 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
     if other and other != os.getpid():  # before touching anything (--fresh moves the database away)
         raise click.ClickException(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
     with input_errors():
-        archived = archive_state(settings) if fresh else None
+        try:
+            archived = archive_state(settings) if fresh else None
+        except SessionError as e:
+            raise InputError(str(e)) from None
         resume = None if source == "live-data" else last_cycle_ts(settings.home)
         feed = make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
         try:
@@ -126,7 +129,7 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
     if pace and source != "live-data":
         feed.pace_s = pace
     if archived:
-        click.echo(f"previous state moved to {archived}", err=True)
+        click.echo(f"new paper account; the previous one is archived in {archived}", err=True)
     if getattr(feed, "resumed", False):
         click.echo(f"resuming the replay after {_iso(resume)} (use --fresh to start over)", err=True)
     return session, source
@@ -471,6 +474,7 @@ def db_migrate(ctx):
 
 from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
 from . import cli_monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
+from . import cli_research  # noqa: E402,F401  (backtest, research, registry, promote)
 
 
 def main(argv=None):

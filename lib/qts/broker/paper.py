@@ -44,7 +44,7 @@ class PaperBroker:
         """Open the paper account with ``initial_cash`` if it does not exist. True when created."""
         with self.store.tx():
             if self.store.one("SELECT 1 FROM balances WHERE mode=? AND asset=?", (self.mode, self.quote_currency)):
-                return False
+                return False  # (a --fresh reset deletes this row: the next session opens a new account)
             ts = self.feed.now_ms()
             self.store.insert("balances", {"mode": self.mode, "asset": self.quote_currency,
                                            "free": float(initial_cash), "updated_ts": ts})

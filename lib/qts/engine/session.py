@@ -35,17 +35,44 @@ class Session:
         self.store.close()
 
 
+PAPER_TABLES = ("fills", "orders", "positions", "balances", "closed_trades", "equity_snapshots", "decisions")
+
+
 def archive_state(settings: Settings) -> Path | None:
-    """Move the database and logs aside (never delete) so a replay starts from a clean account."""
+    """Start a new PAPER account: copy the database to archive/ (nothing is deleted for good), move the
+    trade and order logs there, and clear the paper rows. The safety state stays where it is: the
+    events table (kill switch, approvals, breaker records), logs/circuit_breaker.json and safety/.
+    Refused when the state home has live trading records (their journal must not move)."""
     home = settings.home
-    items = [p for p in (home.db_dir, home.logs) if p.exists() and any(p.iterdir())]
-    if not items:
+    if not home.db_path.exists() and not home.logs.exists():
         return None
     dest = home.root / "archive" / time.strftime("%Y%m%dT%H%M%S")
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in items:
-        shutil.move(str(p), str(dest / p.name))
-    return dest
+    if home.db_path.exists():
+        store = Store.open(home)
+        try:
+            if store.scalar("SELECT COUNT(*) FROM orders WHERE mode='live'"):
+                raise SessionError("--fresh resets the paper account only, and this state home has live trading "
+                                   "records: use another state home (--home) for a new paper account")
+            dest.mkdir(parents=True, exist_ok=True)
+            import sqlite3
+
+            target = sqlite3.connect(str(dest / "metrics.db"))
+            store.conn.backup(target)  # a consistent copy, even with WAL
+            target.close()
+            with store.tx():
+                store.execute("DELETE FROM order_status_history WHERE client_order_id IN "
+                              "(SELECT client_order_id FROM orders WHERE mode='paper')")
+                for t in PAPER_TABLES:
+                    store.execute(f"DELETE FROM {t} WHERE mode='paper'")
+                store.event("account_archived", "paper account archived to " + str(dest), data={"archived_to": str(dest)})
+        finally:
+            store.close()
+    for name in ("trades.jsonl", "pre_trade.json", "post_trade.json"):
+        p = home.logs / name
+        if p.exists():
+            (dest / "logs").mkdir(parents=True, exist_ok=True)
+            shutil.move(str(p), str(dest / "logs" / name))
+    return dest if dest.exists() else None
 
 
 def make_feed(settings: Settings, source: str, data_dir=None, days: float | None = None, seed: int = 7,

@@ -211,7 +211,7 @@ def collect_status(home, settings=None, now_ms: int | None = None, decisions: in
                    unrealized_pnl=sum(p["unrealized_pnl"] for p in positions), positions=positions,
                    marks={s: v for s, v in prices.items()})
         out["initial_cash"] = store.scalar("SELECT json_extract(data, '$.initial_cash') FROM events "
-                                           "WHERE kind='account' ORDER BY id LIMIT 1")
+                                           "WHERE kind='account' ORDER BY id DESC LIMIT 1")
         out["open_orders"] = store.scalar(
             "SELECT COUNT(*) FROM orders WHERE mode=? AND status IN ('intent','sent','open','partially_filled')",
             (mode,)) or 0

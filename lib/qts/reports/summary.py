@@ -14,7 +14,7 @@ def summarize(store: Store, mode: str = "paper", since_ts: int | None = None) ->
     first = store.one("SELECT * FROM equity_snapshots WHERE mode=? AND ts>=? ORDER BY id LIMIT 1", (mode, since))
     last = store.one("SELECT * FROM equity_snapshots WHERE mode=? ORDER BY id DESC LIMIT 1", (mode,))
     start_cash = store.scalar("SELECT json_extract(data, '$.initial_cash') FROM events WHERE kind='account' "
-                              "ORDER BY id LIMIT 1")
+                              "ORDER BY id DESC LIMIT 1")
     open_pos = store.query("SELECT symbol, amount, avg_entry FROM positions WHERE mode=? AND amount>0", (mode,))
     cycles = store.scalar("SELECT COUNT(DISTINCT cycle_id) FROM decisions WHERE mode=? AND ts>=?", (mode, since))
     refusals = store.scalar("SELECT COUNT(*) FROM events WHERE kind='gate' AND ts>=?", (since,))

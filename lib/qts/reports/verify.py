@@ -38,7 +38,7 @@ def verify_books(store: Store, mode: str = "paper") -> list[str]:
         problems.append(f"{len(extra)} fill(s) in trades.jsonl are not in the database")
     if mode == "paper":
         initial = store.scalar("SELECT json_extract(data, '$.initial_cash') FROM events WHERE kind='account' "
-                               "ORDER BY id LIMIT 1")
+                               "ORDER BY id DESC LIMIT 1")
         if initial is not None:
             flow = sum((-1 if f["side"] == "buy" else 1) * f["amount"] * f["price"] - f["fee"] for f in fills)
             cash = store.scalar("SELECT free FROM balances WHERE mode=? AND asset='USDT'", (mode,)) or 0.0

@@ -108,3 +108,19 @@ def load_approval(home: StateHome, name: str) -> dict | None:
         return json.loads((home.safety_dir / "approvals" / f"{name}.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def key_was_ready(store, home: StateHome, approval: dict) -> bool:
+    """Was the key that signed ``approval`` past its cool-down when it signed it? A PIN record
+    replaced by someone else carries a key nobody has seen before: its approvals count only an hour
+    (pin.DEFAULT_COOLDOWN_S) after it was first seen, and that first sighting is announced."""
+    from .pin import pin_ready_since
+
+    try:
+        issued = int(approval.get("issued_ts"))
+        seen = key_first_seen(store, home)
+        if not seen or approval.get("key_fingerprint") not in seen:
+            return False
+        return pin_ready_since(home, seen, now=issued).ready
+    except Exception:
+        return False

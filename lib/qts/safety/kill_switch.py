@@ -88,8 +88,11 @@ def _reset_is_valid(home: StateHome, store, row, data) -> bool:
     try:
         from .grants import verify_approval
 
-        payload = verify_approval(home, data.get("approval") or {}, RESET_ACTION, now=row["ts"])
-        if not payload:
+        from .approve import key_was_ready
+
+        approval = data.get("approval") or {}
+        payload = verify_approval(home, approval, RESET_ACTION, now=row["ts"])
+        if not payload or not key_was_ready(store, home, approval):
             return False
         last_engage = store.scalar("SELECT MAX(id) FROM events WHERE kind='kill_switch' "
                                    "AND json_extract(data, '$.action')='engaged'")

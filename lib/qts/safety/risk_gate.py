@@ -43,7 +43,7 @@ def effective_profile(gate):
     loaded = load_profile(home, log=lambda kind, msg, data=None: gate.store.event("risk", msg, "warning", data),
                           settings=gate.settings)
     profile = loaded.profile
-    if loaded.source == "file" and is_loosening(base, profile) and not _approved(home, loaded.record_hash):
+    if loaded.source == "file" and is_loosening(base, profile) and not _approved(home, loaded.record_hash, gate.store):
         gate.store.event("risk", "risk profile looser than the defaults without a PIN approval: defaults apply",
                          "warning", {"loosened": is_loosening(base, profile)})
         profile = base
@@ -51,16 +51,19 @@ def effective_profile(gate):
     return profile
 
 
-def _approved(home, record_hash) -> bool:
+def _approved(home, record_hash, store=None) -> bool:
     import json
 
     try:
+        from .approve import key_was_ready
         from .grants import verify_approval
 
         approval = json.loads((home.safety_dir / "risk_profile.approval.json").read_text())
-        # a standing approval of one exact profile: checked as of when it was signed
+        # a standing approval of one exact profile: checked as of when it was signed, by a key that
+        # was past its cool-down then (a replaced PIN record cannot approve at once)
         payload = verify_approval(home, approval, PROFILE_APPROVAL, now=int(approval.get("issued_ts", 0)))
-        return bool(payload) and payload.get("hash") == record_hash
+        return (bool(payload) and payload.get("hash") == record_hash
+                and store is not None and key_was_ready(store, home, approval))
     except Exception:
         return False
 
