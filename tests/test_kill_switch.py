@@ -144,10 +144,6 @@ def test_flattening_survives_damaged_state_files(engaged, damaged):
     assert ks.status(env.home, env.store).engaged
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (gate._submit): the verdict is logged to logs/pre_trade.json "
-                   "BEFORE any order goes out and a failed write refuses the order (GATE_ERROR), kill-switch "
-                   "flattening included: a directory (or a read-only file) at logs/pre_trade.json keeps the kill "
-                   "switch from closing positions")
 def test_an_unwritable_verdict_log_does_not_block_flattening(engaged):
     engaged.home.pre_trade_log.unlink(missing_ok=True)
     engaged.home.pre_trade_log.mkdir(parents=True)

@@ -218,9 +218,25 @@ def test_a_matching_approval_passes_once(live_factory):
     coid = "qtslBIG1"
     a = _order_approval(env, coid, 700.0)
     assert code(env, buy(6.0, client_order_id=coid)) == "OK"
-    assert code(env, buy(6.0, client_order_id=coid)) == Reason.ORDER_APPROVAL_NEEDED     # used up
+    assert code(env, buy(6.0, client_order_id=coid)) == "OK"          # a dry run does not use it up
+    assert env.gate.submit(buy(6.0, client_order_id=coid)).accepted   # sent: now it is used up
+    assert code(env, buy(6.0, client_order_id=coid)) == Reason.ORDER_APPROVAL_NEEDED
     save_approval(env.home, f"order_{coid}", a)                                           # replayed
     assert code(env, buy(6.0, client_order_id=coid)) == Reason.ORDER_APPROVAL_NEEDED
+
+
+def test_an_approval_is_not_used_up_by_an_order_a_later_check_refuses(live_factory):
+    env = live_factory(grant=BIG)
+    coid = "qtslBIG2"
+    a = _order_approval(env, coid, 700.0)
+    from qts.gate import Refuse
+
+    def refuses(gate, intent):  # any check after the live approval that says no
+        raise Refuse("LATER_CHECK", "refused after the live approval")
+    env.gate.checks.append(refuses)
+    res = env.gate.submit(buy(6.0, client_order_id=coid))
+    assert not res.accepted and res.reason_code != Reason.ORDER_APPROVAL_NEEDED, res
+    assert grants.verify_approval(env.home, a, ACTION_ORDER_OVER_THRESHOLD, env.clock.ms()) is not None
 
 
 def test_an_approval_is_bound_to_its_order_and_its_notional(live_factory):

@@ -159,6 +159,12 @@ class Gate:
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
         self.breaker = breaker or Breaker(store.home, store, on_trip=_revoke_live_grant(store))
         self._notes: list[str] = []
+        self._pending_consumptions: list = []
+
+    def consume_on_submit(self, fn) -> None:
+        """A check's single-use approval, used up only if the order is actually sent (not on a dry run,
+        not when a later check refuses). ``fn`` raises if it can no longer be used."""
+        self._pending_consumptions.append(fn)
 
     def note(self, message: str) -> None:
         """A check explains an adjustment (e.g. why it shrank the order)."""
@@ -173,6 +179,7 @@ class Gate:
         current = intent
         notes: list[str] = []
         self._notes = notes
+        self._pending_consumptions = []
         for check in self.checks:
             name = getattr(check, "__name__", "check")
             try:
@@ -207,9 +214,24 @@ class Gate:
             verdict = Verdict(False, Reason.DUPLICATE, f"order {coid} already exists; not sent again", intent)
         else:
             verdict = self.evaluate(intent)
-        self._log_verdict(now, verdict, intent)
+        try:
+            self._log_verdict(now, verdict, intent)
+        except Exception as e:
+            # every verdict must be on record; an order we cannot account for does not go out, except the
+            # kill switch's flattening (a broken log must never keep positions open)
+            self._log_error("pre_trade log", e)
+            if verdict.allowed and not is_flatten(self, verdict.intent):
+                verdict = Verdict(False, Reason.GATE_ERROR, f"cannot record the verdict ({e.__class__.__name__}); "
+                                                            "order not sent", intent)
         if not verdict.allowed:
             return OrderResult(False, coid, "rejected", reason_code=verdict.code, message=verdict.message)
+        try:
+            for consume in self._pending_consumptions:  # single-use approvals are used up only when the order goes
+                consume()
+        except Exception as e:
+            self._log_error("approval consumption", e)
+            return OrderResult(False, coid, "rejected", reason_code=Reason.ORDER_APPROVAL_NEEDED,
+                               message=f"the order's approval could not be used ({e.__class__.__name__})")
         try:
             result = self.broker.place(verdict.intent, coid)
         except Exception as e:

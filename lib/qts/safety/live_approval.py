@@ -65,11 +65,16 @@ def require_live_approval(gate, intent):
                                                     f"{PAPER_DAYS} are required (or a PIN-signed override)")
     if notional > ORDER_APPROVAL_USD:
         appr = load_approval(home, f"order_{intent.client_order_id}")
-        payload = use_approval(home, appr, ACTION_ORDER_OVER_THRESHOLD, now) if appr else None
+        payload = verify_approval(home, appr, ACTION_ORDER_OVER_THRESHOLD, now) if appr else None
         if not payload or payload.get("client_order_id") != intent.client_order_id \
                 or float(payload.get("max_notional", 0)) < notional:
             raise _refuse(Reason.ORDER_APPROVAL_NEEDED,
                           f"order notional {notional:.2f} is above {ORDER_APPROVAL_USD:.0f}: it needs its own PIN "
                           f"approval (hooks/guard_approve.sh order {intent.client_order_id} --max-notional "
                           f"{notional:.0f})")
+
+        def consume():  # single use: spent only when the order is really sent
+            if use_approval(home, appr, ACTION_ORDER_OVER_THRESHOLD, int(time.time() * 1000)) is None:
+                raise RuntimeError("approval already used")
+        gate.consume_on_submit(consume)
     return replace(intent)
