@@ -227,6 +227,28 @@ def test_a_database_that_lags_behind_the_file_is_not_a_problem(b, store):
 
 # ================================================================================== trading states
 
+def human_key(store, now):
+    """The human's PIN key, set up long ago (past its cool-down)."""
+    from qts.safety.pin import set_pin, unlock
+
+    long_ago = now - 2 * 3600 * 1000
+    set_pin(store.home, "correct horse 42", scrypt_n=2 ** 10, now=long_ago)
+    key = unlock(store.home, "correct horse 42", now=now)
+    store.event("pin_key_seen", "first seen (test set-up)", "critical", {"fingerprint": key.fingerprint}, ts=long_ago)
+    return key
+
+
+def test_a_loosening_line_without_the_pin_is_ignored(b):
+    """One line appended by hand (no signed approval) cannot loosen HALTED; a signed one can."""
+    closed(b)
+    last = b.set_trading_state(HALTED, T + S)
+    forged = {"state": "closed", "trading_state": "ACTIVE", "since_ts": T + 2 * S, "reason": "ok",
+              "trips": last.trips, "version": last.version + 1, "from": "closed"}
+    with open(b.home.breaker_file, "a") as fh:
+        fh.write(json.dumps(forged) + "\n")
+    assert b.status(T + 3 * S).trading_state == HALTED
+
+
 def test_tightening_is_free_loosening_needs_approval(b):
     closed(b)
     assert b.set_trading_state(REDUCING, T + S).trading_state == REDUCING
@@ -235,7 +257,9 @@ def test_tightening_is_free_loosening_needs_approval(b):
         with pytest.raises(PermissionError):
             b.set_trading_state(target, T + 3 * S)
     assert b.status(T + 3 * S).trading_state == HALTED
-    assert b.set_trading_state(ACTIVE, T + 4 * S, approved=True).trading_state == ACTIVE
+    key = human_key(b.store, T)
+    assert b.set_trading_state(ACTIVE, T + 4 * S, signing_key=key).trading_state == ACTIVE
+    assert b.status(T + 4 * S + 1).trading_state == ACTIVE      # the signed line holds when read back
     with pytest.raises(ValueError):
         b.set_trading_state("PAUSED", T + 5 * S)
     # a trading-state change does not touch the breaker state

@@ -296,7 +296,7 @@ def test_each_layer_refuses_in_the_documented_order(live_factory):
     assert code() == Reason.KILL_SWITCH
     ks.reset(home, store, env.key)
     assert code() == Reason.TRADING_HALTED
-    Breaker(home, store).set_trading_state("ACTIVE", env.clock.ms(), approved=True)
+    Breaker(home, store).set_trading_state("ACTIVE", env.clock.ms(), signing_key=env.key)
     assert code() == Reason.BREAKER_OPEN
     recover_breaker(gate.breaker, env.clock)
     assert code() == Reason.LIVE_NOT_APPROVED

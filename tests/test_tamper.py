@@ -415,8 +415,6 @@ def test_damaging_a_tightened_profile_keeps_it_tight(live_factory, op):
     assert is_loosening(before, risk_gate.effective_profile(env.gate)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (breaker): the trading state is unsigned JSON lines; ONE "
-                   "hand-appended line loosens HALTED -> ACTIVE (and open -> closed) without the PIN")
 def test_a_hand_appended_breaker_line_does_not_loosen(live_factory):
     env = live_factory(grant={})
     now = env.clock.ms()

@@ -241,13 +241,12 @@ def breaker_state(ctx, target):
     now = int(time.time() * 1000)
     from .safety.breaker import STRICTNESS
 
-    approved = False
+    key = None
     if STRICTNESS[target] < STRICTNESS[b.status(now).trading_state]:
         from .safety.approve import unlock_from_terminal
 
-        unlock_from_terminal(store, f"PIN to loosen trading to {target}: ")
-        approved = True
-    _print_breaker(b.set_trading_state(target, now, approved=approved))
+        key = unlock_from_terminal(store, f"PIN to loosen trading to {target}: ")
+    _print_breaker(b.set_trading_state(target, now, signing_key=key))
     store.close()
 
 

@@ -66,7 +66,40 @@ def _valid(rec: dict) -> bool:
             and isinstance(rec.get("since_ts"), int))
 
 
-def load(home: StateHome, now_ms: int) -> BreakerState:
+LOOSEN_ACTION = "loosen_trading_state"
+
+
+def _loosening_signed(home: StateHome, rec: dict, store=None) -> bool:
+    """A line that loosens the trading state counts only with a PIN-signed approval of exactly that
+    target at exactly that version (so one appended line cannot turn HALTED into ACTIVE)."""
+    approval = rec.get("approval")
+    if not isinstance(approval, dict):
+        return False
+    try:
+        from .grants import verify_approval
+
+        payload = verify_approval(home, approval, LOOSEN_ACTION, now=int(approval.get("issued_ts", 0)))
+        if not payload or payload.get("target") != rec["trading_state"] or payload.get("version") != rec.get("version"):
+            return False
+        if store is not None:
+            from .approve import key_was_ready
+
+            return key_was_ready(store, home, approval)
+        return True
+    except Exception:
+        return False
+
+
+def _effective_trading_state(home: StateHome, records: list[dict], store=None) -> str:
+    state = records[0]["trading_state"] if records else ACTIVE
+    for rec in records[1:]:
+        t = rec["trading_state"]
+        if STRICTNESS[t] >= STRICTNESS[state] or _loosening_signed(home, rec, store):
+            state = t
+    return state
+
+
+def load(home: StateHome, now_ms: int, store=None) -> BreakerState:
     path = home.breaker_file
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -76,14 +109,22 @@ def load(home: StateHome, now_ms: int) -> BreakerState:
         return BreakerState(OPEN, HALTED, now_ms, "breaker state unreadable: reads as open and halted",
                             readable=False)
     torn = False
+    valid = []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and _valid(r):
+            valid.append(r)
     for i, line in enumerate(reversed([x for x in lines if x.strip()])):
         try:
             rec = json.loads(line)
         except ValueError:
             rec = None
         if isinstance(rec, dict) and _valid(rec):
-            st = BreakerState(rec["state"], rec["trading_state"], rec["since_ts"], str(rec.get("reason", "")),
-                              int(rec.get("trips", 0)), int(rec.get("version", 0)))
+            st = BreakerState(rec["state"], _effective_trading_state(home, valid, store), rec["since_ts"],
+                              str(rec.get("reason", "")), int(rec.get("trips", 0)), int(rec.get("version", 0)))
             if torn:  # the newest transition is unreadable: it may have been a trip, so read as open
                 st.state, st.since_ts, st.readable = OPEN, now_ms, False
                 st.reason = "last breaker transition unreadable (torn write): reads as open"
@@ -101,7 +142,7 @@ class Breaker:
 
     def status(self, now_ms: int) -> BreakerState:
         """The current state. Never raises: what cannot be read or recorded reads as open."""
-        st = load(self.home, now_ms)
+        st = load(self.home, now_ms, self.store)
         if not st.readable and not self.home.breaker_file.exists():
             st.trading_state = self._last_recorded_trading_state() or ACTIVE
         self._check_against_database(st, now_ms)
@@ -136,11 +177,13 @@ class Breaker:
         st.state, st.since_ts, st.readable, st.version = OPEN, now_ms, False, rec["version"]
 
     def _transition(self, prev: BreakerState, state: str, reason: str, now_ms: int,
-                    trading_state: str | None = None, trip: bool = False) -> BreakerState:
+                    trading_state: str | None = None, trip: bool = False, approval: dict | None = None) -> BreakerState:
         new = BreakerState(state, trading_state or prev.trading_state, now_ms, reason,
                            prev.trips + (1 if trip else 0), prev.version + 1)
         rec = {k: v for k, v in asdict(new).items() if k not in ("readable", "extra")}
         rec["from"] = prev.state if prev.readable else "unreadable"
+        if approval is not None:
+            rec["approval"] = approval
         append_jsonl(self.home.breaker_file, rec)
         if self.store is not None:
             try:
@@ -164,17 +207,25 @@ class Breaker:
         return ts if ts in STRICTNESS else None
 
     def trip(self, reason: str, now_ms: int) -> BreakerState:
-        prev = load(self.home, now_ms)
+        prev = load(self.home, now_ms, self.store)
         return self._transition(prev, OPEN, reason, now_ms, trip=True)
 
-    def set_trading_state(self, target: str, now_ms: int, approved: bool = False, reason: str = "") -> BreakerState:
-        """Restricting is free; loosening needs ``approved`` (a verified PIN approval)."""
+    def set_trading_state(self, target: str, now_ms: int, signing_key=None, reason: str = "") -> BreakerState:
+        """Restricting is free; loosening needs ``signing_key`` (unlocked with the PIN): the new line
+        then carries a signed approval of exactly this target and version, which load() checks."""
         if target not in STRICTNESS:
             raise ValueError(f"trading state: one of {', '.join(STRICTNESS)}")
         prev = self.status(now_ms)
-        if STRICTNESS[target] < STRICTNESS[prev.trading_state] and not approved:
-            raise PermissionError(f"{prev.trading_state} -> {target} loosens trading: it needs the PIN")
-        return self._transition(prev, prev.state, reason or f"trading state {target}", now_ms, trading_state=target)
+        approval = None
+        if STRICTNESS[target] < STRICTNESS[prev.trading_state]:
+            if signing_key is None:
+                raise PermissionError(f"{prev.trading_state} -> {target} loosens trading: it needs the PIN")
+            from .grants import sign_approval
+
+            approval = sign_approval(self.home, signing_key, LOOSEN_ACTION,
+                                     {"target": target, "version": prev.version + 1}, now=now_ms)
+        return self._transition(prev, prev.state, reason or f"trading state {target}", now_ms, trading_state=target,
+                                approval=approval)
 
     # -- the check fed by metrics -----------------------------------------------------------------
     def measure(self, now_ms: int) -> dict:
