@@ -96,6 +96,9 @@ def kill_engage(ctx, reason, as_json=False):
             store.event("kill_switch", f"flatten: {len(out['cancelled'])} cancelled, {len(out['closed'])} closed, "
                                        f"{len(out['failed'])} failed", severity="critical",
                         data={"action": "flatten", **{k: out[k] for k in ("cancelled", "closed", "failed")}})
+            from .notify import on_kill_switch
+
+            on_kill_switch(home, "flatten", data={k: out[k] for k in ("cancelled", "closed", "failed")})
         except Exception as e:
             flat_ok = False
             out["failed"].append({"flatten": f"{e.__class__.__name__}: {e}"})

@@ -244,6 +244,9 @@ class Gate:
                                                           **result.to_dict(), "symbol": intent.symbol, "side": intent.side})
         except Exception as e:  # the order is at the broker: a log failure must not disown it (a retry would double it)
             self._log_error("post_trade log", e)
+        from .notify import on_trade  # queued on a background thread: never blocks or fails trading
+
+        on_trade(self.store.home, result, verdict.intent, mode=self.mode, source=getattr(self.feed, "source", None))
         return result
 
     def _log_verdict(self, ts: int, v: Verdict, intent: OrderIntent) -> None:

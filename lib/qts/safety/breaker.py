@@ -191,6 +191,9 @@ class Breaker:
                                  severity="warning" if state != CLOSED else "info", data=rec, ts=now_ms)
             except Exception:
                 pass  # the file is the record of truth; a locked DB must not stop a trip
+        from ..notify import on_breaker
+
+        on_breaker(self.home, rec)
         if trip and self.on_trip:
             self.on_trip(new)
         return new

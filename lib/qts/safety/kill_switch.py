@@ -116,6 +116,9 @@ def engage(home: StateHome, reason: str, store=None, now_ms: int | None = None) 
             recorded = True
         except Exception:
             pass  # the flag alone is enough
+    from ..notify import on_kill_switch
+
+    on_kill_switch(home, "engaged", reason)
     return {"flag_ms": flag_ms, "recorded": recorded, "ts": ts}
 
 
@@ -208,3 +211,6 @@ def reset(home: StateHome, store, signing_key, now_ms: int | None = None) -> Non
         pass
     store.event("kill_switch", "reset with the PIN", severity="warning",
                 data={"action": "reset", "approval": approval}, ts=ts)
+    from ..notify import on_kill_switch
+
+    on_kill_switch(home, "reset", "reset with the PIN")
