@@ -1,0 +1,652 @@
+"""``qts`` commands of the research pipeline: backtest, research, registry, promote.
+
+Heavy imports (numba kernels, dspy, matplotlib) happen inside the commands, so ``qts --help`` and the
+hooks stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .cli import InputError, _iso, _parse_params, _settings, cli
+from .paths import StateHome
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _home(ctx) -> StateHome:
+    return StateHome.resolve(ctx.obj.get("home"))
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+# -- options shared by backtest and research -----------------------------------------------------------
+
+def _data_options(f):
+    f = click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+                     help="Candle files in DIR (named like BTC_USDT-5m.csv).")(f)
+    f = click.option("--synthetic", is_flag=True, help="The generated market (SYNTHETIC prices, seeded, offline).")(f)
+    f = click.option("--symbol", default="BTC/USDT", show_default=True, help="Market, e.g. ETH/USDT.")(f)
+    f = click.option("--timeframe", default=None, help="Candle timeframe (5m, 1h, ...). Default: TRADE_INTERVAL.")(f)
+    f = click.option("--days", type=click.FloatRange(min=0.1, max=3650), default=None,
+                     help="Use the last N days of --data, or generate N days (default 90) with --synthetic.")(f)
+    f = click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated market.")(f)
+    f = click.option("--gate", "gate_items", multiple=True, metavar="NAME=VALUE",
+                     help="Override a validation gate, e.g. --gate min_trades=10 (looser than the defaults: "
+                          "never eligible for live).")(f)
+    return f
+
+
+def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
+    """(candles, symbol, description)."""
+    from .candles_errors import input_errors
+    from .market.candles import TIMEFRAMES, find_files, load_csv, timeframe_of
+
+    if bool(data_dir) == bool(synthetic):
+        raise InputError("choose the data: --data DIR (real candle files) or --synthetic (generated market)")
+    symbol = symbol.upper()
+    if "/" not in symbol:
+        raise InputError(f"--symbol {symbol!r}: expected a market like BTC/USDT")
+    if timeframe is None:
+        minutes = _settings(ctx).TRADE_INTERVAL
+        timeframe = timeframe_of(minutes)
+    if timeframe not in TIMEFRAMES:
+        raise InputError(f"--timeframe {timeframe!r}: one of {', '.join(TIMEFRAMES)}")
+    minutes = TIMEFRAMES[timeframe]
+    tf_ms = minutes * 60_000
+    with input_errors():
+        if synthetic:
+            from .market.synthetic import generate
+
+            d = days or 90.0
+            n = int(d * 86_400_000 // tf_ms)
+            if n < 200:
+                raise InputError(f"--days {d:g} at {timeframe} makes {n} candles; need 200+")
+            return generate(symbol, n, tf_ms, seed=seed), symbol, f"SYNTHETIC {symbol} {timeframe}, {d:g} days, seed {seed}"
+        path, factor = find_files(data_dir, [symbol], minutes)[symbol]
+        c = load_csv(path).resample(factor)
+        if days:
+            keep = int(days * 86_400_000 // tf_ms)
+            c = c.slice(max(0, len(c) - keep), len(c))
+        if len(c) < 200:
+            raise InputError(f"{path.name}: {len(c)} candles at {timeframe}; need 200+")
+        return c, symbol, f"{path.name} ({len(c)} candles at {timeframe}, {_iso(int(c.ts[0]))} to {_iso(int(c.ts[-1]))})"
+
+
+def _gates(items):
+    from .research.validation import Gates
+
+    from pydantic import ValidationError
+
+    try:
+        return Gates(**_parse_params(items))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "gates"
+        raise InputError(f"--gate {where}: {err['msg']}") from None
+
+
+def _config(ctx):
+    from .research.backtest import BacktestConfig
+
+    return BacktestConfig.from_settings(_settings(ctx))
+
+
+def _parse_grid(items, strategy: str) -> dict:
+    """--grid NAME=LOW:HIGH:STEP (inclusive) or NAME=a,b,c."""
+    from .strategies import STRATEGIES
+
+    out = {}
+    fields = STRATEGIES[strategy].Params.model_fields
+    for item in items:
+        k, sep, spec = item.partition("=")
+        if not sep or not k or not spec:
+            raise InputError(f"--grid {item!r}: expected NAME=LOW:HIGH:STEP or NAME=a,b,c")
+        if k not in fields:
+            raise InputError(f"--grid {k}: not a parameter of {strategy} ({', '.join(fields)})")
+        try:
+            if ":" in spec:
+                parts = spec.split(":")
+                if len(parts) != 3:
+                    raise ValueError("LOW:HIGH:STEP")
+                lo, hi, step = (float(x) for x in parts)
+                if step <= 0 or hi < lo:
+                    raise ValueError("STEP must be > 0 and HIGH >= LOW")
+                n = int((hi - lo) / step + 1e-9) + 1
+                if n > 10_000:
+                    raise ValueError(f"{n} values: too many")
+                vals = [lo + i * step for i in range(n)]
+            else:
+                vals = [float(x) for x in spec.split(",") if x.strip()]
+        except ValueError as e:
+            raise InputError(f"--grid {item!r}: {e}") from None
+        is_int = fields[k].annotation is int
+        out[k] = sorted({int(round(v)) for v in vals}) if is_int else sorted({round(v, 10) for v in vals})
+    return out
+
+
+def _neighbourhood(strategy: str, params: dict) -> dict:
+    """A small grid around ``params`` (x0.75, x1, x1.25 per parameter, within bounds) for --validate
+    without --grid: the validation judges a selection, and a lone point cannot show overfitting."""
+    from .research.proposer import param_bounds
+
+    out = {}
+    for k, b in param_bounds(strategy).items():
+        v = params.get(k, b.default)
+        vals = {v}
+        if v:
+            for m in (0.75, 1.25):
+                x = min(max(v * m, b.low), b.high)
+                vals.add(int(round(x)) if b.kind == "int" else round(x, 6))
+        out[k] = sorted(vals)
+    return out
+
+
+def _fmt_pct(v, nd=2) -> str:
+    return "-" if v is None else f"{100 * v:+.{nd}f}%"
+
+
+def _print_metrics(m: dict) -> None:
+    click.echo(f"  total return {_fmt_pct(m['total_return'])}   CAGR {_fmt_pct(m['cagr'])}   "
+               f"Sharpe {m['sharpe']:.2f}   Sortino {m['sortino']:.2f}   max drawdown {100 * m['max_drawdown']:.2f}%")
+    wr = "-" if m["win_rate"] != m["win_rate"] else f"{100 * m['win_rate']:.1f}%"
+    click.echo(f"  trades {m['n_trades']}   win rate {wr}   profit factor {m['profit_factor']:.2f}   "
+               f"exposure {100 * m['exposure']:.1f}%   final equity {m['final_equity']:,.2f}")
+
+
+def _print_verdict(rep) -> None:
+    v = rep.verdict
+    click.echo(f"validation: {'PASS' if v.passed else 'FAIL'}   trials {rep.n_trials}   "
+               f"DSR {rep.dsr.dsr if rep.dsr else float('nan'):.3f}   PBO {rep.pbo.pbo if rep.pbo else float('nan'):.3f}   "
+               f"selected {rep.best_params}")
+    for c in v.checks:
+        click.echo(f"  [{'ok' if c.passed else 'FAIL'}] {c.message}")
+    st = rep.walk_forward.stats
+    click.echo(f"  walk-forward OOS: return {_fmt_pct(st['total_return'])}  Sharpe {st['sharpe']:.2f}  "
+               f"max drawdown {100 * st['max_drawdown']:.2f}%  trades {st['n_trades']}  ({len(rep.walk_forward.folds)} folds)")
+
+
+# -- qts backtest ------------------------------------------------------------------------------------------
+
+@cli.command("backtest")
+@click.argument("strategy")
+@_data_options
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Fixed parameter, repeatable.")
+@click.option("--grid", "grid_items", multiple=True, metavar="NAME=LOW:HIGH:STEP",
+              help="Sweep a parameter (inclusive range, or a,b,c); the best by Sharpe is reported.")
+@click.option("--validate", is_flag=True, help="Walk-forward, deflated Sharpe, PBO, look-ahead: judged by the gates.")
+@click.option("--train", type=click.IntRange(min=2), default=None, help="Walk-forward training bars (default: a third).")
+@click.option("--test", type=click.IntRange(min=1), default=None, help="Walk-forward test bars (default: a sixth).")
+@click.option("--register", is_flag=True, help="With --validate: add a passing strategy to the registry as backtested.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML report here (and a PNG next to it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, params, grid_items,
+                 validate, train, test, register, report_path, as_json):
+    """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion).
+
+    Fills at the next bar's open with the paper account's fee and slippage (FEE_BPS, SLIPPAGE_BPS).
+    --grid sweeps parameters; --validate runs the overfitting gates (with no --grid, on a small
+    neighbourhood of the parameters); --register puts a passing strategy in the registry as
+    `backtested` (then: qts promote ID --to paper).
+    """
+    from .candles_errors import input_errors
+    from .strategies import STRATEGIES, StrategyError
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy: unknown {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
+    if register and not validate:
+        raise InputError("--register needs --validate (only a validated strategy enters the registry)")
+    fixed = _parse_params(params)
+    grid = _parse_grid(grid_items, strategy)
+    gates = _gates(gate_items)
+    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    config = _config(ctx)
+    from .research import backtest, sweep, validate_strategy
+    from .research.pipeline import expected_metrics, validation_summary, walk_forward_sizes
+
+    progress = True if _tty() else None
+    out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}
+    if not as_json:
+        _say(f"data: {desc}")
+    with input_errors():
+        try:
+            if grid:
+                full = {**{k: [v] for k, v in fixed.items()}, **grid}
+                if not as_json:
+                    _say(f"sweeping {strategy}: " + ", ".join(f"{k} x{len(v)}" for k, v in full.items()) + " ...")
+                sw = sweep(strategy, candles, full, config, progress=progress)
+                best = sw.best("sharpe", 1)
+                if best < 0:
+                    raise InputError(f"--grid: no valid combination traded ({sw.n_invalid} refused by {strategy})")
+                df = sw.frame().sort_values("sharpe", ascending=False).head(10)
+                out["sweep"] = {"combinations": sw.n_trials, "invalid": sw.n_invalid,
+                                "top": json.loads(df.to_json(orient="records"))}
+                run_params = sw.params[best]
+                if not as_json:
+                    click.echo(f"sweep: {sw.n_trials} combinations ({sw.n_invalid} invalid); best by Sharpe {run_params}")
+                    for _, row in df.iterrows():
+                        click.echo("  " + "  ".join(f"{k}={row[k]:g}" for k in sw.params[0]) +
+                                   f"   Sharpe {row['sharpe']:.2f}  return {_fmt_pct(row['total_return'])}  "
+                                   f"trades {int(row['n_trades'])}")
+            else:
+                run_params = fixed
+            result = backtest(strategy, candles, config, params=run_params)
+        except StrategyError as e:
+            raise InputError(str(e)) from None
+    m = result.metrics()
+    out["params"] = result.params
+    out["metrics"] = {k: v for k, v in m.items() if k != "monthly_returns"}
+    if not as_json:
+        click.echo(f"{strategy} {result.params} on {symbol}" + ("   (SYNTHETIC market)" if synthetic else ""))
+        _print_metrics(m)
+    rep = None
+    if validate:
+        vgrid = ({**{k: [v] for k, v in fixed.items()}, **grid} if grid else _neighbourhood(strategy, result.params))
+        tr, te = walk_forward_sizes(len(candles))
+        if not as_json:
+            _say(f"validating on {len(candles)} bars (walk-forward train {train or tr}, test {test or te}) ...")
+        with input_errors():
+            rep = validate_strategy(strategy, candles, vgrid, train=train or tr, test=test or te, config=config,
+                                    gates=gates, progress=progress)
+        data = {"symbol": symbol, "synthetic": bool(synthetic), "source": desc, "bars": len(candles),
+                "timeframe_minutes": candles.timeframe_ms / 60_000, "start_ts": int(candles.ts[0]),
+                "end_ts": int(candles.ts[-1])}
+        summary = validation_summary(rep, gates, data, _now())
+        out["validation"] = summary
+        if not as_json:
+            _print_verdict(rep)
+        if register:
+            out["registered"] = _register_validated(ctx, strategy, rep, candles, config, summary, symbol, vgrid,
+                                                    as_json, expected_metrics)
+    if report_path:
+        from .reports.backtest_report import write_backtest_report
+
+        paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol)
+        out["report"] = {k: str(v) for k, v in paths.items()}
+        if not as_json:
+            click.echo(f"report: {paths['html']}  (PNG: {paths['png']})")
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+
+
+def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, grid, as_json, expected_metrics):
+    from .registry import Expected, Provenance, Registry, ValidationSummary
+
+    if not rep.verdict.passed:
+        if not as_json:
+            click.echo("not registered: the validation failed")
+        return None
+    exp = expected_metrics(rep, candles, config)
+    reg = Registry.load(_home(ctx))
+    if not reg.ok and not as_json:
+        _say(f"warning: {reg.problem}; a new registry is started (the damaged file is kept aside)")
+    e = reg.add(strategy=strategy, params=rep.best_params, stage="backtested", symbol=symbol,
+                timeframe_minutes=candles.timeframe_ms / 60_000,
+                expected=Expected.model_validate({k: v for k, v in exp.items() if k in Expected.model_fields}),
+                validation=ValidationSummary.model_validate(summary), grid={k: list(v) for k, v in grid.items()},
+                provenance=Provenance(source="qts backtest"))
+    if not as_json:
+        click.echo(f"registered {e.id} as {e.stage} (expires {_iso(e.expires_ts)}); next: qts promote {e.id} --to paper")
+    return e.id
+
+
+# -- qts research --------------------------------------------------------------------------------------------
+
+@cli.command("research")
+@click.option("--notes", "notes_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Research notes (text/markdown). UNTRUSTED: read as ideas, never as instructions.")
+@_data_options
+@click.option("--model", default=None, help="litellm model string (default: $QTS_RESEARCH_MODEL, or "
+                                            "anthropic/claude-sonnet-4-5 when ANTHROPIC_API_KEY is set).")
+@click.option("--offline", is_flag=True, help="Never call a model: use the deterministic proposer.")
+@click.option("--program", "program_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A compiled research program (JSON saved by compile_program(...).save(PATH)).")
+@click.option("--holdout", type=click.FloatRange(0.1, 0.9), default=0.4, show_default=True,
+              help="Share of the data (the most recent) held out for validation; the model sees statistics of "
+                   "the rest only.")
+@click.option("--max-candidates", type=click.IntRange(1, 8), default=4, show_default=True)
+@click.option("--proposer-seed", type=int, default=0, show_default=True, help="Seed of the offline proposer.")
+@click.option("--no-register", is_flag=True, help="Do not add survivors to the registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, model, offline,
+                 program_path, holdout, max_candidates, proposer_seed, no_register, as_json):
+    """Propose strategy candidates from notes and market statistics, validate them on held-out data,
+    and add the survivors to the strategy registry as `backtested`.
+
+    With a model configured the DSPy research program proposes; without one (or with --offline) the
+    deterministic proposer does, so this runs offline. Notes cannot change limits, mode or the
+    registry: a candidate is a strategy, parameter ranges, a rationale and risks, nothing more.
+    """
+    from .research.program import resolve_model
+
+    raw = open(notes_path, "rb").read(256 * 1024)
+    notes = raw.decode("utf-8", "replace")
+    gates = _gates(gate_items)
+    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    config = _config(ctx)
+    chosen = None if offline else resolve_model(model)
+    program = None
+    if program_path and chosen:
+        from .research.program import load_program
+
+        try:
+            program = load_program(program_path, max_candidates)
+        except Exception as e:
+            raise InputError(f"--program {program_path}: cannot load ({e.__class__.__name__}: {e})") from None
+    say = (lambda m: None) if as_json else _say
+    say(f"data: {desc}")
+    say(f"proposer: {'model ' + chosen if chosen else 'deterministic (offline)'}; held out: the last "
+        f"{holdout:.0%} of the bars")
+    from .research.pipeline import run_research
+
+    home = None if no_register else _home(ctx)
+    try:
+        res = run_research(candles, notes, symbol=symbol, model=chosen, program=program, seed=proposer_seed,
+                           holdout=holdout, gates=gates, config=config, max_candidates=max_candidates, home=home,
+                           synthetic=bool(synthetic), data_source=desc, executor="auto", on_progress=say)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(res.as_dict(), indent=2, default=str))
+        return
+    for w in res.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"candidates ({res.source}):")
+    for ev in res.evaluations:
+        c = ev.candidate
+        click.echo(f"  {c.describe()}")
+        if c.rationale:
+            click.echo(f"      why: {c.rationale[:300]}")
+        if c.risks:
+            click.echo(f"      risks: {'; '.join(c.risks)[:300]}")
+        verdict = "PASS" if ev.passed else "FAIL"
+        detail = ev.error or ("; ".join((ev.validation or {}).get("reasons", [])) if not ev.passed else
+                              f"OOS Sharpe {ev.score:.2f}, selected {ev.params}")
+        click.echo(f"      held-out validation: {verdict}: {detail[:400]}")
+    for r in res.refused:
+        click.echo(f"  refused: {r.strategy or '?'}: {r.reason}")
+    if res.registered:
+        click.echo("registered as backtested: " + ", ".join(res.registered) +
+                   "   (next: qts registry show ID; qts promote ID --to paper)")
+    elif no_register:
+        click.echo("not registered (--no-register)")
+    else:
+        click.echo("no candidate passed the gates: nothing registered")
+    if synthetic:
+        click.echo("note: SYNTHETIC market data; entries validated on it can go to paper but never live")
+
+
+# -- qts registry -------------------------------------------------------------------------------------------
+
+@cli.group("registry")
+def registry_grp():
+    """The strategy registry: research -> backtested -> paper -> live-ramp (10/25/50/100%) -> live -> retired."""
+
+
+def _load_registry(ctx):
+    from .registry import Registry
+
+    return Registry.load(_home(ctx))
+
+
+def _store_if_db(ctx):
+    from .store import Store
+
+    home = _home(ctx)
+    return Store.open(home)
+
+
+@registry_grp.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include retired entries.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def registry_list(ctx, show_all, as_json):
+    """Entries with their stage, expiry and expected out-of-sample figures."""
+    from .registry import capital_fraction
+
+    reg = _load_registry(ctx)
+    entries = [e for e in reg.entries if show_all or e.stage != "retired"]
+    now = _now()
+    if as_json:
+        click.echo(json.dumps({"path": str(reg.path), "ok": reg.ok, "problem": reg.problem, "version": reg.version,
+                               "entries": [{**e.model_dump(mode="json"), "expired": e.expired(now),
+                                            "capital_fraction": capital_fraction(reg, e.strategy)
+                                            if e.stage in ("live-ramp", "live") else 0.0} for e in entries]},
+                              indent=2))
+        return
+    if not reg.ok:
+        click.echo(f"REGISTRY UNREADABLE: {reg.problem}")
+        click.echo("No strategy is live. `qts registry reset` moves the damaged file aside.")
+        sys.exit(1)
+    if not entries:
+        click.echo(f"registry {reg.path}: no entries" + ("" if reg.exists else " (not created yet)") +
+                   ". Add some: qts research --notes FILE --synthetic | qts backtest STRATEGY --validate --register")
+        return
+    click.echo(f"{'id':28} {'stage':26} {'expires':17} {'OOS Sharpe':>10} {'ret/day':>8} {'max DD':>7}  params")
+    for e in entries:
+        x = e.expected
+        exp = "EXPIRED" if e.expired(now) else _iso(e.expires_ts)
+        click.echo(f"{e.id:28} {e.stage_label():26} {exp:17} "
+                   f"{(f'{x.sharpe:.2f}' if x and x.sharpe is not None else '-'):>10} "
+                   f"{(f'{x.return_per_day_pct:+.3f}%' if x and x.return_per_day_pct is not None else '-'):>8} "
+                   f"{(f'{x.max_drawdown_pct:.1f}%' if x and x.max_drawdown_pct is not None else '-'):>7}  "
+                   f"{e.params}" + ("  [synthetic]" if e.validation and e.validation.data.synthetic else ""))
+
+
+@registry_grp.command("show")
+@click.argument("entry_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def registry_show(ctx, entry_id, as_json):
+    """One entry: expectations, validation, history, and what its next promotion needs."""
+    from .registry import RegistryError, capital_fraction, promotion_check
+
+    reg = _load_registry(ctx)
+    try:
+        e = reg.get(entry_id)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    nxt = {"backtested": "paper", "paper": "live-ramp", "live-ramp": "live" if e.ramp_step == 3 else "live-ramp"}
+    assess = None
+    store = None
+    if e.stage in nxt:
+        store = _store_if_db(ctx)
+        assess = promotion_check(reg, store, e.id, nxt[e.stage], _now())
+    frac = capital_fraction(reg, e.strategy, store=store) if e.stage in ("live-ramp", "live") else 0.0
+    hist = [h for h in reg.versions() if h["entry_id"] == e.id]
+    if store is not None:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"entry": e.model_dump(mode="json"), "expired": e.expired(_now()),
+                               "capital_fraction": frac, "next": assess.as_dict() if assess else None,
+                               "history": hist}, indent=2, default=str))
+        return
+    click.echo(f"{e.id}: {e.strategy} {e.params}  on {e.symbol} {e.timeframe_minutes and int(e.timeframe_minutes)}m")
+    click.echo(f"  stage {e.stage_label()} since {_iso(e.stage_since_ts)}; live capital fraction {frac:.0%}")
+    click.echo(f"  created {_iso(e.created_ts)}, updated {_iso(e.updated_ts)}, expires {_iso(e.expires_ts)}"
+               + ("  (EXPIRED: re-validate before any promotion)" if e.expired(_now()) else ""))
+    if e.expected:
+        x = e.expected
+        click.echo("  expected (out of sample): " + ", ".join(f"{k} {v:.4g}" for k, v in x.model_dump().items()
+                                                             if isinstance(v, (int, float)) and v is not None))
+    if e.validation:
+        v = e.validation
+        click.echo(f"  validation {'PASS' if v.passed else 'FAIL'} ({'default gates' if v.strict_gates else 'LOOSER gates'}"
+                   f", {'SYNTHETIC' if v.data.synthetic else 'real'} data {v.data.source or ''}): {v.summary[:300]}")
+    if e.provenance.source:
+        click.echo(f"  source {e.provenance.source}" + (f"; why: {e.provenance.rationale[:200]}" if e.provenance.rationale else ""))
+    if assess:
+        click.echo(f"  next: {assess.target}{'' if assess.next_step is None else f' (step {assess.next_step + 1})'}: "
+                   f"{'ELIGIBLE' if assess.eligible else 'not yet'}")
+        for c in assess.checks:
+            click.echo(f"    [{'ok' if c.passed else '--'}] {c.message}")
+    click.echo("  history:")
+    for h in hist:
+        click.echo(f"    v{h['version']} {_iso(h['ts'])} {h['action']}: {h['detail']}")
+
+
+@registry_grp.command("retire")
+@click.argument("entry_id")
+@click.option("--reason", default="", help="Why (recorded).")
+@click.pass_context
+def registry_retire(ctx, entry_id, reason):
+    """Retire an entry (from any stage; final; no PIN: it only reduces risk)."""
+    from .registry import RegistryError, retire
+
+    store = _store_if_db(ctx)
+    try:
+        e = retire(_home(ctx), entry_id, store=store, reason=reason)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        store.close()
+    click.echo(f"{e.id} retired")
+
+
+@registry_grp.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def registry_check(ctx, as_json):
+    """Demote live-ramp / live strategies whose step saw a breaker trip or whose realized results drifted
+    out of tolerance (no PIN: reducing risk is free). Run it from cron, or after each live cycle."""
+    from .registry import supervise
+
+    store = _store_if_db(ctx)
+    try:
+        done = supervise(_home(ctx), store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+        return
+    if not done:
+        click.echo("nothing to do: every live-ramp / live strategy is within tolerance")
+    for d in done:
+        click.echo(f"{d['entry_id']}: {d['action']}: {d['reason']}")
+
+
+@registry_grp.command("revalidate")
+@click.argument("entry_id")
+@_data_options
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def registry_revalidate(ctx, entry_id, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, as_json):
+    """Validate an entry again on fresh data (its recorded grid); a pass renews its 7-day expiry and its
+    expectations, a failure blocks promotions and takes a live-ramp / live entry back to paper.
+    --symbol and --timeframe default to the entry's."""
+    from .market.candles import timeframe_of
+    from .registry import RegistryError
+    from .research.pipeline import revalidate_entry
+
+    reg = _load_registry(ctx)
+    try:
+        e = reg.get(entry_id)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    src = click.get_current_context().get_parameter_source("symbol")
+    if src is not None and src.name == "DEFAULT" and e.symbol:
+        symbol = e.symbol
+    if timeframe is None and e.timeframe_minutes:
+        timeframe = timeframe_of(int(e.timeframe_minutes))
+    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    if e.symbol and symbol != e.symbol:
+        raise InputError(f"{entry_id} trades {e.symbol}, not {symbol}")
+    gates = _gates(gate_items)
+    if not as_json:
+        _say(f"re-validating {entry_id} on {desc} ...")
+    try:
+        out, rep = revalidate_entry(_home(ctx), entry_id, candles, gates=gates, config=_config(ctx),
+                                    data={"symbol": symbol, "synthetic": bool(synthetic), "source": desc},
+                                    progress=True if _tty() else None)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps({"entry": out.model_dump(mode="json"), "passed": rep.verdict.passed,
+                               "reasons": rep.verdict.reasons}, indent=2, default=str))
+        return
+    _print_verdict(rep)
+    if rep.verdict.passed:
+        click.echo(f"{out.id}: re-validated, expires {_iso(out.expires_ts)}; stage {out.stage_label()}")
+    else:
+        click.echo(f"{out.id}: re-validation FAILED (recorded): promotions refused; stage now {out.stage_label()}")
+        sys.exit(1)
+
+
+@registry_grp.command("reset")
+@click.pass_context
+def registry_reset(ctx):
+    """Move the registry file aside (kept, never deleted) and start an empty one. Nothing becomes live."""
+    from .registry import Registry
+
+    dest = Registry.reset(_home(ctx))
+    click.echo(f"registry file moved to {dest}; a new, empty registry was started" if dest else "no registry file")
+
+
+# -- qts promote --------------------------------------------------------------------------------------------
+
+@cli.command("promote")
+@click.argument("entry_id")
+@click.option("--to", "target", type=click.Choice(["paper", "live-ramp", "live"]), required=True,
+              help="paper (no PIN); live-ramp (from paper: 10%; from the ramp: the next step) or live (from "
+                   "100%): the PIN, typed in YOUR terminal.")
+@click.pass_context
+def promote_cmd(ctx, entry_id, target):
+    """Promote a registry entry. Refused when its validation expired or it is not eligible (for live:
+    7+ days of paper results within tolerance, or the ramp step's time and results)."""
+    from .registry import PromotionError, Registry, RegistryError, promote, promotion_check
+    from .safety.approve import ApprovalError
+
+    home = _home(ctx)
+    reg = Registry.load(home)
+    if not reg.ok:
+        raise click.ClickException(f"{reg.problem}")
+    store = _store_if_db(ctx)
+    try:
+        try:
+            a = promotion_check(reg, store, entry_id, target, _now())
+        except RegistryError as err:
+            raise click.ClickException(str(err)) from None
+        if not a.eligible:
+            click.echo(f"{entry_id} cannot be promoted to {target}:", err=True)
+            for r in a.reasons:
+                click.echo(f"  - {r}", err=True)
+            sys.exit(1)
+        key = None
+        if target != "paper":
+            from .safety.approve import unlock_from_terminal
+
+            share = "" if a.next_step is None else f" at {int([0.10, 0.25, 0.50, 1.0][a.next_step] * 100)}%"
+            click.echo(f"Promoting {entry_id} to {target}{share}: real money. Type your PIN in this terminal.")
+            try:
+                key = unlock_from_terminal(store, f"PIN to promote {entry_id} to {target}: ")
+            except ApprovalError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(e.exit_code)
+        try:
+            e = promote(home, entry_id, target, store=store, signing_key=key, now=_now())
+        except PromotionError as err:
+            click.echo(f"refused: {err}", err=True)
+            sys.exit(1)
+        except RegistryError as err:
+            raise click.ClickException(str(err)) from None
+    finally:
+        store.close()
+    click.echo(f"{e.id} is now {e.stage_label()}")
+    if e.stage == "paper":
+        click.echo(f"run it in paper with its parameters: qts run --strategy {e.strategy} "
+                   + " ".join(f"--param {k}={v}" for k, v in e.params.items()))

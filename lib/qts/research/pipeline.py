@@ -1,0 +1,333 @@
+"""Research -> backtest -> validate -> registry.
+
+``run_research(candles, notes, ...)``:
+
+1. cuts the candles into an in-sample part (the first ``1 - holdout`` share) and a held-out part;
+2. computes the market statistics (:mod:`.marketstats`) on the in-sample part only;
+3. asks for candidates: the DSPy research program (:mod:`.program`) when a model is configured, else
+   the deterministic proposer (:mod:`.proposer`); both pass :func:`.proposer.sanitize`;
+4. validates each candidate on the HELD-OUT part with :func:`qts.research.validation.validate_strategy`
+   (its own sweep, deflated Sharpe with every combination of every candidate counted as a trial,
+   PBO, walk-forward, look-ahead check, judged by the gates);
+5. adds the survivors to the strategy registry as ``backtested`` (nothing else: no other stage, no
+   setting, no limit is reachable from here), with their expected out-of-sample metrics.
+
+``evaluate_candidate`` is also the optimizer's metric (:func:`.program.make_metric`): a candidate that
+fails the gates scores 0, one that passes scores its out-of-sample Sharpe ratio (floored at 0).
+
+Expected metrics of a survivor (what paper and live results are later held against): the stitched
+walk-forward out-of-sample returns of the validation (Sharpe, return per day, max drawdown), and the
+closed trades of the selected parameters over the walk-forward test span (win rate, mean and standard
+deviation of trade returns, trades per day, profit factor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+from ..market.candles import Candles
+from .proposer import Candidate, Refusal
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Evaluation:
+    candidate: Candidate
+    window: tuple[int, int]                 # bars of the full candles the validation used
+    passed: bool = False
+    score: float = 0.0
+    params: dict | None = None
+    expected: dict | None = None
+    validation: dict | None = None          # qts.registry.ValidationSummary fields
+    n_combos: int = 0
+    error: str | None = None
+    report: object = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"strategy": self.candidate.strategy, "grid": self.candidate.grid(), "window": list(self.window),
+                "passed": self.passed, "score": self.score, "params": self.params, "expected": self.expected,
+                "reasons": (self.validation or {}).get("reasons", []), "n_combos": self.n_combos,
+                "error": self.error}
+
+
+def walk_forward_sizes(n_bars: int) -> tuple[int, int]:
+    """(train, test) bars: a third to train, a sixth to test: about four folds."""
+    return max(2, n_bars // 3), max(1, n_bars // 6)
+
+
+def strict_gates(gates) -> bool:
+    """Every gate at least as strict as the defaults (what live stages require)."""
+    from .validation import Gates
+
+    d = Gates()
+    return (gates.min_trades >= d.min_trades and gates.min_oos_trades >= d.min_oos_trades
+            and gates.min_dsr >= d.min_dsr and gates.max_pbo <= d.max_pbo
+            and gates.min_oos_sharpe >= d.min_oos_sharpe and gates.max_oos_drawdown <= d.max_oos_drawdown
+            and (d.min_wf_efficiency is None or (gates.min_wf_efficiency or -math.inf) >= d.min_wf_efficiency)
+            and (gates.require_no_lookahead or not d.require_no_lookahead))
+
+
+def _f(v):
+    from ..registry.models import finite
+
+    return finite(v)
+
+
+def expected_metrics(report, candles: Candles, config, params: dict | None = None) -> dict:
+    """Out-of-sample expectations from a ValidationReport on ``candles`` (see the module docstring).
+    ``params``: the trade-level figures for these parameters instead of the report's selection."""
+    from ..strategies import make
+    from .backtest import backtest
+
+    wf = report.walk_forward
+    bpd = DAY_MS / candles.timeframe_ms
+    bars = int(wf.stats.get("bars") or 0)
+    total = wf.stats.get("total_return")
+    per_day = None
+    if bars and total is not None and math.isfinite(total) and total > -1:
+        per_day = 100 * ((1 + total) ** (bpd / bars) - 1)
+    out = {"sharpe": wf.stats.get("sharpe"), "return_per_day_pct": per_day,
+           "total_return_pct": 100 * total if total is not None else None,
+           "max_drawdown_pct": 100 * wf.stats["max_drawdown"] if wf.stats.get("max_drawdown") is not None else None,
+           "bars": bars, "period_days": bars / bpd if bars else None}
+    params = params if params is not None else report.best_params
+    if params is not None and wf.folds:
+        a, b = wf.folds[0].test[0], wf.folds[-1].test[1]
+        bt = backtest(make(report.strategy, params), candles, config, start=a, stop=b)
+        rets = [100 * t.ret for t in bt.closed_trades]
+        pnl = [t.pnl for t in bt.closed_trades]
+        n = len(rets)
+        days = (b - a) / bpd
+        mean = sum(rets) / n if n else None
+        out.update({
+            "n_trades": n, "trades_per_day": n / days if days else None,
+            "win_rate": (sum(1 for p in pnl if p > 0) / n) if n else None, "expectancy_pct": mean,
+            "trade_return_std_pct": (math.sqrt(sum((x - mean) ** 2 for x in rets) / (n - 1)) if n > 1 else None),
+            "profit_factor": _profit_factor(pnl)})
+    return _f(out)
+
+
+def _profit_factor(pnl: list[float]) -> float | None:
+    losses = -sum(p for p in pnl if p <= 0)
+    return sum(p for p in pnl if p > 0) / losses if losses > 0 else None
+
+
+def validation_summary(report, gates, data: dict, now_ms: int) -> dict:
+    return _f({"passed": bool(report.verdict.passed), "summary": report.verdict.summary()[:2000],
+               "reasons": list(report.verdict.reasons),
+               "checks": [{"name": c.name, "value": c.value if not isinstance(c.value, bool) else bool(c.value),
+                           "threshold": c.threshold, "passed": bool(c.passed), "message": c.message}
+                          for c in report.verdict.checks],
+               "n_trials": int(report.n_trials), "dsr": report.dsr.dsr if report.dsr else None,
+               "pbo": report.pbo.pbo if report.pbo else None, "oos": dict(report.walk_forward.stats),
+               "lookahead_ok": report.lookahead.ok if report.lookahead else None,
+               "gates": gates.model_dump(), "strict_gates": strict_gates(gates),
+               "selected_params": report.best_params, "data": data, "validated_ts": int(now_ms)})
+
+
+def evaluate_candidate(candidate: Candidate, candles: Candles, start: int = 0, stop: int | None = None, *,
+                       gates=None, config=None, prior_trials: int = 0, train: int | None = None,
+                       test: int | None = None, data: dict | None = None, executor: str = "inline",
+                       progress: bool | None = False, now_ms: int | None = None) -> Evaluation:
+    """Validate ``candidate``'s grid on bars [start, stop) of ``candles`` (a held-out slice)."""
+    import time
+
+    from .backtest import BacktestConfig
+    from .validation import Gates, validate_strategy
+
+    stop = len(candles) if stop is None else stop
+    ev = Evaluation(candidate, (int(start), int(stop)))
+    gates, config = gates or Gates(), config or BacktestConfig()
+    part = candles.slice(start, stop)
+    try:
+        combos = candidate.combos()
+        ev.n_combos = len(combos)
+        tr, te = walk_forward_sizes(len(part))
+        rep = validate_strategy(candidate.strategy, part, combos, train=train or tr, test=test or te,
+                                config=config, gates=gates, prior_trials=int(prior_trials), executor=executor,
+                                progress=progress)
+    except Exception as e:  # a candidate that cannot be validated scores 0
+        ev.error = f"{e.__class__.__name__}: {e}"
+        return ev
+    ev.report = rep
+    ev.params = rep.best_params
+    ev.passed = bool(rep.verdict.passed)
+    sr = rep.walk_forward.stats.get("sharpe")
+    ev.score = float(max(0.0, sr)) if ev.passed and sr is not None and math.isfinite(sr) else 0.0
+    info = {"bars": len(part), "timeframe_minutes": candles.timeframe_ms / 60_000,
+            "start_ts": int(part.ts[0]) if len(part) else None, "end_ts": int(part.ts[-1]) if len(part) else None,
+            **(data or {})}
+    ev.validation = validation_summary(rep, gates, info, now_ms or int(time.time() * 1000))
+    try:
+        ev.expected = expected_metrics(rep, part, config)
+    except Exception as e:
+        ev.expected = None
+        ev.error = f"expected metrics: {e.__class__.__name__}: {e}"
+    return ev
+
+
+@dataclass
+class ResearchResult:
+    source: str
+    stats: object
+    candidates: list[Candidate]
+    refused: list[Refusal]
+    evaluations: list[Evaluation]
+    registered: list[str]
+    warnings: list[str]
+    notes_sha256: str
+    cut: int
+    n_bars: int
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "stats": self.stats.model_dump(), "notes_sha256": self.notes_sha256,
+                "in_sample_bars": self.cut, "held_out_bars": self.n_bars - self.cut,
+                "candidates": [c.model_dump(mode="json") for c in self.candidates],
+                "refused": [r.model_dump(mode="json") for r in self.refused],
+                "evaluations": [e.as_dict() for e in self.evaluations], "registered": self.registered,
+                "warnings": self.warnings}
+
+
+def split_holdout(n_bars: int, holdout: float) -> int:
+    """Index of the first held-out bar."""
+    if not 0.05 <= holdout <= 0.95:
+        raise ValueError(f"holdout: a share between 0.05 and 0.95, got {holdout}")
+    cut = int(round(n_bars * (1 - holdout)))
+    if cut < 3 or n_bars - cut < 20:
+        raise ValueError(f"{n_bars} candles are too few to keep {holdout:.0%} held out (need 3+ in-sample and "
+                         "20+ held-out bars)")
+    return cut
+
+
+def register(home, ev: Evaluation, *, symbol: str | None, timeframe_minutes: float, source: str,
+             notes_sha256: str | None, now_ms: int | None = None):
+    """Add a passed evaluation to the registry as ``backtested`` (the only stage research can reach)."""
+    from ..registry import Expected, Provenance, Registry, ValidationSummary
+
+    if not ev.passed or ev.params is None:
+        raise ValueError("only a candidate that passed the gates is registered")
+    reg = Registry.load(home)
+    return reg.add(strategy=ev.candidate.strategy, params=ev.params, stage="backtested", symbol=symbol,
+                   timeframe_minutes=timeframe_minutes,
+                   expected=Expected.model_validate({k: v for k, v in (ev.expected or {}).items()
+                                                     if k in Expected.model_fields}),
+                   validation=ValidationSummary.model_validate(ev.validation),
+                   grid={k: list(v) for k, v in ev.candidate.grid().items()},
+                   provenance=Provenance(source=source, notes_sha256=notes_sha256, rationale=ev.candidate.rationale,
+                                         risks=list(ev.candidate.risks)), now=now_ms)
+
+
+def run_research(candles: Candles, notes: str, *, symbol: str | None = None, model: str | None = None,
+                 program=None, lm=None, seed: int = 0, holdout: float = 0.4, gates=None, config=None,
+                 max_candidates: int = 4, home=None, synthetic: bool = False, data_source: str | None = None,
+                 executor: str = "inline", on_progress=None, now_ms: int | None = None) -> ResearchResult:
+    """The whole pipeline (see the module docstring). ``home``: register survivors there (None: don't).
+    ``model``/``lm``/``program``: use the DSPy program (else the deterministic proposer). A model that
+    fails (network, unparsable answer) falls back to the proposer with a warning."""
+    from . import proposer
+    from .marketstats import market_stats
+
+    say = on_progress or (lambda msg: None)
+    notes = notes or ""
+    notes_sha = hashlib.sha256(notes.encode("utf-8", "replace")).hexdigest()
+    n = len(candles)
+    cut = split_holdout(n, holdout)
+    stats = market_stats(candles.slice(0, cut), symbol)
+    warnings: list[str] = []
+    refused: list[Refusal] = []
+    cands: list[Candidate] = []
+    source = f"proposer(seed={seed})"
+    if model or lm is not None or program is not None:
+        from .program import propose_with_model
+
+        say(f"asking the research model {model or getattr(lm, 'model', '(configured)')} for candidates ...")
+        try:
+            cands, refused, source = propose_with_model(notes, stats, model=model, lm=lm, program=program,
+                                                        max_candidates=max_candidates)
+        except Exception as e:
+            warnings.append(f"research model failed ({e.__class__.__name__}: {str(e)[:300]}); "
+                            "fell back to the deterministic proposer")
+            cands = []
+            source = f"proposer(seed={seed})"
+        if not cands and not warnings:
+            warnings.append("the research model proposed no usable candidate; fell back to the deterministic "
+                            "proposer")
+        if not cands:
+            source = f"proposer(seed={seed})"
+    if not cands:
+        cands = proposer.propose(stats, seed=seed, limit=max_candidates)
+    for c in cands:
+        if c.violations:
+            warnings.append(f"{c.strategy}: the proposal was corrected: " + "; ".join(c.violations))
+    combos = [len(c.combos()) for c in cands]
+    total = sum(combos)
+    evals: list[Evaluation] = []
+    data = {"symbol": symbol, "synthetic": bool(synthetic), "source": data_source}
+    for i, (c, m) in enumerate(zip(cands, combos), 1):
+        say(f"[{i}/{len(cands)}] validating {c.describe()}  ({m} combinations, held-out bars {cut}..{n})")
+        ev = evaluate_candidate(c, candles, cut, n, gates=gates, config=config, prior_trials=total - m, data=data,
+                                executor=executor, now_ms=now_ms)
+        evals.append(ev)
+        say(f"      {'PASS' if ev.passed else 'FAIL'}" + (f": {ev.error}" if ev.error else "") +
+            ("" if ev.passed or not ev.validation else ": " + "; ".join(ev.validation["reasons"])[:300]))
+    registered = []
+    if home is not None:
+        for ev in evals:
+            if ev.passed and ev.params is not None:
+                e = register(home, ev, symbol=symbol, timeframe_minutes=candles.timeframe_ms / 60_000, source=source,
+                             notes_sha256=notes_sha, now_ms=now_ms)
+                registered.append(e.id)
+    return ResearchResult(source, stats, cands, refused, evals, registered, warnings, notes_sha, cut, n)
+
+
+def revalidate_entry(home, entry_id: str, candles: Candles, *, gates=None, config=None, data: dict | None = None,
+                     train: int | None = None, test: int | None = None, executor: str = "auto",
+                     progress: bool | None = None, now_ms: int | None = None):
+    """Validate a registry entry again on ``candles`` (its recorded grid, or a small neighbourhood of its
+    parameters) and record the result on THAT entry: a pass renews its expiry and expectations (trade
+    figures for its own parameters); a failure is recorded, blocks promotions, and takes a live-ramp /
+    live entry back to paper. Returns (entry, report)."""
+    import time
+
+    from ..registry import Expected, Registry, ValidationSummary
+    from .backtest import BacktestConfig
+    from .proposer import param_bounds
+    from .validation import Gates, validate_strategy
+
+    from ..registry import RegistryError
+
+    reg = Registry.load(home)
+    e = reg.get(entry_id)
+    if e.stage == "retired":
+        raise RegistryError(f"{entry_id} is retired: retired entries are not re-validated")
+    gates, config = gates or Gates(), config or BacktestConfig()
+    grid = {k: list(v) for k, v in (e.grid or {}).items()}
+    if not grid:
+        grid = {}
+        for k, b in param_bounds(e.strategy).items():
+            v = e.params.get(k, b.default)
+            vals = {v}
+            if v:
+                for m in (0.75, 1.25):
+                    x = min(max(v * m, b.low), b.high)
+                    vals.add(int(round(x)) if b.kind == "int" else round(x, 6))
+            grid[k] = sorted(vals)
+    for k, v in e.params.items():  # the entry's own parameters are always among the trials
+        if k in grid and v not in grid[k]:
+            grid[k] = sorted(grid[k] + [v])
+    tr, te = walk_forward_sizes(len(candles))
+    rep = validate_strategy(e.strategy, candles, grid, train=train or tr, test=test or te, config=config,
+                            gates=gates, executor=executor, progress=progress)
+    info = {"bars": len(candles), "timeframe_minutes": candles.timeframe_ms / 60_000,
+            "start_ts": int(candles.ts[0]), "end_ts": int(candles.ts[-1]), **(data or {})}
+    now = now_ms or int(time.time() * 1000)
+    summary = validation_summary(rep, gates, info, now)
+    exp = expected_metrics(rep, candles, config, params=e.params)
+    out = reg.add(strategy=e.strategy, params=e.params, stage="backtested", symbol=e.symbol,
+                  timeframe_minutes=e.timeframe_minutes,
+                  expected=Expected.model_validate({k: v for k, v in exp.items() if k in Expected.model_fields}),
+                  validation=ValidationSummary.model_validate(summary), grid=grid, now=now)
+    return out, rep
