@@ -64,6 +64,15 @@ class TradingLoop:
             return OrderIntent(symbol, "sell", held, strategy=strategy.name, reason=reason, reduce_only=True)
         if target > 0 and held <= 0:
             amount = self.allocation(equity) * target / price
+            if self.broker.mode == "live":  # the registry's live ramp: 10% -> 25% -> 50% -> 100% of the allocation
+                from ..registry import capital_fraction
+
+                frac = capital_fraction(self.settings.home, strategy.name, store=self.store,
+                                        params=strategy.params.model_dump())
+                if frac <= 0:
+                    info["reason"] = "NOT_PROMOTED_TO_LIVE"
+                    return None
+                amount *= frac
             return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason="entry")
         return None
 
@@ -72,6 +81,11 @@ class TradingLoop:
         if self.broker.mode != "live":
             return
         st = self.gate.breaker.check(int(time.time() * 1000))
+        from ..registry import supervise
+
+        for action in supervise(self.settings.home, self.store):  # demote drifting or tripped live strategies
+            if action.get("action") not in (None, "none"):
+                self.store.event("registry", f"live supervision: {action}", severity="warning", data=action)
         if not st.live_allowed and self.paper_broker is not None:
             self.store.event("loop", f"circuit breaker {st.state} ({st.reason}): live trading stopped, "
                                      "carrying on in PAPER mode; going back to live needs a fresh PIN approval",
@@ -102,6 +116,8 @@ class TradingLoop:
                 codes.append("ORDER_WORKING")  # let the resting order finish before adding another
             else:
                 intent = self.intent_for(symbol, target, held, price, eq["equity"], strat, info)
+                if info.get("reason") == "NOT_PROMOTED_TO_LIVE":
+                    codes.append("NOT_PROMOTED_TO_LIVE")
             if intent:
                 res = self.gate.submit(intent)
                 result = res.to_dict()

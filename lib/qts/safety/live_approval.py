@@ -5,7 +5,9 @@ this, in the trading-state layer), a PIN-signed live grant that is intact, bound
 unexpired, issued by a PIN key past its cool-down, and whose scope covers the symbol, the order's
 notional and today's live notional; at least ``PAPER_DAYS`` of paper history for the strategy (or a
 PIN-signed override); and, above ``ORDER_APPROVAL_USD``, a single-use PIN approval of that order.
-Orders that only reduce exposure need none of the grant checks: closing risk is always allowed.
+(The loop also sizes live entries by the strategy registry's ramp, which needs its own PIN approval
+per step: engine/loop.py.) Orders that only reduce exposure need none of the grant checks: closing
+risk is always allowed.
 """
 
 from __future__ import annotations
