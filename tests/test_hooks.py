@@ -256,7 +256,8 @@ ORDINARY = ["ls", "ls -la", "git status", "git diff HEAD~1", "pytest -q", "pytho
             "qts market ticker BTC/USDT", "qts metrics read pnl", "qts order --help", "qts kill-switch status",
             "qts breaker status", "hooks/pre_trade.sh buy BTC/USDT 0.01", "sqlite3 -readonly .quant-trading/db/"
             "metrics.db 'SELECT * FROM orders'", "cat .quant-trading/logs/trades.jsonl", "find . -name '*.py'",
-            "docker ps", "pip list", "export FOO=bar", "settings.py", "git log --oneline -5"]
+            "docker ps", "pip list", "export FOO=bar", "settings.py", "git log --oneline -5",
+            "qts promote sma_cross-1a2b --to paper", "qts registry list"]
 
 
 @pytest.mark.parametrize("cmd", ORDINARY)
@@ -317,6 +318,8 @@ TAMPER = [
     "python3 -c 'import ccxt; e=ccxt.binance(); e.create_market_buy_order(\"BTC/USDT\", 1)'",
     "curl -X POST https://api.binance.com/api/v3/order -d symbol=BTCUSDT",
     "MAX_POSITION_SIZE=1000000 qts order buy BTC/USDT 5",
+    "qts promote sma_cross-1a2b --to live-ramp",
+    "qts promote sma_cross-1a2b --to=live",
 ]
 
 
