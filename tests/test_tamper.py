@@ -400,9 +400,6 @@ def test_a_replaced_pin_record_cannot_approve_a_looser_profile(live_factory, tmp
     assert risk_gate.effective_profile(env.gate) == floor(env.settings)
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (risk_profile.load_profile / risk_gate.effective_profile): "
-                   "deleting (or damaging) a profile the human TIGHTENED puts the looser defaults back in force; "
-                   "the tightened limits are not kept anywhere else (e.g. the events table)")
 @pytest.mark.parametrize("op", ["delete", "garbage"])
 def test_damaging_a_tightened_profile_keeps_it_tight(live_factory, op):
     env = live_factory(grant={})

@@ -43,12 +43,38 @@ def effective_profile(gate):
     loaded = load_profile(home, log=lambda kind, msg, data=None: gate.store.event("risk", msg, "warning", data),
                           settings=gate.settings)
     profile = loaded.profile
+    if loaded.source != "file":
+        profile = _last_recorded(gate, base) or profile
     if loaded.source == "file" and is_loosening(base, profile) and not _approved(home, loaded.record_hash, gate.store):
         gate.store.event("risk", "risk profile looser than the defaults without a PIN approval: defaults apply",
                          "warning", {"loosened": is_loosening(base, profile)})
         profile = base
     _cache.update(key=key, settings=gate.settings, profile=profile)
     return profile
+
+
+def _last_recorded(gate, base):
+    """The profile file is missing or damaged: the last profile saved (recorded in the events table)
+    still counts if it is at least as strict as the defaults, or was approved with the PIN. So
+    deleting a profile the human TIGHTENED does not bring the looser defaults back."""
+    import json
+
+    from .risk_profile import validate_profile
+
+    try:
+        row = gate.store.one("SELECT data FROM events WHERE json_extract(data, '$.profile') IS NOT NULL AND "
+                             "json_extract(data, '$.hash') IS NOT NULL ORDER BY id DESC LIMIT 1")
+        if not row:
+            return None
+        data = json.loads(row["data"])
+        candidate = validate_profile(data["profile"])
+        if is_loosening(base, candidate) and not _approved(gate.store.home, data["hash"], gate.store):
+            return None
+        gate.store.event("risk", f"risk profile file missing or damaged: the last saved profile (v{data.get('version')}) "
+                                 "stays in force", "warning", {"hash": data["hash"]})
+        return candidate
+    except Exception:
+        return None
 
 
 def _approved(home, record_hash, store=None) -> bool:

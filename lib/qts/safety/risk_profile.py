@@ -360,5 +360,5 @@ def save_profile(home, new, approved_by_pin: bool, log: LogFn, now_ms: int | Non
     write_atomic(path, dumps(record) + "\n")
     what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()) or "no field changed (rewritten)"
     log("risk_profile_changed", f"risk profile v{current.version} -> v{version}: {what}",
-        {**data, "version": version, "hash": h, "replaced_problem": current.problem})
+        {**data, "version": version, "hash": h, "replaced_problem": current.problem, "profile": prof})
     return LoadedProfile(new, version, "file", None, h, ts)
