@@ -60,24 +60,19 @@ class EventWriter:
 
     def write(self, kind: str, message: str, severity: str = "info", data: dict | None = None,
               ts: int | None = None) -> None:
-        with self._lock:
-            if self._store is not None and self._current_inode() != self._inode:
-                self._store.close()  # the database was moved away (`qts run --fresh`): follow the new one
-                self._store = None
-            if self._store is None:
-                from ..store import Store
+        # a short-lived connection per write: notifications are rare, and a connection held open for
+        # the process's life would pin the database file (and its locks) long after it was replaced
+        from ..store import Store
 
-                self._store = Store.open(self.home)
-                self._inode = self._current_inode()
-            self._store.event(kind, message, severity=severity, data=data or {}, ts=ts)
+        with self._lock:
+            store = Store.open(self.home)
+            try:
+                store.event(kind, message, severity=severity, data=data or {}, ts=ts)
+            finally:
+                store.close()
 
     def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                try:
-                    self._store.close()
-                finally:
-                    self._store = None
+        pass
 
 
 class _Lane:
