@@ -48,15 +48,7 @@ class EventWriter:
 
     def __init__(self, home):
         self.home = home
-        self._store = None
-        self._inode = None
         self._lock = threading.Lock()
-
-    def _current_inode(self):
-        try:
-            return os.stat(self.home.db_path).st_ino
-        except OSError:
-            return None
 
     def write(self, kind: str, message: str, severity: str = "info", data: dict | None = None,
               ts: int | None = None) -> None:
