@@ -11,7 +11,6 @@ flushed at exit with a short deadline so a one-shot command still delivers.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
