@@ -7,8 +7,11 @@ rename), so readers never see half a file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -77,3 +80,29 @@ def read_jsonl(path: Path) -> list[dict]:
     except FileNotFoundError:
         pass
     return out
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+@contextmanager
+def file_lock(path: Path, timeout_s: float = 30.0):
+    """Exclusive advisory lock (flock) on ``path``, serialising read-modify-write of state files.
+    Raises LockTimeout naming the file when another process holds it for longer than ``timeout_s``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"{path} is held by another process; try again") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)

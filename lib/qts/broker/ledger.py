@@ -113,3 +113,40 @@ class Ledger:
     def history(self, coid: str, status: str, ts: int, detail) -> None:
         self.store.insert("order_status_history", {"client_order_id": coid, "status": status, "ts": ts,
                                                    "detail": detail})
+
+
+class BookedBroker:
+    """What every broker answers from its books: cash, positions, open orders, equity."""
+
+    mode: str
+    store = feed = ledger = None
+
+    def cash(self) -> float:
+        return self.ledger.cash()
+
+    def positions(self) -> dict[str, dict]:
+        return self.ledger.positions()
+
+    def position_amount(self, symbol: str) -> float:
+        return self.ledger.position_amount(symbol)
+
+    def open_orders(self, symbol: str | None = None) -> list[dict]:
+        return self.ledger.open_orders(symbol)
+
+    def equity(self, prices: dict[str, float] | None = None) -> dict:
+        """Cash + positions marked at ``prices`` (default: the feed's current price)."""
+        cash = self.cash()
+        value = unreal = 0.0
+        for sym, p in self.positions().items():
+            mark = (prices or {}).get(sym)
+            if not mark:
+                try:
+                    mark = self.feed.quote(sym).price
+                except (KeyError, LookupError):  # a symbol this feed does not follow (any more)
+                    mark = p["avg_entry"]
+            value += p["amount"] * mark
+            unreal += p["amount"] * (mark - p["avg_entry"])
+        realized = self.store.scalar("SELECT COALESCE(SUM(realized_pnl - fee), 0) FROM fills WHERE mode=?",
+                                     (self.mode,)) or 0.0
+        return {"equity": cash + value, "cash": cash, "positions_value": value,
+                "unrealized_pnl": unreal, "realized_pnl": realized}

@@ -30,7 +30,7 @@ import time
 
 from ..store.journal import append_trade
 from .exchange_client import ExchangeClient
-from .ledger import Ledger
+from .ledger import BookedBroker, Ledger
 from .models import OPEN_STATUSES, OrderIntent, OrderResult
 
 CRASH_ENV = "QTS_TEST_CRASH_AT"  # reliability tests: kill -9 ourselves at a named step
@@ -49,7 +49,7 @@ class NotReconciled(RuntimeError):
     pass
 
 
-class LiveBroker:
+class LiveBroker(BookedBroker):
     mode = "live"
 
     def __init__(self, store, feed, exchange, client: ExchangeClient | None = None, not_found_limit: int = 3,
@@ -66,30 +66,6 @@ class LiveBroker:
         self.fee_rate = 0.001   # estimate for the gate's funds check; real fees come from the fills
         self.slippage = 0.001
         self.reconciled = False
-
-    # -- account (the books; reconciled against the exchange) -------------------------------------
-    def cash(self) -> float:
-        return self.ledger.cash()
-
-    def positions(self) -> dict[str, dict]:
-        return self.ledger.positions()
-
-    def position_amount(self, symbol: str) -> float:
-        return self.ledger.position_amount(symbol)
-
-    def open_orders(self, symbol: str | None = None) -> list[dict]:
-        return self.ledger.open_orders(symbol)
-
-    def equity(self, prices: dict[str, float] | None = None) -> dict:
-        cash = self.cash()
-        value = unreal = 0.0
-        for sym, p in self.positions().items():
-            mark = (prices or {}).get(sym) or self.feed.quote(sym).price
-            value += p["amount"] * mark
-            unreal += p["amount"] * (mark - p["avg_entry"])
-        realized = self.store.scalar("SELECT COALESCE(SUM(realized_pnl - fee), 0) FROM fills WHERE mode='live'") or 0
-        return {"equity": cash + value, "cash": cash, "positions_value": value, "unrealized_pnl": unreal,
-                "realized_pnl": realized}
 
     # -- orders -----------------------------------------------------------------------------------
     def place(self, intent: OrderIntent, client_order_id: str) -> OrderResult:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from ..store import Store, now_ms
 from ..store.journal import append_trade
-from .ledger import Ledger
+from .ledger import BookedBroker, Ledger
 from .models import OPEN_STATUSES, OrderIntent, OrderResult
 
 EPS = 1e-12
 
 
-class PaperBroker:
+class PaperBroker(BookedBroker):
     mode = "paper"
 
     def __init__(self, store: Store, feed, fee_bps: float = 10.0, slippage_bps: float = 5.0,
@@ -51,36 +51,6 @@ class PaperBroker:
             self.store.event("account", f"paper account opened with {initial_cash:.2f} {self.quote_currency}",
                              data={"initial_cash": initial_cash}, ts=ts)
         return True
-
-    def cash(self) -> float:
-        return self.ledger.cash()
-
-    def positions(self) -> dict[str, dict]:
-        return self.ledger.positions()
-
-    def position_amount(self, symbol: str) -> float:
-        return self.ledger.position_amount(symbol)
-
-    def open_orders(self, symbol: str | None = None) -> list[dict]:
-        return self.ledger.open_orders(symbol)
-
-    def equity(self, prices: dict[str, float] | None = None) -> dict:
-        """Cash + positions marked at ``prices`` (default: the feed's current price)."""
-        cash = self.cash()
-        value = unreal = 0.0
-        for sym, p in self.positions().items():
-            mark = (prices or {}).get(sym)
-            if not mark:
-                try:
-                    mark = self.feed.quote(sym).price
-                except (KeyError, LookupError):  # a symbol this feed does not follow (any more)
-                    mark = p["avg_entry"]
-            value += p["amount"] * mark
-            unreal += p["amount"] * (mark - p["avg_entry"])
-        realized = self.store.scalar("SELECT COALESCE(SUM(realized_pnl - fee), 0) FROM fills WHERE mode=?",
-                                     (self.mode,)) or 0.0
-        return {"equity": cash + value, "cash": cash, "positions_value": value,
-                "unrealized_pnl": unreal, "realized_pnl": realized}
 
     # -- orders -----------------------------------------------------------------------------------
     def place(self, intent: OrderIntent, client_order_id: str) -> OrderResult:

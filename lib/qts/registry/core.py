@@ -19,7 +19,6 @@ and which :func:`qts.registry.capital_fraction` verifies on every call.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..fsutil import write_atomic
+from ..fsutil import LockTimeout, file_lock, write_atomic
 from ..paths import StateHome
 from .models import (DAY_MS, DEFAULT_TTL_DAYS, GENESIS, LEGAL, LIVE_STAGES, PATH, RAMP_STEPS, STAGES, Entry,
                      HistoryRecord, RegistryFile, canonical, params_hash, sha256)
@@ -59,21 +58,11 @@ def registry_path(home: StateHome) -> Path:
 @contextmanager
 def _locked(home: StateHome, timeout_s: float = 30.0):
     d = registry_dir(home)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RegistryError(f"the registry is locked by another process ({d / '.lock'})") from None
-                time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)
+        with file_lock(d / ".lock", timeout_s):
+            yield
+    except LockTimeout:
+        raise RegistryError(f"the registry is locked by another process ({d / '.lock'})") from None
 
 
 def entry_id(strategy: str, params: dict, symbol: str | None, timeframe: float | None) -> str:

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import hmac
 import json
@@ -79,7 +78,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..fsutil import write_atomic
+from ..fsutil import LockTimeout, write_atomic
+from ..fsutil import file_lock as _file_lock
 from ..paths import StateHome
 
 RECORD_VERSION = 1
@@ -219,23 +219,12 @@ def ensure_safety_dir(home: StateHome) -> Path:
 
 @contextmanager
 def file_lock(path: Path, timeout_s: float = 30.0):
-    """Exclusive advisory lock (flock) on ``path``, serialising read-modify-write of state files."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """fsutil.file_lock, raising PinError (the callers' error type) when the lock cannot be had."""
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise PinError(f"{path.name} is held by another process; try again") from None
-                time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)
+        with _file_lock(path, timeout_s):
+            yield
+    except LockTimeout as e:
+        raise PinError(str(e)) from None
 
 
 # -- PIN rules ---------------------------------------------------------------------------------------
