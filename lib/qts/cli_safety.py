@@ -422,6 +422,32 @@ def approve_paper_override(ctx, strategy):
     click.echo(f"{strategy}: paper-history requirement overridden for 24 h")
 
 
+@approve_grp.command("store-keys")
+@click.pass_context
+@_approval_errors
+def approve_store_keys(ctx):
+    """Store the exchange API key and secret encrypted under the PIN (recommended over environment
+    variables, which every command the assistant runs can read). Live trading then asks for the PIN
+    when it starts, on the terminal."""
+    from .safety import secret_store
+    from .safety.approve import ApprovalError, unlock_from_terminal
+    from .safety.tty import NoTerminal, read_secret
+
+    settings = _settings(ctx)
+    store = _store(ctx)
+    key = unlock_from_terminal(store, "PIN: ")
+    try:
+        api_key = read_secret(f"{settings.EXCHANGE} API key: ")
+        secret = read_secret(f"{settings.EXCHANGE} API secret: ")
+    except NoTerminal as e:
+        raise ApprovalError(str(e), exit_code=2) from None
+    secret_store.store_keys(store.home, key, settings.EXCHANGE, api_key.strip(), secret.strip())
+    store.event("approval", f"exchange keys for {settings.EXCHANGE} stored encrypted under the PIN", severity="warning")
+    store.close()
+    click.echo(f"exchange keys for {settings.EXCHANGE} stored encrypted in {secret_store.path(store.home)}.")
+    click.echo("Remove EXCHANGE_API_KEY and EXCHANGE_SECRET from your environment and .env files.")
+
+
 @approve_grp.command("status")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

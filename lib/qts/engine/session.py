@@ -148,6 +148,25 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None, 
     return session
 
 
+def stored_keys(store: Store, settings: Settings) -> tuple[str, str]:
+    """The exchange keys kept encrypted under the PIN (safety/secret_store.py): asks for the PIN on the
+    terminal, so only the human can start live trading with them."""
+    from ..safety import secret_store
+    from ..safety.approve import ApprovalError, unlock_from_terminal
+
+    if not secret_store.exists(store.home):
+        raise SessionError("PAPER_TRADING=false needs exchange keys: store them encrypted under your PIN "
+                           "(hooks/guard_approve.sh store-keys, recommended) or set EXCHANGE_API_KEY and "
+                           "EXCHANGE_SECRET")
+    try:
+        keys = secret_store.load_keys(store.home, unlock_from_terminal(store, "PIN to unlock the exchange keys: "))
+    except (ApprovalError, secret_store.SecretStoreError) as e:
+        raise SessionError(f"the exchange keys are stored under the PIN and could not be unlocked: {e}") from None
+    if keys.get("exchange") and keys["exchange"] != settings.EXCHANGE:
+        raise SessionError(f"the stored keys are for {keys['exchange']}, not EXCHANGE={settings.EXCHANGE}")
+    return keys["api_key"], keys["secret"]
+
+
 def start_live(settings: Settings, store: Store, feed, exchange=None):
     """A reconciled live broker, or SessionError saying exactly what is missing."""
     from ..broker.live import LiveBroker
@@ -155,12 +174,13 @@ def start_live(settings: Settings, store: Store, feed, exchange=None):
 
     if not hasattr(feed, "exchange"):
         raise SessionError("live trading follows the exchange's own data: use --live-data, not a replay")
-    if not settings.has_keys:
-        raise SessionError("PAPER_TRADING=false needs EXCHANGE_API_KEY and EXCHANGE_SECRET")
     ex = exchange or feed.exchange
     if not ex.apiKey:
-        ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
-        ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
+        if settings.has_keys:
+            ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
+            ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
+        else:
+            ex.apiKey, ex.secret = stored_keys(store, settings)
     ok, why = check_live_keys(ex)
     store.event("approval", f"key permission check: {why}", severity="info" if ok else "critical")
     if not ok:

@@ -84,11 +84,25 @@ def set_pin_from_terminal(store, reader=None) -> dict:
         new = read_new_secret("New PIN (10+ characters recommended): ", "Repeat the new PIN: ", reader=reader)
     except NoTerminal as e:
         raise ApprovalError(str(e), exit_code=2) from None
+    from . import secret_store
+
+    keys = None
+    if old is not None and secret_store.exists(home):  # carry the stored exchange keys over to the new key
+        try:
+            keys = secret_store.load_keys(home, pinmod.unlock(home, old, now=now_ms(),
+                                                              recent_failures=recent_failures(store),
+                                                              announce=store.event))
+        except (pinmod.PinError, secret_store.SecretStoreError) as e:
+            raise ApprovalError(str(e)) from None
     try:
         res = pinmod.set_pin(home, new, old, now=now_ms(), announce=store.event,
                              recent_failures=recent_failures(store))
     except pinmod.PinError as e:
         raise ApprovalError(str(e)) from None
+    if keys is not None:
+        secret_store.store_keys(home, pinmod.unlock(home, new, now=now_ms(), announce=store.event),
+                                keys["exchange"], keys["api_key"], keys["secret"])
+        keys = None
     warnings = pinmod.pin_strength_warnings(new)
     key_first_seen(store, home)
     return {"origin": res.origin, "fingerprint": res.fingerprint, "warnings": warnings,

@@ -35,7 +35,8 @@ def require_live_approval(gate, intent):
     s = gate.settings
     if s is None or s.PAPER_TRADING:
         raise _refuse(Reason.LIVE_PREREQUISITE, "PAPER_TRADING is not false: live orders are refused")
-    if not s.has_keys:
+    ex = getattr(gate.broker, "exchange", None)
+    if not (s.has_keys or (ex is not None and getattr(ex, "apiKey", None) and getattr(ex, "secret", None))):
         raise _refuse(Reason.LIVE_PREREQUISITE, "exchange keys are not configured")
     if reduces_exposure(gate, intent):
         return intent

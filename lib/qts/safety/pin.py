@@ -353,6 +353,15 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(bytes(data))
 
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte symmetric key for ``purpose`` (HKDF-SHA256 over the private key): what only the
+        PIN can unlock, e.g. the encrypted exchange secret."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        raw = self._key.private_bytes_raw()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"qts:" + purpose).derive(raw)
+
     def __repr__(self) -> str:
         return f"<SigningKey {self.fingerprint}>"
 
