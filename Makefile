@@ -21,6 +21,7 @@ demo: install
 	@echo "==> paper trading on the embedded (generated, offline) market: no keys, no network"
 	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts run --fresh
 	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts verify
+	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts report --out $(CURDIR)/.demo/report.html --png
 
 test: install
 	$(BIN)/python -m pytest -q
