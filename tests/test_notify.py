@@ -382,7 +382,7 @@ def test_rate_limit_drops_are_counted_logged_and_recorded(http, home, caplog):
     st = n.stats()["webhook"]
     assert st["sent"] == 4 and st["dropped_rate_limit"] == 7
     assert [json.loads(r["body"])["text"] for r in http.requests][:3] == ["t0", "t1", "t2"]
-    assert caplog.text.count("dropped (rate_limit)") == 7
+    assert caplog.text.count("dropped (rate_limit)") == 1  # one log line per burst; the count is recorded below
     n.close()
     rows = [r for r in events(home) if "dropped" in r["message"]]
     assert rows and "7 notification(s) via webhook dropped (rate limit 7, queue full 0)" in rows[-1]["message"]

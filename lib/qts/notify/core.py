@@ -97,8 +97,10 @@ class _Lane:
         with self._lock:
             self.stats[why] += 1
             self._unreported[why] += 1
-        log.warning(self.notifier.masker(f"notification via {self.sink.name} dropped ({why.replace('dropped_', '')}): "
-                                         f"{event.title}"))
+            first = self._unreported[why] == 1
+        if first:  # one line per burst; the count goes to the events table with the next summary
+            log.warning(self.notifier.masker(f"notification via {self.sink.name} dropped "
+                                             f"({why.replace('dropped_', '')}): {event.title} (further drops counted)"))
 
     def idle(self) -> bool:
         return self.q.unfinished_tasks == 0 and not self._busy
