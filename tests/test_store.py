@@ -138,3 +138,35 @@ def test_sync_trades_rebuilds_a_missing_journal_and_skips_a_torn_line(store):
     assert sync_trades(store) == 1
     assert sorted(r["fill_id"] for r in read_jsonl(log)) == ["c1-1", "c1-2", "c1-3"]
     assert sync_trades(store) == 0
+
+
+def test_processes_opening_a_new_state_home_at_once_do_not_collide(tmp_path):
+    """Two openers of a brand-new database (e.g. the loop and a notification writer) used to fail with
+    'table orders already exists' or 'database is locked' (WAL switch and migration 001 raced)."""
+    import threading
+
+    from qts.paths import StateHome
+    from qts.store import Store
+
+    errors = []
+    for trial in range(10):
+        home = StateHome(tmp_path / f"h{trial}").ensure()
+
+        def worker():
+            try:
+                s = Store.open(home)
+                s.event("test", "opened")
+                s.close()
+            except Exception as e:  # noqa: BLE001 - any failure is the bug
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s = Store.open(home)
+        assert s.scalar("SELECT COUNT(*) FROM events WHERE kind='test'") == 4 - len(errors)
+        assert s.scalar("SELECT COUNT(*) FROM schema_migrations") == 1
+        s.close()
+    assert errors == []

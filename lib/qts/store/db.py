@@ -34,7 +34,17 @@ def connect(path: Path, timeout: float = 10.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    # Switching a new database to WAL needs it to itself, and SQLite answers "locked" at once (no busy
+    # wait) while another process is opening it too: retry until the timeout.
+    deadline = time.monotonic() + timeout
+    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
@@ -68,6 +78,9 @@ def migrate(conn: sqlite3.Connection, folder: Path | None = None) -> list[int]:
             continue
         sql = path.read_text(encoding="utf-8")
         conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("SELECT 1 FROM schema_migrations WHERE version=?", (version,)).fetchone():
+            conn.execute("COMMIT")  # another process applied it while we waited for the lock
+            continue
         try:
             # executescript() would commit first; run statement by statement inside our transaction
             for stmt in _split_sql(sql):
