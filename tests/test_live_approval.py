@@ -335,3 +335,30 @@ def test_the_cli_flow_end_to_end_through_the_library(live_factory):
                      ttl_s=8 * 3600, now=env.clock.ms())
     assert code(env, buy(1.0)) == "OK"
     assert code(env, buy(1.01)) == Reason.LIVE_SCOPE
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "foreign"])
+def test_a_missing_or_foreign_spending_record_refuses_live_orders(live_factory, damage):
+    """The grant's spending record keeps the daily budget when the database is deleted; deleting or
+    faking the record itself only refuses live orders (until the human approves again)."""
+    env = live_factory(grant={"max_order_notional": 300.0, "max_daily_notional": 700.0})
+    assert code(env, buy(1.0, client_order_id="qtslS1")) == "OK"
+    usage = grants.usage_path(env.home)
+    if damage == "delete":
+        usage.unlink()
+    elif damage == "garbage":
+        usage.write_bytes(b"\x00garbage")
+    else:
+        usage.write_text(json.dumps({"grant_id": "someone-elses", "issued_ts": 0}) + "\n")
+    assert code(env, buy(1.0, client_order_id="qtslS2")) == Reason.LIVE_NOT_APPROVED
+
+
+def test_spending_is_recorded_only_for_orders_sent(live_factory):
+    env = live_factory(grant={"max_order_notional": 300.0, "max_daily_notional": 700.0})
+    usage = grants.usage_path(env.home)
+    before = usage.read_text().splitlines()
+    assert code(env, buy(1.0, client_order_id="qtslS3")) == "OK"          # a dry run spends nothing
+    assert usage.read_text().splitlines() == before
+    assert env.gate.submit(buy(1.0, client_order_id="qtslS4")).accepted
+    recs = [json.loads(x) for x in usage.read_text().splitlines()[1:]]
+    assert [r["client_order_id"] for r in recs] == ["qtslS4"] and recs[0]["notional"] > 0

@@ -440,9 +440,6 @@ def test_run_fresh_does_not_loosen_a_halted_state(tmp_path):
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="WEAKNESS (live_approval daily notional): today's live notional is summed "
-                   "from the orders table; deleting db/metrics.db resets it, so after the new-key cool-down (and "
-                   "with a paper override in force) the grant's max_daily_notional can be spent again the same day")
 def test_deleting_the_database_does_not_reset_the_daily_live_budget(live_factory):
     env = live_factory(grant={"max_order_notional": 300.0, "max_daily_notional": 700.0})
     for i in range(2):                                             # 2 x 3 BTC x ~100 = ~600 of 700 today

@@ -245,7 +245,14 @@ def issue_live_grant(home: StateHome, signing_key, *, max_order_notional: float,
                              "signature": base64.b64encode(sig).decode("ascii")}), mode=0o600)
     if load_live_grant(home, now) != grant:
         raise RuntimeError("the live grant did not verify after writing it")
+    # the grant's spending record starts with it (live_approval reads and appends to it); a missing or
+    # foreign record refuses live orders until the human approves again
+    write_atomic(usage_path(home), _canonical({"grant_id": grant.id, "issued_ts": now}).decode() + "\n", mode=0o600)
     return grant
+
+
+def usage_path(home: StateHome) -> Path:
+    return grants_dir(home) / "usage.jsonl"
 
 
 def load_live_grant(home: StateHome, now: int | None = None, *, key_first_seen=_UNCHECKED,

@@ -19,6 +19,38 @@ from .approve import key_first_seen, load_approval
 from .grants import ACTION_ORDER_OVER_THRESHOLD, ACTION_OVERRIDE_PAPER_DAYS, load_live_grant, use_approval, verify_approval
 
 PAPER_DAYS = 7
+
+
+def grant_spending(home, grant_id: str, now: int) -> float | None:
+    """Today's live notional under this grant, from its own record (kept beside the grant, so deleting
+    the database does not reset the daily budget). None when the record is missing, damaged or belongs
+    to another grant: live orders are then refused (fail safe)."""
+    import json
+
+    from .grants import usage_path
+
+    try:
+        lines = usage_path(home).read_text(encoding="utf-8").splitlines()
+        head = json.loads(lines[0])
+        if head.get("grant_id") != grant_id:
+            return None
+        day0 = now - now % DAY_MS
+        total = 0.0
+        for line in lines[1:]:
+            rec = json.loads(line)
+            if int(rec["ts"]) >= day0:
+                total += float(rec["notional"])
+        return total
+    except Exception:
+        return None
+
+
+def record_spending(home, grant_id: str, client_order_id: str, notional: float) -> None:
+    from ..fsutil import append_jsonl
+    from .grants import usage_path
+
+    append_jsonl(usage_path(home), {"ts": int(time.time() * 1000), "grant_id": grant_id,
+                                    "client_order_id": client_order_id, "notional": float(notional)})
 ORDER_APPROVAL_USD = 500.0
 DAY_MS = 86_400_000
 
@@ -49,12 +81,17 @@ def require_live_approval(gate, intent):
                                                 "live trading with hooks/guard_approve.sh live in their own terminal")
     price = intent.price or gate.feed.quote(intent.symbol).price
     notional = intent.amount * price
-    day_before = store.scalar(
+    spent = grant_spending(home, grant.id, now)
+    if spent is None:
+        raise _refuse(Reason.LIVE_NOT_APPROVED, "the live grant's spending record (safety/grants/usage.jsonl) is "
+                                                "missing or damaged: approve live trading again with the PIN")
+    day_before = max(spent, store.scalar(
         "SELECT COALESCE(SUM(amount * COALESCE(avg_price, price, 0)), 0) FROM orders WHERE mode='live' "
-        "AND side='buy' AND created_ts>=? AND status NOT IN ('rejected')", (now - now % DAY_MS,)) or 0.0
+        "AND side='buy' AND created_ts>=? AND status NOT IN ('rejected')", (now - now % DAY_MS,)) or 0.0)
     why = grant.refusal(intent.symbol, notional, day_before)
     if why:
         raise _refuse(Reason.LIVE_SCOPE, why)
+    gate.consume_on_submit(lambda: record_spending(home, grant.id, intent.client_order_id, notional))
     strategy = intent.strategy or "manual"
     span = store.one("SELECT MIN(ts) AS a, MAX(ts) AS b FROM decisions WHERE mode='paper' AND strategy=?", (strategy,))
     days = ((span["b"] - span["a"]) / DAY_MS) if span and span["a"] is not None else 0.0
