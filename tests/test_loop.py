@@ -304,7 +304,6 @@ def _status(home: Path) -> dict:
         return {}
 
 
-@pytest.mark.slow
 def test_long_running_loop_status_stop_and_single_runner(tmp_path, ohlcv_dir, qts_exe, proc_env):
     home = tmp_path / "home"
     loop = subprocess.Popen(qts_exe + ["--home", str(home), "run", "--data", str(ohlcv_dir), "--pace", "0.05",
@@ -357,7 +356,6 @@ def test_long_running_loop_status_stop_and_single_runner(tmp_path, ohlcv_dir, qt
     assert r.returncode == 0 and "no trading loop" in r.stdout
 
 
-@pytest.mark.slow
 def test_refused_fresh_runner_leaves_the_running_loops_state_alone(tmp_path, ohlcv_dir, qts_exe, proc_env):
     home = tmp_path / "home"
     loop = subprocess.Popen(qts_exe + ["--home", str(home), "run", "--data", str(ohlcv_dir), "--pace", "0.05",
