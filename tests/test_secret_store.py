@@ -92,3 +92,29 @@ def test_live_with_stored_keys_needs_the_pin_on_a_terminal(home, key, monkeypatc
         with pytest.raises(SessionError) as e:
             open_session(settings, CcxtFeed(ex, settings.SYMBOLS, 5), exchange=ex)
     assert "PIN" in str(e.value) and SECRET not in str(e.value)
+
+
+def test_the_kill_switch_live_flatten_asks_for_the_pin_when_keys_are_stored(home, key, monkeypatch):
+    """The kill switch builds its live broker the same way: with keys stored under the PIN and no
+    terminal it cannot reach the account (and says why); the flag was set before this step."""
+    from live_support import ccxt_client, make_server, live_settings
+
+    from qts.engine.session import SessionError
+    from qts.safety import tty
+    from qts.safety.session_tools import live_tools
+
+    def no_terminal(prompt, reader=None):
+        raise tty.NoTerminal("cannot open a terminal (/dev/tty): run it in your own terminal")
+    monkeypatch.setattr(tty, "read_secret", no_terminal)
+    secret_store.store_keys(home, key, "binance", API_KEY, SECRET)
+    store = Store.open(home)
+    try:
+        with make_server() as srv:
+            settings = live_settings(home, srv, ["BTC/USDT"], EXCHANGE_API_KEY="", EXCHANGE_SECRET="")
+            ex = ccxt_client(srv)
+            ex.apiKey = ex.secret = ""
+            with pytest.raises(SessionError) as e:
+                live_tools(settings, store, exchange=ex)
+        assert "PIN" in str(e.value) and SECRET not in str(e.value)
+    finally:
+        store.close()

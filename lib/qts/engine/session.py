@@ -148,6 +148,18 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None, 
     return session
 
 
+def attach_keys(ex, settings: Settings, store: Store):
+    """Give the ccxt client its keys: from the settings, else from the PIN-encrypted store (asking for
+    the PIN on the terminal). SessionError says what is missing."""
+    if not ex.apiKey:
+        if settings.has_keys:
+            ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
+            ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
+        else:
+            ex.apiKey, ex.secret = stored_keys(store, settings)
+    return ex
+
+
 def stored_keys(store: Store, settings: Settings) -> tuple[str, str]:
     """The exchange keys kept encrypted under the PIN (safety/secret_store.py): asks for the PIN on the
     terminal, so only the human can start live trading with them."""
@@ -174,13 +186,7 @@ def start_live(settings: Settings, store: Store, feed, exchange=None):
 
     if not hasattr(feed, "exchange"):
         raise SessionError("live trading follows the exchange's own data: use --live-data, not a replay")
-    ex = exchange or feed.exchange
-    if not ex.apiKey:
-        if settings.has_keys:
-            ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
-            ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
-        else:
-            ex.apiKey, ex.secret = stored_keys(store, settings)
+    ex = attach_keys(exchange or feed.exchange, settings, store)
     ok, why = check_live_keys(ex)
     store.event("approval", f"key permission check: {why}", severity="info" if ok else "critical")
     if not ok:

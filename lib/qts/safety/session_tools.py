@@ -44,15 +44,16 @@ def paper_tools(settings, store: Store, feed=None):
 
 
 def live_tools(settings, store: Store, exchange=None):
-    """A reconciled live broker and a gate on it (for the kill switch in a live account)."""
+    """A reconciled live broker and a gate on it (the kill switch and `qts order` in a live account)."""
     from ..gate import Gate
     from ..market.ccxt_feed import CcxtFeed, public_exchange
     from ..broker.live import LiveBroker
 
-    ex = exchange or public_exchange(settings.EXCHANGE)
-    if not ex.apiKey and settings.has_keys:
-        ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
-        ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
+    from ..engine.session import attach_keys
+
+    # keys stored under the PIN are unlocked on the terminal: the flag is already set, so an emergency
+    # without the PIN still stops all trading; only the live flatten waits for it
+    ex = attach_keys(exchange or public_exchange(settings.EXCHANGE), settings, store)
     symbols = sorted(set(settings.SYMBOLS) | {r["symbol"] for r in store.query(
         "SELECT DISTINCT symbol FROM orders WHERE mode='live'")})
     feed = CcxtFeed(ex, symbols, settings.TRADE_INTERVAL)
