@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from ..fsutil import write_atomic
@@ -179,7 +180,7 @@ def flatten(gate, broker, retries: int = 3, backoff_s: float = 0.2) -> FlattenRe
                 break
             intent = OrderIntent(sym, "sell", amount, strategy="kill_switch", reason="kill switch: flatten",
                                  reduce_only=True, source="kill_switch",
-                                 client_order_id=f"qtsk{int(time.time() * 1000):x}{attempt}{abs(hash(sym)) % 10**6}")
+                                 client_order_id=f"qtsk{int(time.time() * 1000):x}{attempt}{zlib.crc32(sym.encode()):08x}")
             res = gate.submit(intent)
             if res.accepted and res.status == "filled":
                 rep.closed.append({"symbol": sym, "amount": res.filled, "price": res.avg_price})
