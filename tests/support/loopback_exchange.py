@@ -1,9 +1,10 @@
-"""A loopback Binance *spot* REST exchange for tests and benchmarks.
+"""A loopback Binance *spot* REST exchange for tests and benchmarks (test equipment, not the library).
 
 The real ``ccxt.binance`` class talks to it over HTTP on 127.0.0.1 (see :func:`make_ccxt_client`).
-Standard library only (ccxt is imported lazily inside :func:`make_ccxt_client`).
+Standard library only (ccxt and ``qts`` are imported lazily inside :func:`make_ccxt_client`).
+Tests import it as ``from support.loopback_exchange import ...`` (``tests/`` is on ``sys.path``).
 
-Quick start::
+Quick start (in-process)::
 
     with LoopbackBinance() as srv:
         ex = make_ccxt_client(srv)
@@ -12,11 +13,39 @@ Quick start::
         srv.set_price('BTC/USDT', 59000)           # resting limit orders trade through
         srv.faults.add('429', path='/api/v3/order', method='POST', times=1)
 
+Standalone (its own process, see :func:`main`, :func:`start_standalone`, :class:`RemoteLoopback`)::
+
+    python tests/support/loopback_exchange.py --port 0 --state /tmp/x/state.json \
+        [--host 127.0.0.1] [--api-key K --secret S] [--symbols BTC/USDT,ETH/USDT] \
+        [--balances USDT=10000,BTC=0] [--idle-timeout 120] [--max-lifetime 3600]
+
+prints one JSON line once it listens (``{"url", "port", "pid", "api_key", "state", ...}``) and serves
+until SIGTERM/SIGINT, ``POST /_loopback/shutdown``, its idle timeout (default 120 s) or its maximum
+lifetime (default 3600 s). It binds loopback addresses only.
+
+State file
+----------
+With ``state_path`` (``--state FILE``) the whole exchange state -- balances (free/locked), orders with
+their fills and status, trades, id counters, prices and price history, symbols, API restrictions, fill
+fraction, used client order ids -- is written to FILE (JSON, decimals as strings, temp file + fsync +
+rename) after every change that matters and BEFORE the answer goes out, and read back at start when
+FILE exists: a restart (even after ``kill -9``) sees every order that was acknowledged. Faults, the
+access log and the request-weight window are not kept.
+
+Control endpoints (no auth, loopback clients only, no request weight, not in ``access_log``/``count``)
+------------------------------------------------------------------------------------------------------
+``POST /_loopback/price`` {symbol, price} · ``POST /_loopback/balance`` {asset, free, locked} ·
+``POST /_loopback/restrictions`` {field: value, ...} · ``POST /_loopback/fill_fraction`` {fraction} ·
+``POST /_loopback/fault`` {kind, path, method, times, skip, delay, status, body, retry_after, lookups,
+mode} · ``POST /_loopback/clear_faults`` · ``GET /_loopback/state`` · ``POST /_loopback/backfill``
+{symbol, bars, step_ms, seed, vol} · ``POST /_loopback/shutdown``. Errors answer 400 ``{"error": msg}``.
+
 Server
 ------
-* Binds 127.0.0.1 port 0 (OS-chosen), serves from a daemon thread (one thread per connection,
-  HTTP/1.1 keep-alive). ``close()`` / ``__exit__`` stop it and drop open connections; it also stops by
-  itself after ``idle_timeout`` seconds without a request (default 60) or after ``max_lifetime``.
+* Binds 127.0.0.1 port 0 (OS-chosen; ``host``/``port`` choose others, loopback addresses only), serves
+  from a daemon thread (one thread per connection, HTTP/1.1 keep-alive). ``close()`` / ``__exit__``
+  stop it and drop open connections; it also stops by itself after ``idle_timeout`` seconds without a
+  request (default 60 in-process, 120 standalone) or after ``max_lifetime``.
 * Endpoints (``/api/v3/...``): ``ping``, ``time``, ``exchangeInfo``, ``ticker/24hr``, ``ticker/price``,
   ``ticker/bookTicker``, ``avgPrice``, ``depth``, ``klines``; signed: ``account``, ``order`` (POST, GET,
   DELETE), ``order/test`` (POST), ``openOrders`` (GET, DELETE), ``allOrders``, ``myTrades``; and
@@ -95,22 +124,33 @@ Behind an error status (``malformed`` with ``status=502``) it raises ``ExchangeN
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import collections
+import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
+import os
 import random
 import re
 import select
+import signal
 import socket
 import string
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -121,9 +161,12 @@ __all__ = [
     "FaultPlan",
     "LoopbackBinance",
     "RandomFaults",
+    "RemoteLoopback",
     "SymbolSpec",
     "DEFAULT_SYMBOLS",
     "make_ccxt_client",
+    "start_standalone",
+    "stop_standalone",
 ]
 
 ZERO = Decimal(0)
@@ -264,6 +307,10 @@ KLINE_SECONDS = {"1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 180
                  "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200,
                  "1w": 604800}
 
+CONTROL_PREFIX = "/_loopback/"
+STATE_FORMAT = "loopback-exchange-state"
+STATE_VERSION = 1
+
 _CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 
@@ -280,6 +327,12 @@ class ApiError(Exception):
         super().__init__(f"{status} {code} {msg}")
         self.status, self.code, self.msg = status, code, msg
         self.headers = headers or {}
+
+
+def _req(body: dict, name: str) -> Any:
+    if body.get(name) is None:
+        raise ValueError(f"missing field {name!r}")
+    return body[name]
 
 
 def _missing(name: str) -> ApiError:
@@ -558,12 +611,43 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
 
 
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def loopback_bind_address(host: str) -> str:
+    """The address to bind for ``host``: ``localhost`` -> 127.0.0.1; any other name or a non-loopback
+    address -> ValueError (this exchange never listens beyond the machine)."""
+    h = (host or "").strip().strip("[]")
+    if h.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        raise ValueError(f"refusing to bind to {host!r}: give a loopback address (127.0.0.1, ::1 or "
+                         "localhost)") from None
+    if not ip.is_loopback:
+        raise ValueError(f"refusing to bind to {host!r}: not a loopback address; the loopback exchange "
+                         "only listens on 127.0.0.0/8 or ::1")
+    return str(ip)
+
+
+def _is_loopback_client(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 @dataclass
 class _Route:
     fn: Callable[[dict, list], Any]
     signed: bool = False
     trading: bool = False
     weight: Any = 1  # int or callable(params) -> int
+    mutates: bool = False  # changes state worth keeping: saved (state_path) before the answer goes out
 
 
 class LoopbackBinance:
@@ -576,6 +660,7 @@ class LoopbackBinance:
                  idle_timeout: float | None = 60.0, max_lifetime: float | None = None, hold_max: float = 60.0,
                  book_levels: int = 20, book_qty: Any = "1", rate_clock: Callable[[], float] = time.time,
                  seed: int | None = None, access_log_limit: int | None = 200_000,
+                 host: str = "127.0.0.1", port: int = 0, state_path: str | os.PathLike | None = None,
                  autostart: bool = True) -> None:
         self.api_key, self.secret = api_key, secret
         if symbols is None:
@@ -640,11 +725,21 @@ class LoopbackBinance:
         self._last_activity = time.monotonic()
         self._started_at = time.monotonic()
         self._thread: threading.Thread | None = None
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        bind = loopback_bind_address(host)  # refuse a non-loopback host before anything else
+        self.state_path: Path | None = Path(state_path).resolve() if state_path is not None else None
+        self.restored = False
+        if self.state_path is not None and self.state_path.exists():
+            self._load_state(self.state_path)
+            self.restored = True
+        server_cls = _HTTPServer6 if ":" in bind else _HTTPServer
+        self._httpd = server_cls((bind, int(port)), _Handler)
         self._httpd.app = self  # type: ignore[attr-defined]
         self._httpd.timeout = 0.1
         self.host, self.port = self._httpd.server_address[:2]
         self._routes = self._build_routes()
+        self._control = self._build_control()
+        if self.state_path is not None:
+            self.save_state()  # the file exists (and is current) from the first moment we listen
         if autostart:
             self.start()
 
@@ -652,7 +747,8 @@ class LoopbackBinance:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in str(self.host) else self.host
+        return f"http://{host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + _norm_path(path)
@@ -781,6 +877,7 @@ class LoopbackBinance:
                     elif o.executed_qty > 0:
                         o.status = "PARTIALLY_FILLED"
                     self._index(o)
+            self._persist()
             return fills
 
     def set_fill_fraction(self, fraction: float) -> None:
@@ -788,10 +885,12 @@ class LoopbackBinance:
             raise ValueError("fill fraction must be within [0, 1]")
         with self._lock:
             self.fill_fraction = float(fraction)
+            self._persist()
 
     def set_balance(self, asset: str, free: Any, locked: Any = 0) -> None:
         with self._lock:
             self._balances[asset.upper()] = [_dec(free), _dec(locked)]
+            self._persist()
 
     def balance(self, asset: str) -> tuple[Decimal, Decimal]:
         """(free, locked) of one asset."""
@@ -806,6 +905,33 @@ class LoopbackBinance:
     def set_api_restrictions(self, **fields: Any) -> None:
         with self._lock:
             self.api_restrictions.update(fields)
+            self._persist()
+
+    def backfill(self, symbol: str, bars: int = 200, step_ms: int = 300_000, seed: int = 1,
+                 vol: float = 0.004) -> None:
+        """Give ``symbol`` a price history in the past (``bars`` prices ``step_ms`` apart, a seeded
+        random walk of log-volatility ``vol`` ending before the first recorded price), so klines have
+        real ranges. The last price (the one in force now) is unchanged."""
+        sym = _norm_symbol(symbol)
+        bars, step_ms = int(bars), int(step_ms)
+        if bars < 0 or step_ms <= 0:
+            raise ValueError("bars must be >= 0 and step_ms > 0")
+        rng = random.Random(seed)
+        with self._lock:
+            if sym not in self._specs:
+                raise KeyError(sym)
+            last = self._prices[sym]
+            tick = self._specs[sym].tick_size
+            t_now = self._hist_ts[sym][0]
+            px, ts = [], []
+            p = float(last)
+            for i in range(bars):
+                p *= math.exp(rng.gauss(0, float(vol)))
+                px.append(max(tick, (Decimal(repr(p)) / tick).to_integral_value() * tick))
+                ts.append(t_now - (bars - i) * step_ms)
+            self._hist_ts[sym][:0] = ts
+            self._hist_px[sym][:0] = px
+            self._persist()
 
     def hide_order(self, order_id: int | None = None, client_order_id: str | None = None,
                    symbol: str | None = None, lookups: int = 1) -> None:
@@ -871,6 +997,250 @@ class LoopbackBinance:
                     return self._orders[oid]
         return None
 
+    # ---- state file ------------------------------------------------------------------------------
+
+    def save_state(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the exchange state to ``path`` (default ``state_path``): JSON, temp + fsync + rename."""
+        target = Path(path).resolve() if path is not None else self.state_path
+        if target is None:
+            raise ValueError("no state file: give a path or construct with state_path=")
+        with self._lock:
+            data = json.dumps(self._snapshot(), separators=(",", ":"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            try:
+                dfd = os.open(str(target.parent), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:  # pragma: no cover - platforms without directory fsync
+                pass
+        return target
+
+    def _persist(self) -> None:
+        if self.state_path is not None:
+            self.save_state()
+
+    def _snapshot(self) -> dict:
+        """Everything worth keeping, JSON-ready; every Decimal as its exact string."""
+        def spec_dict(spec: SymbolSpec) -> dict:
+            return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in dataclasses.asdict(spec).items()}
+
+        def order_dict(o: _Order) -> dict:
+            return {f.name: (str(getattr(o, f.name)) if isinstance(getattr(o, f.name), Decimal)
+                             else getattr(o, f.name))
+                    for f in dataclasses.fields(_Order) if f.name != "hidden"}
+
+        rng_version, rng_internal, rng_gauss = self._rng.getstate()
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "saved_at": self.server_time_ms(),
+            "fee_rate": str(self.fee_rate),
+            "fill_fraction": self.fill_fraction,
+            "symbols": [spec_dict(s) for s in self._specs.values()],
+            "prices": {s: str(p) for s, p in self._prices.items()},
+            "history": {s: {"ts": list(self._hist_ts[s]), "px": [str(p) for p in self._hist_px[s]]}
+                        for s in self._specs},
+            "balances": {a: [str(f), str(l)] for a, (f, l) in self._balances.items()},
+            "orders": [order_dict(o) for o in sorted(self._orders.values(), key=lambda o: o.order_id)],
+            "client_order_ids": [[sym, cid, oid] for (sym, cid), oid in self._by_client.items()],
+            "trades": [dict(t) for t in self._trades],
+            "next_order_id": self._next_order_id,
+            "next_trade_id": self._next_trade_id,
+            "book_id": self._book_id,
+            "api_restrictions": dict(self.api_restrictions),
+            "rng": [rng_version, list(rng_internal), rng_gauss],
+        }
+
+    def _load_state(self, path: Path) -> None:
+        """Replace the initial state with the one saved in ``path`` (ValueError if it is damaged)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"loopback state file {path} cannot be read: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise ValueError(f"loopback state file {path} is not a loopback exchange state file")
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"loopback state file {path} has version {data.get('version')!r}; "
+                             f"this loopback reads version {STATE_VERSION}")
+        try:
+            self._apply_state(data)
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError, IndexError) as e:
+            raise ValueError(f"loopback state file {path} is damaged: {e!r}") from None
+
+    def _apply_state(self, data: dict) -> None:
+        D = Decimal  # noqa: N806 - exact: strings in, Decimals out
+        specs = {**self._specs}
+        for sd in data["symbols"]:
+            spec = SymbolSpec(**sd)
+            specs[spec.symbol] = spec  # the file wins; symbols only given now are added
+        prices = {s: spec.price for s, spec in specs.items()}
+        prices.update({s: D(p) for s, p in data["prices"].items()})
+        now = self.server_time_ms()
+        hist_ts = {s: [now] for s in specs}
+        hist_px = {s: [prices[s]] for s in specs}
+        for s, h in data["history"].items():
+            ts, px = [int(t) for t in h["ts"]], [D(p) for p in h["px"]]
+            if len(ts) != len(px) or not ts:
+                raise ValueError(f"price history of {s} is inconsistent")
+            hist_ts[s], hist_px[s] = ts, px
+        balances = {a: [D(f), D(l)] for a, (f, l) in data["balances"].items()}
+        orders: dict[int, _Order] = {}
+        for od in data["orders"]:
+            kw = dict(od)
+            for name in ("price", "orig_qty", "orig_quote_qty", "executed_qty", "cum_quote", "locked"):
+                kw[name] = D(kw[name])
+            o = _Order(**kw)
+            if o.symbol not in specs:
+                raise ValueError(f"order {o.order_id} is for unknown symbol {o.symbol}")
+            orders[o.order_id] = o
+        by_client = {(sym, cid): int(oid) for sym, cid, oid in data["client_order_ids"]}
+        for o in orders.values():
+            by_client.setdefault((o.symbol, o.client_order_id), o.order_id)
+        trades = [dict(t) for t in data["trades"]]
+        self._specs = specs
+        self.fee_rate = D(data["fee_rate"])
+        self.fill_fraction = float(data["fill_fraction"])
+        self._prices, self._hist_ts, self._hist_px = prices, hist_ts, hist_px
+        self._balances = balances
+        self._orders = orders
+        self._open = {s: {} for s in specs}
+        for o in sorted(orders.values(), key=lambda o: o.order_id):
+            self._index(o)
+        self._by_client = by_client
+        self._trades = trades
+        self._trade_ts = {s: [] for s in specs}
+        self._trade_rows = {s: [] for s in specs}
+        for t in trades:
+            self._trade_ts[t["symbol"]].append(int(t["time"]))
+            self._trade_rows[t["symbol"]].append(t)
+        self._next_order_id = int(data["next_order_id"])
+        self._next_trade_id = int(data["next_trade_id"])
+        self._book_id = int(data["book_id"])
+        self.api_restrictions = dict(data["api_restrictions"])
+        rng = data.get("rng")
+        if rng:
+            self._rng.setstate((rng[0], tuple(rng[1]), rng[2]))
+
+    # ---- control endpoints (/_loopback/...) ------------------------------------------------------
+
+    def _build_control(self) -> dict[tuple[str, str], Callable[[dict], Any]]:
+        def known(symbol: Any) -> str:
+            if _norm_symbol(str(symbol)) not in self._specs:
+                raise ValueError(f"unknown symbol {symbol!r}; this exchange lists "
+                                 f"{', '.join(s.base + '/' + s.quote for s in self._specs.values())}")
+            return str(symbol)
+
+        def price(b: dict) -> dict:
+            return {"fills": self.set_price(known(_req(b, "symbol")), _req(b, "price"))}
+
+        def balance(b: dict) -> dict:
+            asset = str(_req(b, "asset"))
+            self.set_balance(asset, _req(b, "free"), b.get("locked", 0))
+            free, locked = self.balance(asset)
+            return {"asset": asset.upper(), "free": str(free), "locked": str(locked)}
+
+        def restrictions(b: dict) -> dict:
+            self.set_api_restrictions(**b)
+            with self._lock:
+                return dict(self.api_restrictions)
+
+        def fill_fraction(b: dict) -> dict:
+            self.set_fill_fraction(float(_req(b, "fraction")))
+            return {"fill_fraction": self.fill_fraction}
+
+        def fault(b: dict) -> dict:
+            allowed = {"kind", "path", "method", "times", "skip", "delay", "status", "body", "retry_after",
+                       "lookups", "mode"}
+            unknown = sorted(set(b) - allowed)
+            if unknown:
+                raise ValueError(f"unknown fault fields {unknown}; allowed: {sorted(allowed)}")
+            f = self.faults.add(**{"kind": _req(b, "kind"), **{k: v for k, v in b.items() if k != "kind"}})
+            return {k: v for k, v in dataclasses.asdict(f).items() if k not in ("seen", "fired")}
+
+        def clear_faults(b: dict) -> dict:
+            self.faults.clear()
+            return {"ok": True}
+
+        def backfill(b: dict) -> dict:
+            allowed = {"symbol", "bars", "step_ms", "seed", "vol"}
+            unknown = sorted(set(b) - allowed)
+            if unknown:
+                raise ValueError(f"unknown backfill fields {unknown}; allowed: {sorted(allowed)}")
+            self.backfill(**{**b, "symbol": known(_req(b, "symbol"))})
+            return {"ok": True}
+
+        def shutdown(b: dict) -> dict:
+            return {"ok": True, "stopping": True}
+
+        return {
+            ("POST", "price"): price,
+            ("POST", "balance"): balance,
+            ("POST", "restrictions"): restrictions,
+            ("POST", "fill_fraction"): fill_fraction,
+            ("POST", "fault"): fault,
+            ("POST", "clear_faults"): clear_faults,
+            ("GET", "state"): lambda b: self.state(),
+            ("POST", "backfill"): backfill,
+            ("POST", "shutdown"): shutdown,
+        }
+
+    def state(self) -> dict:
+        """What ``GET /_loopback/state`` answers: balances, orders, trades, prices, ... as JSON."""
+        with self._lock:
+            return {
+                "balances": {a: {"free": str(f), "locked": str(l)} for a, (f, l) in self._balances.items()},
+                "orders": [o.view() for o in sorted(self._orders.values(), key=lambda o: o.order_id)],
+                "trades": [dict(t) for t in self._trades],
+                "prices": {s: str(p) for s, p in self._prices.items()},
+                "symbols": [{"symbol": s.symbol, "base": s.base, "quote": s.quote} for s in self._specs.values()],
+                "fill_fraction": self.fill_fraction,
+                "fee_rate": str(self.fee_rate),
+                "api_restrictions": dict(self.api_restrictions),
+                "requests": [[m, p, n] for (m, p), n in sorted(self._counts.items())],
+                "faults_fired": [list(x) for x in self.faults.log],
+                "state_path": str(self.state_path) if self.state_path else None,
+            }
+
+    def _serve_control(self, h: BaseHTTPRequestHandler, method: str, path: str, raw_body: str) -> None:
+        if not _is_loopback_client(str(h.client_address[0])):
+            self._send(h, 403, json.dumps({"error": "control endpoints answer loopback clients only"}))
+            return
+        name = path[len(CONTROL_PREFIX):].strip("/")
+        fn = self._control.get((method, name))
+        if fn is None:
+            known = sorted(f"{m} {CONTROL_PREFIX}{n}" for m, n in self._control)
+            self._send(h, 404, json.dumps({"error": f"no control endpoint {method} {path}", "known": known}))
+            return
+        try:
+            body = json.loads(raw_body) if raw_body.strip() else {}
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            result = fn(body)
+        except (ValueError, KeyError, TypeError, InvalidOperation) as e:
+            msg = str(e) if not isinstance(e, KeyError) else f"unknown or missing {e}"
+            self._send(h, 400, json.dumps({"error": msg or repr(e)}))
+            return
+        self._send(h, 200, json.dumps(result, default=str))
+        if name == "shutdown":
+            self.close_reason = self.close_reason or "shutdown"
+            h.close_connection = True
+            self._stop.set()
+
     # ---- request pipeline ------------------------------------------------------------------------
 
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
@@ -895,6 +1265,9 @@ class LoopbackBinance:
         path, raw_query = parts.path, parts.query
         length = int(h.headers.get("Content-Length") or 0)
         raw_body = h.rfile.read(length).decode("utf-8", "replace") if length else ""
+        if path.startswith(CONTROL_PREFIX):  # test control: no weight, no faults, not in the access log
+            self._serve_control(h, method, path, raw_body)
+            return
         params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True))
         ctype = h.headers.get("Content-Type", "")
         if raw_body and ("x-www-form-urlencoded" in ctype or not ctype):
@@ -1013,6 +1386,8 @@ class LoopbackBinance:
                 raise ApiError(400, -2013, "Order does not exist.")
             with self._lock:
                 payload = route.fn(params, vanish)
+                if route.mutates:
+                    self._persist()  # durable before the client hears about it
             extra: dict = {}
             if method == "POST" and path == "/api/v3/order":
                 extra = self._order_count_headers()
@@ -1144,13 +1519,16 @@ class LoopbackBinance:
             ("GET", v3 + "depth"): _Route(self._r_depth, weight=depth_weight),
             ("GET", v3 + "klines"): _Route(self._r_klines, weight=2),
             ("GET", v3 + "account"): _Route(self._r_account, signed=True, weight=20),
-            ("POST", v3 + "order"): _Route(self._r_order_post, signed=True, trading=True, weight=1),
+            ("POST", v3 + "order"): _Route(self._r_order_post, signed=True, trading=True, weight=1,
+                                           mutates=True),
             ("POST", v3 + "order/test"): _Route(lambda p, v: self._r_order_post(p, v, test=True), signed=True,
                                                 trading=True, weight=1),
             ("GET", v3 + "order"): _Route(self._r_order_get, signed=True, weight=4),
-            ("DELETE", v3 + "order"): _Route(self._r_order_delete, signed=True, trading=True, weight=1),
+            ("DELETE", v3 + "order"): _Route(self._r_order_delete, signed=True, trading=True, weight=1,
+                                             mutates=True),
             ("GET", v3 + "openOrders"): _Route(self._r_open_orders, signed=True, weight=sym_weight(6, 80)),
-            ("DELETE", v3 + "openOrders"): _Route(self._r_cancel_all, signed=True, trading=True, weight=1),
+            ("DELETE", v3 + "openOrders"): _Route(self._r_cancel_all, signed=True, trading=True, weight=1,
+                                                  mutates=True),
             ("GET", v3 + "allOrders"): _Route(self._r_all_orders, signed=True, weight=20),
             ("GET", v3 + "myTrades"): _Route(self._r_my_trades, signed=True, weight=20),
             ("GET", "/sapi/v1/account/apiRestrictions"): _Route(lambda p, v: dict(self.api_restrictions),
@@ -1698,16 +2076,25 @@ class LoopbackBinance:
 # --------------------------------------------------------------------------------------------------
 
 
-def make_ccxt_client(server: LoopbackBinance, api_key: str | None = None, secret: str | None = None, *,
+def make_ccxt_client(server: Any, api_key: str | None = None, secret: str | None = None, *,
                      timeout_ms: int = 3000, config: dict | None = None):
     """A real ``ccxt.binance`` pointed at ``server`` (spot only, no currency/margin calls at load_markets).
 
-    Every Binance REST base in ``urls['api']`` is rewritten to ``server.base_url`` + the same path, so an
-    endpoint the loopback does not implement answers 404 (``ExchangeError``) instead of reaching the
-    internet. Spot error-code mapping (which ccxt selects by the ``https://api.binance.com/`` prefix) is
-    kept for the loopback URL. ``api_key`` / ``secret`` default to the server's.
+    ``server`` is anything with ``base_url``, ``api_key`` and ``secret``: a :class:`LoopbackBinance`, a
+    :class:`RemoteLoopback` or ``tests/live_support.Remote``. Every Binance REST base in ``urls['api']``
+    is rewritten to ``server.base_url`` + the same path by the library's
+    :func:`qts.market.exchange_url.apply_exchange_url` (which also keeps ccxt's spot error-code mapping
+    for the rewritten URLs and stops proxy lookups for 127.0.0.1), so an endpoint the loopback does not
+    implement answers 404 (``ExchangeError``) instead of reaching the internet. ``api_key`` /
+    ``secret`` default to the server's.
     """
     import ccxt  # lazy: the server itself is standard library only
+
+    try:
+        from qts.market.exchange_url import apply_exchange_url
+    except ImportError:  # run from a checkout without the library installed
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
+        from qts.market.exchange_url import apply_exchange_url
 
     ex = ccxt.binance({
         "apiKey": server.api_key if api_key is None else api_key,
@@ -1716,27 +2103,308 @@ def make_ccxt_client(server: LoopbackBinance, api_key: str | None = None, secret
         "timeout": timeout_ms,
         **(config or {}),
     })
-    base = server.base_url
-    for name, url in list(ex.urls["api"].items()):
-        if isinstance(url, str) and url.startswith("https://"):
-            parts = urlsplit(url)
-            if parts.hostname and "binance" in parts.hostname:
-                ex.urls["api"][name] = base + parts.path
+    apply_exchange_url(ex, server.base_url)
     ex.options["fetchMarkets"] = {"types": ["spot"], "loadAllOptions": False}
     ex.options["fetchCurrencies"] = False
     ex.options["fetchMargins"] = False
     ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
     ex.options["adjustForTimeDifference"] = False
     ex.has["fetchCurrencies"] = False
-    ex.session.trust_env = False  # never route 127.0.0.1 through an environment proxy
-
-    original = ex.get_exceptions_by_url
-    spot_exceptions = ex.exceptions.get("spot", {})
-
-    def get_exceptions_by_url(url, exactOrBroad):  # noqa: N803 - ccxt's signature
-        if isinstance(url, str) and url.startswith(base + "/"):
-            return spot_exceptions.get(exactOrBroad, {})
-        return original(url, exactOrBroad)
-
-    ex.get_exceptions_by_url = get_exceptions_by_url
+    ex.session.trust_env = False  # never route the loopback through an environment proxy
     return ex
+
+
+# --------------------------------------------------------------------------------------------------
+# a loopback exchange in another process
+# --------------------------------------------------------------------------------------------------
+
+
+class RemoteLoopback:
+    """Drives a standalone loopback exchange (another process) through its ``/_loopback/`` control
+    endpoints; mirrors the in-process methods tests use. ``make_ccxt_client(remote)`` works on it.
+    Standard library only (urllib, never through a proxy)."""
+
+    def __init__(self, url: str, api_key: str = "loopback-api-key", secret: str = "loopback-secret", *,
+                 timeout: float = 10.0) -> None:
+        self.base_url = url.rstrip("/")
+        self.api_key, self.secret, self.timeout = api_key, secret, timeout
+        self.pid: int | None = None
+        self.state_path: str | None = None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __repr__(self) -> str:
+        return f"RemoteLoopback({self.base_url!r})"
+
+    def _call(self, method: str, name: str, body: dict | None = None) -> Any:
+        data = None if body is None else json.dumps(body, default=str).encode("utf-8")
+        req = urllib.request.Request(self.base_url + CONTROL_PREFIX + name, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            try:
+                msg = json.loads(e.read().decode("utf-8")).get("error")
+            except (ValueError, AttributeError):
+                msg = None
+            if e.code == 400:
+                raise ValueError(f"loopback {method} {CONTROL_PREFIX}{name}: {msg}") from None
+            raise RuntimeError(f"loopback {method} {CONTROL_PREFIX}{name}: HTTP {e.code} {msg or ''}") from None
+
+    def set_price(self, symbol: str, price: Any) -> list[dict]:
+        return self._call("POST", "price", {"symbol": symbol, "price": str(price)})["fills"]
+
+    def set_balance(self, asset: str, free: Any, locked: Any = 0) -> None:
+        self._call("POST", "balance", {"asset": asset, "free": str(free), "locked": str(locked)})
+
+    def set_api_restrictions(self, **fields: Any) -> None:
+        self._call("POST", "restrictions", fields)
+
+    def set_fill_fraction(self, fraction: float) -> None:
+        self._call("POST", "fill_fraction", {"fraction": float(fraction)})
+
+    def add_fault(self, kind: str, path: str | None = None, method: str | None = None, times: int | None = 1,
+                  **kw: Any) -> dict:
+        """Like ``server.faults.add`` (``skip``, ``delay``, ``status``, ``body``, ``retry_after``,
+        ``lookups``, ``mode``)."""
+        return self._call("POST", "fault", {"kind": kind, "path": path, "method": method, "times": times, **kw})
+
+    def clear_faults(self) -> None:
+        self._call("POST", "clear_faults", {})
+
+    def state(self) -> dict:
+        return self._call("GET", "state")
+
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        return {a: (Decimal(b["free"]), Decimal(b["locked"])) for a, b in self.state()["balances"].items()}
+
+    def balance(self, asset: str) -> tuple[Decimal, Decimal]:
+        return self.balances().get(asset.upper(), (ZERO, ZERO))
+
+    def price(self, symbol: str) -> Decimal:
+        return Decimal(self.state()["prices"][_norm_symbol(symbol)])
+
+    def orders(self, symbol: str | None = None) -> list[dict]:
+        sym = _norm_symbol(symbol) if symbol else None
+        return [o for o in self.state()["orders"] if sym is None or o["symbol"] == sym]
+
+    def trades(self, symbol: str | None = None) -> list[dict]:
+        sym = _norm_symbol(symbol) if symbol else None
+        return [t for t in self.state()["trades"] if sym is None or t["symbol"] == sym]
+
+    def count(self, method: str | None = None, path: str | None = None) -> int:
+        p = _norm_path(path)
+        return sum(n for m, pa, n in self.state()["requests"]
+                   if (method is None or m == method.upper()) and (p is None or pa == p))
+
+    def backfill(self, symbol: str, bars: int = 200, step_ms: int = 300_000, seed: int = 1,
+                 vol: float = 0.004) -> None:
+        self._call("POST", "backfill", {"symbol": symbol, "bars": bars, "step_ms": step_ms, "seed": seed,
+                                        "vol": vol})
+
+    def shutdown(self) -> None:
+        """Ask the process to stop (it answers first); a connection already gone is fine."""
+        try:
+            self._call("POST", "shutdown", {})
+        except (OSError, RuntimeError):
+            pass
+
+
+_STANDALONE_FLAGS = ("port", "host", "api_key", "secret", "symbols", "balances", "idle_timeout",
+                     "max_lifetime", "weight_limit", "fee_rate", "seed")
+
+
+def start_standalone(tmpdir_or_state_path: str | os.PathLike | None = None, *, python: str | None = None,
+                     env: dict | None = None, startup_timeout: float = 30.0,
+                     **options: Any) -> tuple[subprocess.Popen, RemoteLoopback]:
+    """Start ``python loopback_exchange.py --port 0 ...`` and wait for its JSON line.
+
+    ``tmpdir_or_state_path``: a directory (the state goes to ``DIR/loopback_state.json``), a file path
+    (the state file, created or restored) or None (no state file). ``options``: ``port`` (default 0),
+    ``host``, ``api_key``, ``secret``, ``symbols`` (list or "A/B,C/D"), ``balances`` (dict or
+    "USDT=1,BTC=0"), ``idle_timeout``, ``max_lifetime``, ``weight_limit``, ``fee_rate``, ``seed``.
+    Returns the process and a :class:`RemoteLoopback` for it; stop it with :func:`stop_standalone`."""
+    unknown = sorted(set(options) - set(_STANDALONE_FLAGS))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}; known: {list(_STANDALONE_FLAGS)}")
+    options.setdefault("port", 0)
+    state: Path | None = None
+    if tmpdir_or_state_path is not None:
+        state = Path(tmpdir_or_state_path)
+        if state.is_dir():
+            state = state / "loopback_state.json"
+    cmd = [python or sys.executable, str(Path(__file__).resolve())]
+    for k in _STANDALONE_FLAGS:
+        v = options.get(k)
+        if v is None:
+            continue
+        if k == "symbols" and not isinstance(v, str):
+            v = ",".join(v)
+        elif k == "balances" and isinstance(v, dict):
+            v = ",".join(f"{a}={b}" for a, b in v.items())
+        cmd += ["--" + k.replace("_", "-"), str(v)]
+    if state is not None:
+        cmd += ["--state", str(state)]
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+                            env=env)
+    proc._loopback_stderr = err  # type: ignore[attr-defined]
+    deadline = time.monotonic() + startup_timeout
+    line = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        readable, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.2))
+        if readable:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            break
+        if proc.poll() is not None:
+            break
+    try:
+        info = json.loads(line)
+        url = info["url"]
+    except (ValueError, KeyError, TypeError):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        err.seek(0)
+        detail = err.read().decode("utf-8", "replace").strip()
+        stop_standalone(proc)
+        raise RuntimeError(f"loopback exchange did not start (exit {proc.returncode}): "
+                           f"{detail or line.strip() or 'no output'}") from None
+    remote = RemoteLoopback(url, info.get("api_key") or options.get("api_key") or "loopback-api-key",
+                            options.get("secret") or "loopback-secret")
+    remote.pid, remote.state_path = info.get("pid"), info.get("state")
+    return proc, remote
+
+
+def stop_standalone(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; closes the pipes. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:  # pragma: no cover - gone meanwhile
+            pass
+    for f in (proc.stdout, getattr(proc, "_loopback_stderr", None)):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+    return proc.returncode
+
+
+# --------------------------------------------------------------------------------------------------
+# standalone process
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse_symbols(text: str) -> list[SymbolSpec]:
+    """"BTC/USDT,ETH/USDT" (known pairs keep their default filters; others get SymbolSpec defaults);
+    "XYZ/USDT=1.25" sets the initial price."""
+    out: list[SymbolSpec] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, _, price = item.partition("=")
+        base, sep, quote = name.strip().upper().partition("/")
+        if not sep or not base or not quote or not base.isalnum() or not quote.isalnum():
+            raise ValueError(f"bad symbol {item!r}: expected BASE/QUOTE, e.g. BTC/USDT")
+        known = DEFAULT_SYMBOLS.get(base + quote)
+        fields = {f.name: getattr(known, f.name) for f in dataclasses.fields(SymbolSpec)} if known else \
+            {"base": base, "quote": quote}
+        if price.strip():
+            fields["price"] = price.strip()
+        spec = SymbolSpec(**fields)
+        if spec.price <= 0:
+            raise ValueError(f"bad price in {item!r}")
+        out.append(spec)
+    if not out:
+        raise ValueError("--symbols names no symbol")
+    return out
+
+
+def _parse_balances(text: str) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        asset, sep, amount = item.partition("=")
+        try:
+            value = Decimal(amount.strip())
+            if not sep or not asset.strip().isalnum() or not value.is_finite() or value < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise ValueError(f"bad balance {item!r}: expected ASSET=AMOUNT, e.g. USDT=10000") from None
+        out[asset.strip().upper()] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the loopback exchange in the foreground (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="loopback_exchange.py",
+                                 description="A loopback Binance spot REST exchange (test equipment).")
+    ap.add_argument("--port", type=int, default=0, help="TCP port (0 = pick a free one)")
+    ap.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    ap.add_argument("--state", help="state file: restored at start when it exists, saved after every change")
+    ap.add_argument("--api-key", default="loopback-api-key")
+    ap.add_argument("--secret", default="loopback-secret")
+    ap.add_argument("--symbols", help="BTC/USDT,ETH/USDT (default: BTC, ETH and SOL against USDT)")
+    ap.add_argument("--balances", help="USDT=10000,BTC=0 (default: USDT=10000,BTC=0.5,ETH=5,SOL=50)")
+    ap.add_argument("--idle-timeout", type=float, default=120.0,
+                    help="stop after this many seconds without a request (default 120)")
+    ap.add_argument("--max-lifetime", type=float, default=3600.0,
+                    help="stop after this many seconds in any case (default 3600)")
+    ap.add_argument("--weight-limit", type=int, default=6000, help="request weight per minute (default 6000)")
+    ap.add_argument("--fee-rate", default="0.001", help="maker and taker fee rate (default 0.001)")
+    ap.add_argument("--seed", type=int, help="seed for generated client order ids")
+    args = ap.parse_args(argv)
+
+    def fail(msg: str) -> int:
+        print(f"loopback_exchange: {msg}", file=sys.stderr, flush=True)
+        return 2
+
+    if not 0 <= args.port <= 65535:
+        return fail(f"bad port {args.port}")
+    if args.idle_timeout <= 0 or args.max_lifetime <= 0:
+        return fail("--idle-timeout and --max-lifetime must be > 0 (the process must stop by itself)")
+    try:
+        loopback_bind_address(args.host)
+        symbols = _parse_symbols(args.symbols) if args.symbols else None
+        balances = _parse_balances(args.balances) if args.balances is not None else None
+        srv = LoopbackBinance(api_key=args.api_key, secret=args.secret, symbols=symbols, balances=balances,
+                              fee_rate=args.fee_rate, weight_limit=args.weight_limit, seed=args.seed,
+                              idle_timeout=args.idle_timeout, max_lifetime=args.max_lifetime,
+                              host=args.host, port=args.port, state_path=args.state, autostart=False)
+    except (ValueError, OSError, InvalidOperation) as e:
+        return fail(str(e))
+
+    def on_signal(signum: int, frame: Any) -> None:
+        srv.close_reason = srv.close_reason or signal.Signals(signum).name
+        srv._stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    srv.start()
+    print(json.dumps({"url": srv.base_url, "port": srv.port, "pid": os.getpid(), "api_key": srv.api_key,
+                      "state": str(srv.state_path) if srv.state_path else None, "host": srv.host,
+                      "restored": srv.restored}), flush=True)
+    while not srv.wait_closed(0.5):
+        pass
+    srv.close()
+    if srv.state_path is not None:
+        try:
+            srv.save_state()
+        except OSError as e:
+            print(f"loopback_exchange: could not save the state at exit: {e}", file=sys.stderr, flush=True)
+    print(f"loopback_exchange: stopped ({srv.close_reason})", file=sys.stderr, flush=True)
+    return 1 if srv.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """The loopback Binance spot exchange, driven by the real ccxt.binance client (no mocking of ccxt).
 
 Expected balances are computed from the fee/fill rules in the module docstring of
-``qts.testing.loopback_binance`` (fee = ceil_8dp(qty*price*0.001), always in the quote asset).
+``tests/support/loopback_exchange.py`` (fee = ceil_8dp(qty*price*0.001), always in the quote asset).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 import ccxt
 import pytest
 
-from qts.testing.loopback_binance import FaultKind, LoopbackBinance, make_ccxt_client
+from support.loopback_exchange import FaultKind, LoopbackBinance, make_ccxt_client
 
 FEE = Decimal("0.001")
 START_USDT = Decimal("10000")

@@ -1,1 +1,0 @@
-"""Test and benchmark helpers (loopback exchanges). Standard library only at import time."""
