@@ -17,7 +17,10 @@ what might have happened, and the id to ask the exchange about it.
   reappeared. An order stays open in the books until every fill the exchange reports is adopted.
 * No order is sent until :meth:`reconcile` has run: it resolves every order left open in the
   database, adopts fills that happened while we were down, records every discrepancy as an event,
-  and takes cash from the exchange's balance.
+  and takes cash from the exchange's balance: only from a balance read that no fill adoption followed
+  (else a fill landing between the lookups and the balance read would be counted twice).
+* A market order never carries a price to ccxt (ccxt would turn amount x price into Binance's
+  ``quoteOrderQty``); its row keeps price NULL.
 * Stop loss / take profit: enforced by the loop on candle closes (native exchange stop orders are
   not placed by this build).
 """
@@ -49,6 +52,10 @@ class NotReconciled(RuntimeError):
     pass
 
 
+class ReconcileUnstable(RuntimeError):
+    """Start-up reconciliation could not read a balance that no fill adoption followed: retry."""
+
+
 class LiveBroker(BookedBroker):
     mode = "live"
 
@@ -73,7 +80,10 @@ class LiveBroker(BookedBroker):
             raise NotReconciled("live orders wait until start-up reconciliation has finished")
         rules = self.feed.rules(intent.symbol)
         amount = rules.amount_to_precision(intent.amount)
-        price = rules.price_to_precision(intent.price) if intent.price else None
+        # a market order NEVER carries a price to ccxt: for Binance, ccxt turns amount x price into
+        # quoteOrderQty (a market sell "with a price" 200x the market would sell 200x the amount); the
+        # row keeps price NULL for it too
+        price = rules.price_to_precision(intent.price) if intent.type == "limit" and intent.price else None
         ts = now_ms()
         coid = client_order_id
         with self.store.tx():
@@ -279,22 +289,59 @@ class LiveBroker(BookedBroker):
         return n
 
     # -- start-up ---------------------------------------------------------------------------------
-    def reconcile(self) -> dict:
-        """Resolve every order the database has open, adopt missed fills, compare with the exchange."""
-        t0 = time.perf_counter()
-        rep = {"orders_checked": 0, "fills_adopted": 0, "lost": [], "discrepancies": []}
+    reconcile_rounds = 5  # balance reads that may each be followed by a new fill before reconcile gives up
+
+    def _resolve_open(self, rep: dict, count: bool = False) -> tuple[int, list[str]]:
+        """Look up every order the database has open; adopt its fills. Returns (new fills adopted, the
+        orders whose exchange-reported fill is not all adopted yet: the trade list lags the order)."""
+        new, pending = 0, []
         for o in self.open_orders():
-            rep["orders_checked"] += 1
+            if count:
+                rep["orders_checked"] += 1
             coid = o["client_order_id"]
-            for attempt in range(self.not_found_limit):
+            for _attempt in range(self.not_found_limit):
                 order = self._find(coid, o["symbol"])
                 if order is not None:
-                    rep["fills_adopted"] += self._apply(coid, order)
+                    new += self._apply(coid, order)
+                    row = self.store.one("SELECT filled, symbol FROM orders WHERE client_order_id=?", (coid,))
+                    if float(order.get("filled") or 0) > row["filled"] + self.feed.rules(row["symbol"]).amount_step / 2:
+                        pending.append(coid)
                     break
                 if self._not_found(coid, "reconcile"):
                     rep["lost"].append(coid)
                     break
                 time.sleep(self.lookup_pause_s)
+        return new, pending
+
+    def reconcile(self) -> dict:
+        """Resolve every order the database has open, adopt missed fills, compare with the exchange.
+
+        Cash is taken from the exchange's balance, and a fill must be in the books exactly once: either
+        adopted BEFORE the balance read that sets cash (and then included in that balance), or adopted
+        AFTER it by a poll (and then NOT included in it). The order of steps guarantees that:
+
+        1. A1: resolve the open orders (adopt their fills), revive orders declared lost that reappeared;
+        2. B: read the balance;
+        3. A2: resolve the orders still open again. A fill A2 adopts may have landed before B (B includes
+           it) or after it (B does not): B cannot be trusted, so read the balance again (2) and resolve
+           again (3). Also when the exchange reports an order filled further than its trade list shows
+           yet (the fill is in B but not adoptable yet).
+        4. When A2 adopted nothing and nothing is pending, every fill of our orders that B includes was
+           already in the books before B (any fill that happened before B would have been seen by A2, which
+           ran after B); any later fill is not in B and is adopted once by the next poll. Cash := B.
+           (This relies on the exchange's order lookups being at least as fresh as its balance read
+           just before them, which holds for Binance's single matching engine; a trade list that lags
+           the order is caught as "pending" above.)
+
+        At most ``reconcile_rounds`` balance reads; if fills keep landing in between (or the trade list
+        keeps lagging), raise: reconciliation could not get a stable view, retry. Orders are refused
+        (:class:`NotReconciled`) until a reconcile finishes. Orders closed in the books cannot fill, so
+        only the open ones need a second look; no order of ours is sent during reconcile.
+        """
+        t0 = time.perf_counter()
+        rep = {"orders_checked": 0, "fills_adopted": 0, "lost": [], "discrepancies": []}
+        new, _ = self._resolve_open(rep, count=True)
+        rep["fills_adopted"] += new
         # orders declared lost (not-found streak) in the last week: one more look, adopted if they reappeared
         rep["revived"] = []
         for o in self.store.query(
@@ -316,10 +363,27 @@ class LiveBroker(BookedBroker):
             for eo in self.client.call("fetch_open_orders", sym):
                 if eo.get("clientOrderId") not in known:
                     rep["discrepancies"].append({"kind": "foreign_open_order", "symbol": sym, "id": eo.get("id")})
-        bal = self.client.call("fetch_balance")
-        total = bal.get("total") or {}
-        if not total and not (bal.get("free") or {}):  # a garbled answer must not zero the books
-            raise self.ccxt.ExchangeError("balance answer lists no asset at all: not trusted; reconcile again")
+        # B then A2, until a balance read is followed by no adoption (see the docstring)
+        for rnd in range(1, self.reconcile_rounds + 1):
+            bal = self.client.call("fetch_balance")
+            total = bal.get("total") or {}
+            if not total and not (bal.get("free") or {}):  # a garbled answer must not zero the books
+                raise self.ccxt.ExchangeError("balance answer lists no asset at all: not trusted; reconcile again")
+            new, pending = self._resolve_open(rep)
+            rep["fills_adopted"] += new
+            if not new and not pending:
+                break
+            if rnd == self.reconcile_rounds:
+                self.store.event("reconcile", f"reconciliation could not get a stable view in {rnd} rounds: fills "
+                                              "kept landing between the balance read and the order lookups",
+                                 severity="warning", data={"pending": pending, "fills_adopted": rep["fills_adopted"]})
+                raise ReconcileUnstable(
+                    f"reconciliation could not get a stable view of the exchange: after {rnd} balance reads, "
+                    f"fills were still landing (or not yet listed: {', '.join(pending) or 'none'}) between the "
+                    "balance read and the order lookups, so cash cannot be taken without risking counting a fill "
+                    "twice. Live orders stay refused; retry the reconciliation (start again) in a moment.")
+            time.sleep(self.lookup_pause_s)
+        rep["balance_reads"] = rnd
         ts = now_ms()
         with self.store.tx():
             ours = self.cash()
