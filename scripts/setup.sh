@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# setup: the plugin's Python environment, the state home and the emergency kill-switch shim. Idempotent.
-#   scripts/setup.sh [--project DIR] [--data DIR] [--venv DIR] [--python PY] [--no-shim]
+# setup: the plugin's Python environment, the state home, the emergency kill-switch shim and (offered) the sandbox settings. Idempotent.
+#   scripts/setup.sh [--project DIR] [--data DIR] [--venv DIR] [--python PY] [--no-shim] [--confine]
 #     --project DIR  the user's project (default: $CLAUDE_PROJECT_DIR, else the current directory)
 #     --data DIR     Claude Code's per-plugin data folder (default: $CLAUDE_PLUGIN_DATA)
 #     --venv DIR     where the virtualenv goes (default: DATA/venv, else <plugin>/.venv: the places
 #                    hooks/_qts.sh looks)
 #     --python PY    the Python (3.11+) that creates the virtualenv (default: python3)
 #     --no-shim      do not write <project>/.claude/hooks/kill_switch.sh
+#     --confine      write the Claude Code sandbox settings live trading requires into
+#                    <project>/.claude/settings.json (without it: check them and print what is missing)
 # The state home is $QTS_HOME when set, else <project>/.quant-trading (created with `qts db migrate`).
 # A second run skips the install when the virtualenv already holds this version of the plugin.
+# Exit 1 when a step fails, or when --confine could not make the project confined.
 set -euo pipefail
 
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
@@ -18,8 +21,9 @@ data="${CLAUDE_PLUGIN_DATA:-}"
 venv=""
 python="${QTS_SETUP_PYTHON:-python3}"
 shim=1
+confine=0
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "setup: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -30,6 +34,7 @@ while [ $# -gt 0 ]; do
     --venv) [ $# -ge 2 ] || die "--venv needs a folder"; venv=$2; shift 2 ;;
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; python=$2; shift 2 ;;
     --no-shim) shim=0; shift ;;
+    --confine) confine=1; shift ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
@@ -87,6 +92,23 @@ if [ -n "${QTS_HOME:-}" ]; then state="$QTS_HOME"; else state="$project/.quant-t
 step "state home $state"
 QTS_HOME="$state" QTS_PYTHON="$venv/bin/python" "$root/hooks/_qts.sh" db migrate
 
+# 3b. Claude Code's sandbox settings: live trading requires the assistant's commands to run confined (the
+# key store unreadable, the agent's files unwritable). Offered, never forced: --confine writes them.
+confine_cmd="python3 -S $(printf '%q' "$root/hooks/_hook.py") confine --write --project $(printf '%q' "$project")"
+confined=0
+if [ "$confine" = 1 ]; then
+  step "writing the sandbox settings live trading requires into $project/.claude/settings.json"
+  if QTS_HOME="$state" "$python" -S "$root/hooks/_hook.py" confine --write --project "$project"; then confined=1; fi
+else
+  step "checking the sandbox settings live trading requires (nothing is written without --confine)"
+  if QTS_HOME="$state" "$python" -S "$root/hooks/_hook.py" confine --project "$project"; then
+    confined=1
+  else
+    echo "setup: to write them: $(printf '%q' "$root/scripts/setup.sh") --project $(printf '%q' "$project") --confine"
+    echo "setup:   (or directly: $confine_cmd)"
+  fi
+fi
+
 # 4. the emergency shim, so a plain shell in the project can stop everything
 if [ "$shim" = 1 ]; then
   dest="$project/.claude/hooks/kill_switch.sh"
@@ -128,3 +150,11 @@ EOF
 fi
 
 step "done. Emergency stop from any shell in the project: .claude/hooks/kill_switch.sh"
+if [ "$confined" = 1 ]; then
+  step "the sandbox settings confine the assistant as live trading requires (restart Claude Code after a change)"
+elif [ "$confine" = 1 ]; then
+  echo "setup: the sandbox settings are still NOT complete (see above): live trading needs them, or the human's PIN-signed acknowledgement of running unconfined" >&2
+  exit 1
+else
+  step "NOT confined for live trading yet (paper trading is fine): rerun with --confine to write the sandbox settings"
+fi

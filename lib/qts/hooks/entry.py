@@ -213,12 +213,100 @@ def session_start(stdin_text: str, env=None) -> tuple[int, str, str]:
     env = os.environ if env is None else env
     try:
         home = probe.state_home(env)
-        return _context("SessionStart", "[quant-trading-system] " + probe.summary_line(home)
-                        + ". Orders go only through `qts order` / the loop (the gate). PINs are typed by the human "
-                          "in their own terminal, never in this chat.")
+        text = ("[quant-trading-system] " + probe.summary_line(home)
+                + ". Orders go only through `qts order` / the loop (the gate). PINs are typed by the human "
+                  "in their own terminal, never in this chat.")
     except Exception as e:
-        return _context("SessionStart", f"[quant-trading-system] trading state unavailable ({e.__class__.__name__}); "
-                                        "treat trading as halted until `qts status` works.")
+        text = (f"[quant-trading-system] trading state unavailable ({e.__class__.__name__}); "
+                "treat trading as halted until `qts status` works.")
+    warnings = _session_warnings(stdin_text, env)  # never raises
+    if not warnings:
+        return _context("SessionStart", text)
+    out = {"hookSpecificOutput": {"hookEventName": "SessionStart",
+                                  "additionalContext": text + "\n\n" + "\n\n".join(w for w, _ in warnings)},
+           "systemMessage": "\n".join(short for _, short in warnings)}  # shown to the user
+    return 0, json.dumps(out), ""
+
+
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def _session_project(stdin_text: str, env) -> str:
+    """The project Claude Code runs in: CLAUDE_PROJECT_DIR (set for hooks), else the input's cwd."""
+    p = env.get("CLAUDE_PROJECT_DIR") or ""
+    if not p:
+        try:
+            data = _parse(stdin_text)
+            p = data.get("cwd") if isinstance(data.get("cwd"), str) else ""
+        except Exception:
+            p = ""
+    return os.path.abspath(p or os.getcwd())
+
+
+def _live_configured(env, home, paths) -> str:
+    """Why this project looks set up for live trading ("" when it does not)."""
+    if str(env.get("PAPER_TRADING", "")).strip().lower() in FALSE_WORDS:
+        return "PAPER_TRADING=false in the environment"
+    from ..agent.secrets_check import read_env_file
+
+    if str(read_env_file(home.env_file).get("PAPER_TRADING", "")).strip().lower() in FALSE_WORDS:
+        return f"PAPER_TRADING=false in {home.env_file}"
+    if paths.state.is_dir():
+        return f"the trading agent keeps state for this project ({paths.state})"
+    return ""
+
+
+def _session_warnings(stdin_text: str, env) -> list[tuple[str, str]]:
+    """(model context, user message) pairs: missing confinement when live trading is configured, and exchange
+    secrets the assistant can see. Names and paths only, never a secret's value. Never raises."""
+    out: list[tuple[str, str]] = []
+    tag = "[quant-trading-system]"
+    try:
+        from ..agent.paths import AgentPaths
+
+        home = probe.state_home(env)
+        project = _session_project(stdin_text, env)
+        paths = AgentPaths.for_home(home.root, env)
+    except Exception as e:
+        return [(f"{tag} could not check the sandbox confinement or visible secrets ({e.__class__.__name__}).",
+                 f"{tag} confinement and secrets check unavailable ({e.__class__.__name__})")]
+    try:
+        why = _live_configured(env, home, paths)
+        if why:
+            from ..agent.confinement import check
+
+            rep = check(project, paths, env)
+            if not rep.ok:
+                items = rep.problems + rep.missing
+                listed = "; ".join(items[:12]) + (f"; and {len(items) - 12} more" if len(items) > 12 else "")
+                fix = ("Write the settings with `qts agent confine --write` (in a terminal, or "
+                       "/quant-trading-system:setup, which offers to write them), then restart Claude Code; "
+                       "anything set in another settings file must be changed there by hand.")
+                out.append((f"{tag} WARNING: live trading is configured ({why}) but Claude Code's sandbox does not "
+                            f"confine this assistant as live trading requires. Missing: {listed}. {fix} Until then, "
+                            "going live needs the human's PIN-signed acknowledgement of running unconfined.",
+                            f"{tag} Live trading is configured but this session is NOT confined by Claude Code's "
+                            f"sandbox ({len(items)} setting(s) missing, e.g. {items[0]}). {fix} Without it, going "
+                            "live needs your PIN-signed acknowledgement of running unconfined."))
+    except Exception as e:
+        out.append((f"{tag} could not check the sandbox confinement ({e.__class__.__name__}); treat this session as "
+                    "NOT confined.", f"{tag} confinement check failed ({e.__class__.__name__}): treat the session as "
+                                     "not confined"))
+    try:
+        from ..agent.secrets_check import visible_secrets
+
+        where = visible_secrets(env, project, home.root)
+        if where:
+            listed = "; ".join(where[:10]) + (f"; and {len(where) - 10} more" if len(where) > 10 else "")
+            move = ("Move them into the encrypted key store: the human types `qts agent import-keys` in their own "
+                    "terminal (not in this chat), then removes them from the environment and from those .env files.")
+            out.append((f"{tag} WARNING: exchange credentials are visible to this assistant: {listed}. Do not read, "
+                        f"print or copy them. {move}",
+                        f"{tag} Exchange credentials are visible to the assistant: {listed}. {move}"))
+    except Exception as e:
+        out.append((f"{tag} could not check for visible exchange secrets ({e.__class__.__name__}).",
+                    f"{tag} secrets check failed ({e.__class__.__name__})"))
+    return out
 
 
 def python_env(plugin_data: str = "", env=None) -> str:

@@ -1,0 +1,1 @@
+"""The trading agent: the one process that holds the exchange keys and places live orders."""
