@@ -1,6 +1,7 @@
 """Run one Claude Code hook event: `python3 _hook.py pre_tool_use|post_tool_use|session_start|user_prompt_submit`.
 
-`python3 _hook.py summary [PLUGIN_DATA_DIR]` prints the trading state as one plain line (for commands).
+`python3 _hook.py summary [PLUGIN_DATA_DIR]` prints the trading state as one plain line (for commands);
+`python3 _hook.py confine [--write] [--project DIR] [--json]` checks (and writes) the sandbox settings.
 
 Standard library only; located from this file's own path (the plugin cache folder's name is not
 relied on). If the library cannot even be imported, a PreToolUse call is denied (fail closed).
@@ -28,6 +29,21 @@ def main() -> int:
         except BaseException as e:  # noqa: BLE001 - say so; the full kill switch that follows retries the flag
             sys.stdout.write(f"FAILED to set the kill switch flag ({type(e).__name__}: {e}); run the full kill switch\n")
         return 0
+    if event == "confine":  # `confine [--write] [--project DIR] [--json]`: Claude Code's sandbox settings (scripts/setup.sh)
+        try:
+            from qts.agent.confinement import cli_main
+        except BaseException as e:  # noqa: BLE001
+            sys.stderr.write(f"confine: the library could not be loaded ({type(e).__name__}: {e})\n")
+            return 1
+        return cli_main(sys.argv[2:])
+    if event == "kill_switch":  # hooks/kill_switch.sh: flag, paper loop, the trading agent's report, paper flatten
+        try:
+            from qts.agent import kill
+
+            return kill.main(sys.argv[2:])
+        except BaseException as e:  # noqa: BLE001 - never silent: the flag may not be set
+            sys.stdout.write(f"KILL SWITCH FAILED ({type(e).__name__}: {e}); run it again, or qts kill-switch\n")
+            return 1
     if event == "summary":  # plain-text state for a slash command's !`...` line: stdlib only, ALWAYS exit 0
         # (a failing !`cmd` aborts the whole slash command before the model sees it)
         try:

@@ -21,7 +21,7 @@ CCXT_STATIC = SHARED_DATA / "ccxt-static"
 
 # Settings the library reads from the environment: cleared for every test so a developer's shell
 # (or a .env of theirs) cannot change what a test sees.
-CONFIG_VARS = ("EXCHANGE", "EXCHANGE_API_KEY", "EXCHANGE_SECRET", "PAPER_TRADING", "TRADE_INTERVAL",
+CONFIG_VARS = ("EXCHANGE", "EXCHANGE_URL", "EXCHANGE_API_KEY", "EXCHANGE_SECRET", "PAPER_TRADING", "TRADE_INTERVAL",
                "MAX_POSITION_SIZE", "RISK_LIMIT_PERCENT", "SYMBOLS", "STRATEGY", "INITIAL_CASH", "FEE_BPS",
                "SLIPPAGE_BPS", "QTS_HOME", "CLAUDE_PROJECT_DIR")
 
@@ -30,9 +30,15 @@ T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, on every candle grid
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
+def _clean_env(monkeypatch, tmp_path_factory):
     for k in CONFIG_VARS:
         monkeypatch.delenv(k, raising=False)
+    # the key store, the agent's state and its socket live in the user's folders (qts.agent.paths):
+    # each test gets its own, so nothing reaches (or reads) the developer's real ~/.config
+    user = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(user / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(user / "state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(user / "run"))
 
 
 def _need(path: Path) -> Path:

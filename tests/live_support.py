@@ -1,6 +1,6 @@
 """Shared helpers for the live-broker and reliability tests (and bench/bench_live.py).
 
-Everything talks to the loopback Binance (``qts.testing.loopback_binance``) through the REAL
+Everything talks to the loopback Binance (``tests/support/loopback_exchange.py``) through the REAL
 ``ccxt.binance`` client; nothing in ccxt or the database is mocked.
 
 Run as a script, this file is the **driver** of the kill -9 tests: it opens a live session against a
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import sys
 import time
 from decimal import Decimal
@@ -26,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "lib") not in sys.path:
     sys.path.insert(0, str(REPO / "lib"))
+if str(REPO / "tests") not in sys.path:  # test equipment: ``from support.loopback_exchange import ...``
+    sys.path.insert(0, str(REPO / "tests"))
 
 PIN = "Tr4de-Safely!"          # the human's PIN in these tests (low scrypt cost below)
 SCRYPT_N = 2 ** 10
@@ -42,7 +42,7 @@ def now_ms() -> int:
 
 def ten_symbol_specs():
     """10 USDT symbols (the kill-switch scenario: 10 positions, 20 open orders)."""
-    from qts.testing.loopback_binance import SymbolSpec
+    from support.loopback_exchange import SymbolSpec
 
     out = []
     for b in TEN_SYMBOLS:
@@ -57,29 +57,13 @@ def ten_symbol_specs():
 def backfill_history(server, symbol: str, bars: int = 200, step_ms: int = 300_000, seed: int = 1,
                      vol: float = 0.004) -> None:
     """Give ``symbol`` a price history in the past, so the loopback's klines have real ranges (the
-    gate's risk layer needs an ATR to place a stop). The loopback has no public API for past prices
-    (``set_price`` stamps "now"), so this writes its history lists directly, under its lock; the last
-    price (the one in force now) is unchanged."""
-    from qts.testing.loopback_binance import _norm_symbol
-
-    sym = _norm_symbol(symbol)
-    rng = random.Random(seed)
-    with server._lock:
-        last = server._prices[sym]
-        tick = server._specs[sym].tick_size
-        t_now = server._hist_ts[sym][0]
-        px, ts = [], []
-        p = float(last)
-        for i in range(bars):
-            p *= math.exp(rng.gauss(0, vol))
-            px.append(max(tick, (Decimal(repr(p)) / tick).to_integral_value() * tick))
-            ts.append(t_now - (bars - i) * step_ms)
-        server._hist_ts[sym][:0] = ts
-        server._hist_px[sym][:0] = px
+    gate's risk layer needs an ATR to place a stop); the last price (the one in force now) is unchanged.
+    ``server`` is a ``LoopbackBinance`` or a ``RemoteLoopback`` (same seeded walk either way)."""
+    server.backfill(symbol, bars=bars, step_ms=step_ms, seed=seed, vol=vol)
 
 
 def make_server(symbols=None, balances=None, **kw):
-    from qts.testing.loopback_binance import LoopbackBinance
+    from support.loopback_exchange import LoopbackBinance
 
     kw.setdefault("idle_timeout", 60)
     kw.setdefault("max_lifetime", 900)
@@ -97,7 +81,7 @@ class Remote:
 
 
 def ccxt_client(server, timeout_ms: int = 3000, **kw):
-    from qts.testing.loopback_binance import make_ccxt_client
+    from support.loopback_exchange import make_ccxt_client
 
     ex = make_ccxt_client(server, timeout_ms=timeout_ms, **kw)
     ex.load_markets()
@@ -280,7 +264,7 @@ def _drive(argv=None) -> int:
     from qts.config import load_settings
     from qts.engine.session import open_session
     from qts.market.ccxt_feed import CcxtFeed
-    from qts.testing.loopback_binance import make_ccxt_client
+    from support.loopback_exchange import make_ccxt_client
 
     remote = Remote(args.url, args.key, args.secret)
     symbols = args.symbols.split(",")
@@ -303,3 +287,39 @@ def _drive(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_drive())
+
+
+# -- the live gate as the trading agent runs it (in-process) ------------------------------------------------
+
+def agent_gate(store, ex, symbols, *, max_order: float = 450.0, max_daily: float = 10_000_000.0,
+               policy=None, client=None, quote: str = "USDT", **broker_kw):
+    """The gate the trading agent runs, in this process: the REAL live broker, the agent's Authority over
+    an ExchangeView of the same loopback (positions, day's spend and mid prices from the exchange), and a
+    policy with a live grant. What the agent process adds on top (transports, journal, PIN unlock) is
+    tested through a real agent in test_redteam.py. Returns (gate, broker, authority)."""
+    import threading
+
+    from qts.agent.authority import Authority
+    from qts.agent.exchange_view import ExchangeView
+    from qts.agent.policy import Grant, Policy
+    from qts.gate import Gate
+
+    broker = live_broker(store, ex, symbols, quote=quote, client=client, **broker_kw)
+    if policy is None:
+        policy = Policy(grant=Grant.make(max_order, max_daily, list(symbols), 8, now_ms()),
+                        max_orders_per_minute=10_000, max_daily_loss_usd=1e9, order_approval_usd=1e9)
+    view = ExchangeView(broker.client, symbols, quote)
+    authority = Authority(view, policy, kill_flag=store.home.kill_flag)
+    from qts.safety.risk_profile import default_profile
+
+    authority.set_risk_profile(default_profile().model_copy(update={"max_orders_per_minute": 10_000}))
+    gate = Gate(store, broker.feed, broker, authority=authority, lock=threading.RLock(),
+                settings=live_settings_for_store(store, symbols))
+    return gate, broker, authority
+
+
+def live_settings_for_store(store, symbols):
+    from qts.config import load_settings
+
+    return load_settings(environ={"QTS_HOME": str(store.home.root), "PAPER_TRADING": "false",
+                                  "SYMBOLS": ",".join(symbols), "MAX_POSITION_SIZE": "100000"})

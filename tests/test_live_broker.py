@@ -2,7 +2,7 @@
 
 Nothing in ccxt or the database is mocked: the loopback is a real HTTP server on 127.0.0.1 and its
 access log / order book / balances are the exchange's side of every assertion. Faults are the
-loopback's own (see ``qts.testing.loopback_binance``): ``5xx``/``429``/``418``/``timeout`` are answered
+loopback's own (see ``tests/support/loopback_exchange.py``): ``5xx``/``429``/``418``/``timeout`` are answered
 BEFORE the request is processed; ``lost``/``malformed`` AFTER it (e.g. the order exists).
 """
 

@@ -207,7 +207,7 @@ FUZZ_KINDS = ("latency", "timeout", "429", "418", "5xx", "5xx", "malformed", "lo
 
 
 def _fuzz_server():
-    from qts.testing.loopback_binance import LoopbackBinance, SymbolSpec
+    from support.loopback_exchange import LoopbackBinance, SymbolSpec
 
     # every schedule trades its OWN pair with its OWN quote asset, so one server serves many schedules
     # with independent accounts (the loopback has no reset)

@@ -51,74 +51,47 @@ def kill_switch_grp(ctx, reason):
 
 @kill_switch_grp.command("engage")
 @click.option("--reason", default="manual", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else on stdout.")
+@click.option("--paper-only", is_flag=True, hidden=True,
+              help="Flatten only the paper account (the flag is already set; used by hooks/kill_switch.sh).")
 @click.pass_context
-def kill_engage(ctx, reason, as_json=False):
-    """Engage the switch and flatten (the default action)."""
+def kill_engage(ctx, reason, as_json=False, paper_only=False):
+    """Engage the switch and flatten (the default action).
+
+    The flag first (milliseconds, nothing else needed), then the paper loop is stopped, the trading
+    agent (live) cancels and closes from the exchange's own view and says "flat" only when the exchange
+    confirms it, and the paper account is flattened. Exit 0 only when everything is confirmed flat;
+    1 when anything is left or UNVERIFIED (live configured but no agent answered).
+    """
+    from .agent import kill
+
+    home = StateHome.resolve(ctx.obj.get("home"))
+    if paper_only:
+        out = _paper_flatten(ctx, home)
+        click.echo(json.dumps(out, default=str) if as_json else ("paper flat" if out.get("flat") else f"paper: {out}"))
+        sys.exit(0 if out.get("flat") else 1)
+    out = kill.run(home.root, reason, paper_flatten=lambda: _paper_flatten(ctx, home))
+    click.echo(json.dumps(out, default=str) if as_json else kill.render(out))
+    sys.exit(0 if out["flat"] else 1)
+
+
+def _paper_flatten(ctx, home) -> dict:
+    """Cancel and close the PAPER account through the gate's flatten path."""
     from .safety import kill_switch as ks
+    from .safety.session_tools import paper_tools, session_feed
 
-    home = StateHome.resolve(ctx.obj.get("home")).ensure()
-    t0 = time.perf_counter()
-    # 1. the flag first, before anything that could fail (settings, database)
-    step = ks.engage(home, reason)
-    out = {"flag_ms": round(step["flag_ms"], 2), "flag": str(home.kill_flag)}
+    store = _store(ctx)
     try:
-        store = _store(ctx)
-        store.event("kill_switch", f"engaged: {reason}", severity="critical",
-                    data={"action": "engaged", "reason": reason}, ts=step["ts"])
-    except Exception as e:
-        store = None
-        out["database_error"] = f"{e.__class__.__name__}: {e}"
-    out["loop"] = ks.stop_loop(home)
-    out["halted_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-    flat_ok = False
-    if store is not None:
-        out.update({"cancelled": [], "closed": [], "failed": [], "flatten_ms": 0.0})
-        try:
-            settings = _settings(ctx)
-            from .safety.session_tools import live_tools, paper_tools
-
-            accounts = [("paper", lambda: paper_tools(settings, store))]
-            if not settings.PAPER_TRADING or store.scalar("SELECT COUNT(*) FROM orders WHERE mode='live'"):
-                accounts.append(("live", lambda: live_tools(settings, store)))
-            flat_ok = True
-            for name, build in accounts:
-                try:
-                    gate, broker = build()
-                    rep = ks.flatten(gate, broker)
-                except Exception as e:  # e.g. the exchange is unreachable: the flag stays, retry later
-                    rep = ks.FlattenReport(failed=[{name: f"{e.__class__.__name__}: {str(e)[:200]}"}])
-                out["cancelled"] += rep.cancelled
-                out["closed"] += rep.closed
-                out["failed"] += rep.failed
-                out["flatten_ms"] += round(rep.ms, 2)
-                flat_ok = flat_ok and rep.flat
-            store.event("kill_switch", f"flatten: {len(out['cancelled'])} cancelled, {len(out['closed'])} closed, "
-                                       f"{len(out['failed'])} failed", severity="critical",
-                        data={"action": "flatten", **{k: out[k] for k in ("cancelled", "closed", "failed")}})
-            from .notify import on_kill_switch
-
-            on_kill_switch(home, "flatten", data={k: out[k] for k in ("cancelled", "closed", "failed")})
-        except Exception as e:
-            flat_ok = False
-            out["failed"].append({"flatten": f"{e.__class__.__name__}: {e}"})
+        settings = _settings(ctx)
+        gate, broker = paper_tools(settings, store, session_feed(settings, store))
+        rep = ks.flatten(gate, broker)
+        store.event("kill_switch", f"paper flatten: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
+                                   f"{len(rep.failed)} failed", severity="critical",
+                    data={"action": "flatten", "cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed})
+        return {"flat": rep.flat, "cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed,
+                "ms": round(rep.ms, 1)}
+    finally:
         store.close()
-    if as_json:
-        click.echo(json.dumps(out, indent=2, default=str))
-    else:
-        click.echo(f"KILL SWITCH ENGAGED  flag set in {out['flag_ms']:.1f} ms: {out['flag']}")
-        lp = out["loop"]
-        click.echo(f"  loop: {'stopped pid ' + str(lp['pid']) if lp['pid'] else 'none running'}"
-                   + ("" if lp["stopped"] else "  (STILL RUNNING: its orders are refused by the gate)"))
-        for c in out.get("cancelled", []):
-            click.echo(f"  cancelled {c}")
-        for c in out.get("closed", []):
-            click.echo(f"  closed {c['symbol']} {c['amount']:.6g} @ {c['price']:.2f}")
-        for f in out.get("failed", []):
-            click.echo(f"  NOT DONE: {f}  -> the flag stays set; run the kill switch again to retry")
-        click.echo("  flat." if flat_ok else "  not confirmed flat: see above.")
-        click.echo("  Reset needs the PIN, in your own terminal: qts kill-switch reset")
-    sys.exit(0 if flat_ok else 1)
 
 
 @kill_switch_grp.command("status")
@@ -276,7 +249,7 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
     logs/pre_trade.json. Exit code 3 when refused.
     """
     from .broker.models import OrderIntent
-    from .safety.session_tools import live_tools, paper_tools, session_feed
+    from .safety.session_tools import paper_tools, session_feed
 
     settings = _settings(ctx)
     try:
@@ -290,12 +263,12 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
                              price=limit_price, source="cli", reason="manual order", client_order_id=coid)
     except ValueError as e:
         raise InputError(str(e)) from None
+    if not settings.PAPER_TRADING:
+        _live_order(settings, intent, client_order_id or coid, dry_run, as_json)
+        return
     store = _store(ctx)
     try:
-        if settings.PAPER_TRADING:
-            gate, _ = paper_tools(settings, store, session_feed(settings, store))
-        else:
-            gate, _ = live_tools(settings, store)
+        gate, _ = paper_tools(settings, store, session_feed(settings, store))
     except Exception as e:
         store.close()
         raise click.ClickException(f"cannot reach the market: {e.__class__.__name__}: {str(e)[:200]}") from None
@@ -316,6 +289,41 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
                    if out["accepted"] else f"REFUSED {out['reason_code']}: {out['message']}")
     ok = out.get("allowed", out.get("accepted"))
     sys.exit(0 if ok else 3)
+
+
+def _live_order(settings, intent, caller_id: str, dry_run: bool, as_json: bool) -> None:
+    """A live order is an intent sent to the trading agent; it decides (the one gate) and answers."""
+    from .agent import protocol
+    from .agent.paths import AgentPaths
+
+    if dry_run:
+        raise InputError("--dry-run is paper-only: the agent decides live orders when they are sent")
+    paths = AgentPaths.for_home(settings.QTS_HOME)
+    params = {"symbol": intent.symbol, "side": intent.side, "amount": intent.amount, "type": intent.type,
+              "client_order_id": caller_id, "reason": intent.reason}
+    if intent.price is not None:
+        params["price"] = intent.price
+    try:
+        ans = protocol.call(paths, "order", params, timeout_s=60)
+    except protocol.AgentUnavailable as e:
+        out = {"accepted": False, "reason_code": "NO_AGENT", "message": str(e), "client_order_id": caller_id}
+    except (OSError, ValueError) as e:
+        out = {"accepted": False, "reason_code": "NO_AGENT", "message": f"the agent did not answer: {e}",
+               "client_order_id": caller_id}
+    else:
+        d = ans.get("data") or {}
+        out = {**d, "accepted": bool(ans.get("ok")), "reason_code": d.get("reason_code") or (None if ans.get("ok") else
+                                                                                              ans.get("code")),
+               "message": ans.get("message") or d.get("message", "")}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+    elif out.get("accepted"):
+        click.echo(f"LIVE {str(out.get('status', '')).upper()} {intent.side} {intent.symbol} {out.get('filled', 0):.8g}"
+                   + (f" @ {out['avg_price']:.8g}" if out.get("avg_price") else "")
+                   + ("  (duplicate: this client order id was already sent; this is its answer)" if out.get("duplicate") else ""))
+    else:
+        click.echo(f"REFUSED {out.get('reason_code')}: {out.get('message')}")
+    sys.exit(0 if out.get("accepted") else 3)
 
 
 # -- approvals (human only: the PIN is read from the terminal) -------------------------------------------

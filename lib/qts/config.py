@@ -59,7 +59,18 @@ class Settings(BaseModel):
     INITIAL_CASH: float = Field(10_000.0, gt=0, le=1e12, description="paper account starting cash (USD)")
     FEE_BPS: float = Field(10.0, ge=0, le=1000, description="paper fee per fill, basis points")
     SLIPPAGE_BPS: float = Field(5.0, ge=0, le=1000, description="paper slippage, basis points")
+    EXCHANGE_URL: str | None = Field(None, description="point the exchange client at this base URL (a local "
+                                                         "test exchange or a proxy); read by the agent at start")
     QTS_HOME: Path
+
+    @field_validator("EXCHANGE_URL")
+    @classmethod
+    def _exchange_url(cls, v):
+        if v is None or str(v).strip() == "":
+            return None
+        from .market.exchange_url import validate_exchange_url
+
+        return validate_exchange_url(str(v))
 
     @field_validator("EXCHANGE")
     @classmethod

@@ -17,44 +17,11 @@ from typing import Callable
 
 from .broker.models import OrderIntent, OrderResult, make_client_order_id
 from .fsutil import append_jsonl
+from .verdicts import Reason, Refuse, Verdict
 
 
-class Reason:
-    """Stable reason codes (the contract with hooks, the assistant and reports)."""
-
-    OK = "OK"
-    BAD_ORDER = "BAD_ORDER"
-    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
-    EXCHANGE_RULES = "EXCHANGE_RULES"
-    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-    INSUFFICIENT_POSITION = "INSUFFICIENT_POSITION"
-    DUPLICATE = "DUPLICATE"
-    GATE_ERROR = "GATE_ERROR"
-    BROKER_ERROR = "BROKER_ERROR"
-    KILL_SWITCH = "KILL_SWITCH"
-    TRADING_HALTED = "TRADING_HALTED"
-    TRADING_REDUCING = "TRADING_REDUCING"
-    BREAKER_OPEN = "BREAKER_OPEN"
-    LIVE_NOT_APPROVED = "LIVE_NOT_APPROVED"
-    LIVE_SCOPE = "LIVE_SCOPE"
-    LIVE_PREREQUISITE = "LIVE_PREREQUISITE"
-    ORDER_APPROVAL_NEEDED = "ORDER_APPROVAL_NEEDED"
-
-
-@dataclass
-class Verdict:
-    allowed: bool
-    code: str = Reason.OK
-    message: str = ""
-    intent: OrderIntent | None = None
-    adjustments: list[str] = field(default_factory=list)
-    check: str | None = None
-
-
-class Refuse(Exception):
-    def __init__(self, code: str, message: str):
-        self.code, self.message = code, message
-        super().__init__(f"{code}: {message}")
+# the verdict types live below the gate (verdicts.py) so that the checks can import them; re-exported here
+__all__ = ["Gate", "Reason", "Refuse", "Verdict", "DEFAULT_CHECKS"]
 
 
 def _revoke_live_grant(store):
@@ -75,31 +42,54 @@ def check_order_sane(gate: "Gate", intent: OrderIntent) -> OrderIntent:
         raise Refuse(Reason.UNKNOWN_SYMBOL, f"{intent.symbol} is not a market of this session")
     if not (isinstance(intent.amount, (int, float)) and math.isfinite(intent.amount) and intent.amount > 0):
         raise Refuse(Reason.BAD_ORDER, f"amount must be a positive finite number, got {intent.amount!r}")
-    if intent.price is not None and not (math.isfinite(intent.price) and intent.price > 0):
+    if intent.price is not None and intent.type != "limit":
+        # ccxt turns amount x price into a quote amount for some exchanges (Binance's quoteOrderQty): a
+        # "market sell 1 BTC at 200x" would sell 200 BTC. A price belongs to limit orders only.
+        raise Refuse(Reason.BAD_ORDER, f"a {intent.type} order takes no price (got {intent.price!r}); "
+                                       "use a limit order to name a price")
+    if intent.price is not None and not (isinstance(intent.price, (int, float)) and math.isfinite(intent.price)
+                                         and intent.price > 0):
         raise Refuse(Reason.BAD_ORDER, f"price must be a positive finite number, got {intent.price!r}")
     return intent
 
 
 def reduces_exposure(gate: "Gate", intent: OrderIntent) -> bool:
-    """Long-only spot: a sell of no more than the position held."""
-    return intent.side == "sell" and intent.amount <= gate.broker.position_amount(intent.symbol) + 1e-12
+    """Long-only spot: a sell of no more than the position held (the exchange's balance, in the agent)."""
+    return intent.side == "sell" and intent.amount <= gate.position(intent.symbol) + 1e-12
 
 
 def is_flatten(gate: "Gate", intent: OrderIntent) -> bool:
-    return intent.source == "kill_switch" and intent.type == "market" and reduces_exposure(gate, intent)
+    """An order the kill switch made inside this process (Gate.submit_flatten): no field a caller sets
+    can claim the exemption."""
+    return (intent.client_order_id is not None and intent.client_order_id in gate._flatten_ids
+            and intent.type == "market" and intent.side == "sell" and reduces_exposure(gate, intent))
 
 
 def check_kill_switch(gate: "Gate", intent: OrderIntent) -> OrderIntent:
-    from .safety import kill_switch
+    if gate.authority is not None:
+        engaged, why = gate.authority.kill_switch()
+    else:
+        from .safety import kill_switch
 
-    ks = kill_switch.status(gate.store.home, gate.store)
-    if ks.engaged and not is_flatten(gate, intent):
-        raise Refuse(Reason.KILL_SWITCH, f"kill switch engaged ({ks.reason}); only flattening orders pass. "
+        ks = kill_switch.status(gate.store.home, gate.store)
+        engaged, why = ks.engaged, ks.reason
+    if engaged and not is_flatten(gate, intent):
+        raise Refuse(Reason.KILL_SWITCH, f"kill switch engaged ({why}); only flattening orders pass. "
                                          "A human resets it with the PIN in their own terminal.")
     return intent
 
 
 def check_trading_state(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    if gate.authority is not None:
+        state, breaker_open, why = gate.authority.trading_state()
+        if state == "HALTED" and not is_flatten(gate, intent):
+            raise Refuse(Reason.TRADING_HALTED, f"trading state HALTED ({why})")
+        if state == "REDUCING" and not reduces_exposure(gate, intent):
+            raise Refuse(Reason.TRADING_REDUCING, "trading state REDUCING: only orders that reduce exposure pass")
+        if breaker_open and not reduces_exposure(gate, intent):
+            raise Refuse(Reason.BREAKER_OPEN, f"circuit breaker open ({why}): only orders that reduce exposure "
+                                              "pass until the human resumes with the PIN")
+        return intent
     st = gate.breaker.status(int(time.time() * 1000))  # wall clock: breaker state is about the real world
     if st.trading_state == "HALTED" and not is_flatten(gate, intent):
         raise Refuse(Reason.TRADING_HALTED, f"trading state HALTED ({st.reason})")
@@ -115,9 +105,21 @@ def check_trading_state(gate: "Gate", intent: OrderIntent) -> OrderIntent:
 def check_live_approval(gate: "Gate", intent: OrderIntent) -> OrderIntent:
     if gate.mode != "live":
         return intent
-    from .safety.live_approval import require_live_approval
+    if gate.authority is None:
+        # live money moves only through the trading agent the human started with the PIN
+        raise Refuse(Reason.NO_AGENT, "live orders are placed only by the trading agent; the human starts it in "
+                                      "their own terminal with `qts agent start`")
+    return gate.authority.check_live(gate, intent)
 
-    return require_live_approval(gate, intent)
+
+def check_collar(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    """Every live order, reduce-only and flattening ones included, against a mid price the agent
+    fetches itself (not a price anyone passed in)."""
+    if gate.mode != "live":
+        return intent
+    if gate.authority is None:
+        raise Refuse(Reason.NO_AGENT, "no trading agent: no price collar, no live order")
+    return gate.authority.check_collar(gate, intent)
 
 
 def check_risk(gate: "Gate", intent: OrderIntent) -> OrderIntent:
@@ -136,30 +138,60 @@ def check_exchange_rules(gate: "Gate", intent: OrderIntent) -> OrderIntent:
         raise Refuse(Reason.EXCHANGE_RULES, f"{intent.symbol}: {problem}")
     if intent.side == "buy":
         need = amount * price * (1 + gate.broker.fee_rate + gate.broker.slippage)
-        cash = gate.broker.cash()
+        cash = gate.authority.cash() if gate.authority is not None else gate.broker.cash()
         if need > cash + 1e-9:
             raise Refuse(Reason.INSUFFICIENT_FUNDS, f"buy needs about {need:.2f}, cash is {cash:.2f}")
     else:
-        held = gate.broker.position_amount(intent.symbol)
+        held = gate.position(intent.symbol)
         if amount > held + 1e-12:
             raise Refuse(Reason.INSUFFICIENT_POSITION, f"sell {amount} exceeds the position {held} (long-only spot)")
     return replace(intent, amount=amount) if amount != intent.amount else intent
 
 
-# The order is the contract: kill switch -> breaker / trading state -> live approval -> risk -> exchange.
+# The order is the contract: kill switch -> breaker / trading state -> live approval -> price collar ->
+# risk -> exchange.
 DEFAULT_CHECKS: list[Check] = [check_order_sane, check_kill_switch, check_trading_state, check_live_approval,
-                               check_risk, check_exchange_rules]
+                               check_collar, check_risk, check_exchange_rules]
 
 
 class Gate:
-    def __init__(self, store, feed, broker, settings=None, checks: list[Check] | None = None, breaker=None):
+    """``authority``: the trading agent's in-memory policy (agent/service.py). With it, the kill switch,
+    trading state, live approval, collar and positions come from the agent, not from files. ``lock``:
+    held from the first check to the broker's answer, so concurrent callers are served one at a time
+    (no gap between checking and sending)."""
+
+    def __init__(self, store, feed, broker, settings=None, checks: list[Check] | None = None, breaker=None,
+                 authority=None, lock=None):
         from .safety.breaker import Breaker
 
         self.store, self.feed, self.broker, self.settings = store, feed, broker, settings
+        self.authority, self.lock = authority, lock
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
         self.breaker = breaker or Breaker(store.home, store, on_trip=_revoke_live_grant(store))
         self._notes: list[str] = []
         self._pending_consumptions: list = []
+        self._flatten_ids: set[str] = set()
+
+    def position(self, symbol: str) -> float:
+        """What is held: the exchange's balance when the agent decides, else the broker's books."""
+        if self.authority is not None:
+            return self.authority.position(symbol)
+        return self.broker.position_amount(symbol)
+
+    def submit_flatten(self, symbol: str, amount: float, reason: str = "kill switch: flatten",
+                       client_order_id: str | None = None) -> OrderResult:
+        """A market sell the kill switch makes: the only kind of order that passes an engaged kill
+        switch or a HALTED state (it must still reduce exposure, and pass the collar when live)."""
+        import secrets
+        import zlib
+
+        coid = client_order_id or f"qtsk{int(time.time() * 1000):x}{zlib.crc32(symbol.encode()):08x}{secrets.token_hex(2)}"
+        self._flatten_ids.add(coid)
+        try:
+            return self.submit(OrderIntent(symbol, "sell", amount, strategy="kill_switch", reason=reason,
+                                           reduce_only=True, source="kill_switch", client_order_id=coid))
+        finally:
+            self._flatten_ids.discard(coid)
 
     def consume_on_submit(self, fn) -> None:
         """A check's single-use approval, used up only if the order is actually sent (not on a dry run,
@@ -198,6 +230,9 @@ class Gate:
 
     def submit(self, intent: OrderIntent) -> OrderResult:
         try:
+            if self.lock is not None:
+                with self.lock:
+                    return self._submit(intent)
             return self._submit(intent)
         except Exception as e:  # never let an error become an order or a crash of the caller
             self._log_error("gate.submit", e)
@@ -239,6 +274,11 @@ class Gate:
             result = OrderResult(False, coid, "rejected", reason_code=Reason.BROKER_ERROR,
                                  message=f"{e.__class__.__name__}: {e}")
         result.adjustments = verdict.adjustments
+        if self.authority is not None:
+            try:  # the agent's view of balances is stale once an order went out
+                self.authority.after_order(verdict.intent, result)
+            except Exception as e:
+                self._log_error("authority.after_order", e)
         try:
             append_jsonl(self.store.home.post_trade_log, {"ts": now, "logged_at": time.time(), "mode": self.mode,
                                                           **result.to_dict(), "symbol": intent.symbol, "side": intent.side})

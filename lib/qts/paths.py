@@ -31,6 +31,10 @@ class StateHome:
 
     root: Path
 
+    def __post_init__(self):
+        if not isinstance(self.root, Path):  # a str (or any path-like) is accepted and kept as a Path
+            object.__setattr__(self, "root", Path(self.root))
+
     @classmethod
     def resolve(cls, explicit=None, environ=None) -> "StateHome":
         return cls(resolve_home(explicit, environ))

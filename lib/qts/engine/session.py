@@ -121,76 +121,21 @@ def last_cycle_ts(home) -> int | None:
     return int(last) if last else None
 
 
+LIVE_IN_AGENT = ("PAPER_TRADING=false: live trading runs only inside the trading agent, which the human starts in "
+                 "their own terminal with the PIN (`qts agent start`). `qts run` and `qts once` trade paper only; "
+                 "set PAPER_TRADING=true (or unset it) for them")
+
+
 def open_session(settings: Settings, feed, strategy_params: dict | None = None, exchange=None) -> Session:
-    """Paper unless PAPER_TRADING=false; live also needs a closed breaker (else it carries on in
-    paper and says so), keys that cannot withdraw, and a finished reconciliation."""
+    """A PAPER session. Live trading runs only inside the trading agent (agent/service.py), never in a
+    process the assistant can start: PAPER_TRADING=false is refused here with a message saying so."""
+    if not settings.PAPER_TRADING:
+        raise SessionError(LIVE_IN_AGENT)
     store = Store.open(settings.home)
     sync_trades(store)  # a crash between a fill's commit and its journal line is repaired here
     paper = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
     paper.ensure_account(settings.INITIAL_CASH)
-    broker = paper
-    notice = None
-    if not settings.PAPER_TRADING:
-        from ..safety.breaker import Breaker
-
-        st = Breaker(settings.home, store).status(int(time.time() * 1000))
-        if not st.live_allowed:
-            notice = (f"PAPER_TRADING=false, but the circuit breaker is {st.state} ({st.reason}): "
-                      "trading carries on in PAPER mode")
-            store.event("loop", notice, severity="warning")
-        else:
-            broker = start_live(settings, store, feed, exchange)
-    gate = Gate(store, feed, broker, settings=settings)
+    gate = Gate(store, feed, paper, settings=settings)
     strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
-    loop = TradingLoop(settings, store, feed, broker, gate, strategies, paper_broker=paper)
-    session = Session(settings, store, feed, broker, gate, loop)
-    session.notice = notice
-    return session
-
-
-def attach_keys(ex, settings: Settings, store: Store):
-    """Give the ccxt client its keys: from the settings, else from the PIN-encrypted store (asking for
-    the PIN on the terminal). SessionError says what is missing."""
-    if not ex.apiKey:
-        if settings.has_keys:
-            ex.apiKey = settings.EXCHANGE_API_KEY.get_secret_value()
-            ex.secret = settings.EXCHANGE_SECRET.get_secret_value()
-        else:
-            ex.apiKey, ex.secret = stored_keys(store, settings)
-    return ex
-
-
-def stored_keys(store: Store, settings: Settings) -> tuple[str, str]:
-    """The exchange keys kept encrypted under the PIN (safety/secret_store.py): asks for the PIN on the
-    terminal, so only the human can start live trading with them."""
-    from ..safety import secret_store
-    from ..safety.approve import ApprovalError, unlock_from_terminal
-
-    if not secret_store.exists(store.home):
-        raise SessionError("PAPER_TRADING=false needs exchange keys: store them encrypted under your PIN "
-                           "(hooks/guard_approve.sh store-keys, recommended) or set EXCHANGE_API_KEY and "
-                           "EXCHANGE_SECRET")
-    try:
-        keys = secret_store.load_keys(store.home, unlock_from_terminal(store, "PIN to unlock the exchange keys: "))
-    except (ApprovalError, secret_store.SecretStoreError) as e:
-        raise SessionError(f"the exchange keys are stored under the PIN and could not be unlocked: {e}") from None
-    if keys.get("exchange") and keys["exchange"] != settings.EXCHANGE:
-        raise SessionError(f"the stored keys are for {keys['exchange']}, not EXCHANGE={settings.EXCHANGE}")
-    return keys["api_key"], keys["secret"]
-
-
-def start_live(settings: Settings, store: Store, feed, exchange=None):
-    """A reconciled live broker, or SessionError saying exactly what is missing."""
-    from ..broker.live import LiveBroker
-    from ..broker.permissions import check_live_keys
-
-    if not hasattr(feed, "exchange"):
-        raise SessionError("live trading follows the exchange's own data: use --live-data, not a replay")
-    ex = attach_keys(exchange or feed.exchange, settings, store)
-    ok, why = check_live_keys(ex)
-    store.event("approval", f"key permission check: {why}", severity="info" if ok else "critical")
-    if not ok:
-        raise SessionError(why)
-    broker = LiveBroker(store, feed, ex)
-    broker.reconcile()
-    return broker
+    loop = TradingLoop(settings, store, feed, paper, gate, strategies, paper_broker=paper)
+    return Session(settings, store, feed, paper, gate, loop)

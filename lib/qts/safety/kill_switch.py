@@ -154,9 +154,9 @@ class FlattenReport:
 
 
 def flatten(gate, broker, retries: int = 3, backoff_s: float = 0.2) -> FlattenReport:
-    """Cancel every open order, then close every position through the gate, retrying failures."""
-    from ..broker.models import OrderIntent
-
+    """Cancel every open order, then close every position through the gate's flatten path (the only
+    orders an engaged switch lets through), retrying failures. In-process, for the PAPER account: the
+    live account is flattened by the trading agent, from the exchange's own view (agent/flatten.py)."""
     t0 = time.perf_counter()
     rep = FlattenReport()
     for o in broker.open_orders():
@@ -178,10 +178,8 @@ def flatten(gate, broker, retries: int = 3, backoff_s: float = 0.2) -> FlattenRe
             amount = rules.amount_to_precision(held)
             if amount <= 0:
                 break
-            intent = OrderIntent(sym, "sell", amount, strategy="kill_switch", reason="kill switch: flatten",
-                                 reduce_only=True, source="kill_switch",
-                                 client_order_id=f"qtsk{int(time.time() * 1000):x}{attempt}{zlib.crc32(sym.encode()):08x}")
-            res = gate.submit(intent)
+            coid = f"qtsk{int(time.time() * 1000):x}{attempt}{zlib.crc32(sym.encode()):08x}"
+            res = gate.submit_flatten(sym, amount, client_order_id=coid)
             if res.accepted and res.status == "filled":
                 rep.closed.append({"symbol": sym, "amount": res.filled, "price": res.avg_price})
                 last_error = None

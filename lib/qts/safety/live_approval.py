@@ -56,7 +56,7 @@ DAY_MS = 86_400_000
 
 
 def _refuse(code: str, msg: str):
-    from ..gate import Refuse
+    from ..verdicts import Refuse
 
     return Refuse(code, msg)
 

@@ -2,7 +2,9 @@
 
 How it works
 ------------
-``safety/pin.json`` (mode 0600, written atomically) holds:
+``pin.json`` in the KEY STORE (mode 0600, written atomically) holds. The key store lives outside the
+project, in the user's config folder (``~/.config/quant-trading-system/keys/<home-id>/``, see
+``agent/paths.py``), where Claude Code's sandbox keeps the assistant from reading or writing it:
 
 * scrypt parameters (N=2**17, r=8, p=1, 64-byte output) and a random 32-byte salt;
 * ``verifier``: the first 32 bytes of scrypt(PIN). The last 32 bytes are the key-encryption key
@@ -19,7 +21,7 @@ and TTLs are seconds.
 
 Lockout: 5 consecutive failures lock PIN entry for 60 s; every further failure locks again for
 twice as long (120 s, 240 s, ...) up to 24 h. While locked even the right PIN is refused. Failures
-live in ``safety/pin_attempts.json`` and are also reported through the ``announce`` callback (same
+live in ``pin_attempts.json`` beside it and are also reported through the ``announce`` callback (same
 shape as ``Store.event``) so the caller can log them to the database; the caller may pass
 ``recent_failures`` (consecutive failures since the last success, counted from its own records) and
 the larger of the two counts wins. The attempts file is written when a PIN is set, so a missing
@@ -195,16 +197,40 @@ def _call(announce: Announce | None, kind: str, message: str, severity: str, dat
         announce(kind, message, severity, data)
 
 
+def keystore_dir(home: StateHome) -> Path:
+    """The key store for this state home: OUTSIDE the project (agent/paths.py), where the sandboxed
+    assistant can neither read it (an offline PIN guess needs the record) nor write it."""
+    from ..agent.paths import AgentPaths
+
+    return AgentPaths.for_home(home.root).keystore
+
+
 def pin_path(home: StateHome) -> Path:
-    return home.safety_dir / "pin.json"
+    return keystore_dir(home) / "pin.json"
 
 
 def attempts_path(home: StateHome) -> Path:
-    return home.safety_dir / "pin_attempts.json"
+    return keystore_dir(home) / "pin_attempts.json"
 
 
 def _lock_path(home: StateHome) -> Path:
-    return home.safety_dir / ".pin.lock"
+    return keystore_dir(home) / ".pin.lock"
+
+
+def ensure_keystore(home: StateHome) -> Path:
+    """The key store folder, mode 0700 (its parents too, where this process creates them)."""
+    d = keystore_dir(home)
+    if not d.is_dir():
+        old = os.umask(0o077)
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        finally:
+            os.umask(old)
+    try:
+        os.chmod(d, 0o700)
+    except OSError:
+        pass
+    return d
 
 
 def ensure_safety_dir(home: StateHome) -> Path:
@@ -412,7 +438,7 @@ def _parse_record(raw: bytes) -> PinRecord:
     except PinRecordCorrupt:
         raise
     except Exception as e:
-        raise PinRecordCorrupt("the PIN record (safety/pin.json) is unreadable: "
+        raise PinRecordCorrupt("the PIN record (pin.json in the key store) is unreadable: "
                                f"{e.__class__.__name__}: {e}") from None
 
 
@@ -519,7 +545,7 @@ def _read_attempts(home: StateHome, pin_exists: bool) -> _Attempts:
 
 
 def _write_attempts(home: StateHome, failures: int, last_failure_ts: int | None, note: str = "") -> None:
-    ensure_safety_dir(home)
+    ensure_keystore(home)
     write_atomic(attempts_path(home), _canonical({"version": 1, "failures": failures,
                                                   "last_failure_ts": last_failure_ts, "note": note}))
 
@@ -613,7 +639,7 @@ def unlock(home: StateHome, pin: str, *, now: int | None = None, recent_failures
     ``pin_failure`` events after the last ``pin_unlocked`` event); the larger count wins.
     """
     now = _now_ms(now)
-    ensure_safety_dir(home)
+    ensure_keystore(home)
     with file_lock(_lock_path(home)):
         state, rec = _record_state(home)
         if rec is None:
@@ -648,7 +674,7 @@ def set_pin(home: StateHome, new_pin: str, old_pin: str | None = None, *,
     now = _now_ms(now)
     check_pin_rules(new_pin)
     _check_kdf_params(scrypt_n, SCRYPT_R, SCRYPT_P)
-    ensure_safety_dir(home)
+    ensure_keystore(home)
     with file_lock(_lock_path(home)):
         state, rec = _record_state(home)
         previous = None

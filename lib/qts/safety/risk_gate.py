@@ -26,6 +26,10 @@ def _stamp(path):
 
 
 def effective_profile(gate):
+    if getattr(gate, "authority", None) is not None:
+        prof = gate.authority.risk_profile()  # the agent's in-memory profile: files only tighten it
+        if prof is not None:
+            return prof
     home = gate.store.home
     path = home.safety_dir / "risk_profile.json"
     # the cache holds only while every file the verdict depends on is unchanged: the profile, its
@@ -144,7 +148,7 @@ def build_snapshot(gate, intent, full: bool = True) -> PortfolioSnapshot:
 def apply_risk(gate, intent):
     from dataclasses import replace
 
-    from ..gate import Refuse
+    from ..verdicts import Refuse
 
     profile = effective_profile(gate)
     snap = build_snapshot(gate, intent, full=intent.side == "buy")

@@ -1,7 +1,7 @@
 """The exchange keys, stored encrypted under the PIN: the recommended alternative to environment
 variables (which every command the assistant runs inherits, and any `env` would print).
 
-``safety/exchange_keys.enc`` holds the API key and secret encrypted with AES-256-GCM under a key
+``exchange_keys.enc`` in the key store (outside the project, beside the PIN record) holds the API key and secret encrypted with AES-256-GCM under a key
 derived from the PIN-unlocked signing key (pin.SigningKey.derive_key), bound to this state home and
 to that key's fingerprint. Reading them needs the PIN, typed on a terminal: so live trading with
 stored keys can only be started by the human, in their own terminal. Changing the PIN re-encrypts
@@ -25,7 +25,9 @@ class SecretStoreError(RuntimeError):
 
 
 def path(home: StateHome):
-    return home.safety_dir / "exchange_keys.enc"
+    from .pin import keystore_dir
+
+    return keystore_dir(home) / "exchange_keys.enc"
 
 
 def exists(home: StateHome) -> bool:
@@ -44,7 +46,9 @@ def store_keys(home: StateHome, signing_key, exchange: str, api_key: str, secret
     nonce = os.urandom(12)
     plain = json.dumps({"exchange": exchange, "api_key": api_key, "secret": secret}).encode()
     ct = AESGCM(signing_key.derive_key(PURPOSE)).encrypt(nonce, plain, _aad(home, signing_key.fingerprint))
-    home.safety_dir.mkdir(parents=True, exist_ok=True)
+    from .pin import ensure_keystore
+
+    ensure_keystore(home)
     write_atomic(path(home), json.dumps({"version": 1, "fingerprint": signing_key.fingerprint,
                                          "nonce": base64.b64encode(nonce).decode(),
                                          "ciphertext": base64.b64encode(ct).decode()}), mode=0o600)

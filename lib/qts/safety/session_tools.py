@@ -1,4 +1,6 @@
-"""Build a gate and broker for one-off work outside the loop (an order from the CLI, the kill switch)."""
+"""Build a PAPER gate and broker for one-off work outside the loop (an order from the CLI, the kill switch).
+
+Live orders never go through here: they are intents sent to the trading agent (agent/protocol.py)."""
 
 from __future__ import annotations
 
@@ -40,23 +42,4 @@ def paper_tools(settings, store: Store, feed=None):
     feed = feed or StoredPriceFeed(store, "paper")
     broker = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
     broker.ensure_account(settings.INITIAL_CASH)
-    return Gate(store, feed, broker, settings=settings), broker
-
-
-def live_tools(settings, store: Store, exchange=None):
-    """A reconciled live broker and a gate on it (the kill switch and `qts order` in a live account)."""
-    from ..gate import Gate
-    from ..market.ccxt_feed import CcxtFeed, public_exchange
-    from ..broker.live import LiveBroker
-
-    from ..engine.session import attach_keys
-
-    # keys stored under the PIN are unlocked on the terminal: the flag is already set, so an emergency
-    # without the PIN still stops all trading; only the live flatten waits for it
-    ex = attach_keys(exchange or public_exchange(settings.EXCHANGE), settings, store)
-    symbols = sorted(set(settings.SYMBOLS) | {r["symbol"] for r in store.query(
-        "SELECT DISTINCT symbol FROM orders WHERE mode='live'")})
-    feed = CcxtFeed(ex, symbols, settings.TRADE_INTERVAL)
-    broker = LiveBroker(store, feed, ex)
-    broker.reconcile()
     return Gate(store, feed, broker, settings=settings), broker

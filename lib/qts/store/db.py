@@ -9,6 +9,7 @@ same connection for queries and introspection (imported lazily: it pulls in pand
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -129,6 +130,27 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file now at the path; None when it is gone. A long-lived
+        process compares it with what it opened to notice a deleted or replaced database."""
+        try:
+            st = os.stat(self.home.db_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def reopen(self) -> None:
+        """Open the database at the path again (after it was deleted or replaced), with its migrations."""
+        with self._lock:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.home.ensure()
+            self.conn = connect(self.home.db_path)
+            migrate(self.conn)
+            self._db = None
 
     @property
     def db(self):
