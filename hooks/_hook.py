@@ -24,7 +24,7 @@ def main() -> int:
             args = sys.argv[2:]
             reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
             home = StateHome.resolve().ensure()
-            engage(home, reason)
+            engage(home, reason, notify=False)  # the full kill switch that follows sends the notification
             sys.stdout.write(f"kill switch flag set: {home.kill_flag} (reason: {reason})\n")
         except BaseException as e:  # noqa: BLE001 - say so; the full kill switch that follows retries the flag
             sys.stdout.write(f"FAILED to set the kill switch flag ({type(e).__name__}: {e}); run the full kill switch\n")

@@ -90,9 +90,13 @@ class World:
         self.symbols = tuple(symbols)
         self.exchange_dir = self.base / "exchange"  # the exchange's own files: not the user's
         self.exchange_dir.mkdir()
+        import secrets as _secrets
+
+        # a random secret per world: a fixed one would "appear" in any transcript that merely searched for it
         self.exchange_proc, self.server = start_standalone(
             self.exchange_dir, symbols=list(self.symbols), balances=balances or {"USDT": "10000"},
-            idle_timeout=600, max_lifetime=1800)
+            idle_timeout=600, max_lifetime=1800, api_key="k" + _secrets.token_hex(16),
+            secret="s" + _secrets.token_hex(24))
         for s in self.symbols:
             self.server.backfill(s)
         self.env = {

@@ -10,6 +10,7 @@ and say nothing).
 from __future__ import annotations
 
 import json
+import time
 import os
 import shutil
 import subprocess
@@ -406,14 +407,33 @@ def test_deleted_flag_still_engaged_through_the_database(env, home):
     assert decision(obj) == "deny" and "KILL_SWITCH" in reason(obj) and "database" in reason(obj)
 
 
-def test_live_order_without_approval_is_denied(env, home):
+def _agent_status(home: Path, env: dict, **policy) -> None:
+    """What a running agent's status file says (outside the project, where the agent writes it)."""
+    from qts.agent.paths import AgentPaths
+
+    paths = AgentPaths.for_home(home, env=env)
+    paths.state.mkdir(parents=True, exist_ok=True)
+    pol = {"kill_switch": False, "trading_state": "ACTIVE", "grant": None, **policy}
+    paths.status_file.write_text(json.dumps({"state": "running", "heartbeat": time.time(), "policy": pol}))
+
+
+def test_live_orders_are_denied_early_unless_a_trading_agent_would_take_them(env, home):
     for cmd in ("PAPER_TRADING=false qts order buy BTC/USDT 0.001", "qts order buy BTC/USDT 0.001 --live"):
         obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash(cmd), env))
         assert decision(obj) == "deny", cmd
-        assert "BREAKER_OPEN" in reason(obj) or "LIVE_NOT_APPROVED" in reason(obj)
+        assert "NO_AGENT" in reason(obj) and "qts agent start" in reason(obj)
     env_live = dict(env, PAPER_TRADING="false")
     obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.001"), env_live))
     assert decision(obj) == "deny"
+    _agent_status(home, env)                                           # running, no grant
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.001"), env_live))
+    assert decision(obj) == "deny" and "LIVE_NOT_APPROVED" in reason(obj)
+    _agent_status(home, env, trading_state="HALTED", state_reason="drill")
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.001"), env_live))
+    assert decision(obj) == "deny" and "TRADING_HALTED" in reason(obj)
+    _agent_status(home, env, grant={"expires_ts": (time.time() + 3600) * 1000})
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.001"), env_live))
+    assert obj is None  # no opinion: the agent decides (and the user's own permission settings stay in charge)
 
 
 def test_halted_trading_state_denies_orders(env, home):

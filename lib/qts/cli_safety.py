@@ -349,85 +349,46 @@ def approve_set_pin(ctx):
     click.echo(f"PIN {out['origin']}; key fingerprint {out['fingerprint'][:12]}...")
     for w in out["warnings"]:
         click.echo(f"warning: {w}")
-    click.echo("Live trading with a new key opens after the cool-down (1 h).")
+    click.echo("The trading agent trusts the key it is unlocked with at start: restart it (qts agent start) "
+               "after changing the PIN.")
 
 
-@approve_grp.command("live")
-@click.option("--max-order", type=click.FloatRange(min=1), default=100, show_default=True, help="USD per order.")
-@click.option("--max-daily", type=click.FloatRange(min=1), default=1000, show_default=True, help="USD per day.")
-@click.option("--symbols", default=None, help="Comma-separated; default: SYMBOLS.")
-@click.option("--hours", type=click.FloatRange(min=0.05, max=24), default=8, show_default=True)
+AGENT_LIVE = ("live trading is the trading agent's: start it in your own terminal with the grant, "
+              "`qts agent start --max-order USD --max-daily USD` (or hooks/guard_approve.sh live ...), and loosen a "
+              "running agent with `qts agent approve grant|order|resume ...`")
+
+
+@approve_grp.command("live", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
-@_approval_errors
-def approve_live(ctx, max_order, max_daily, symbols, hours):
-    """Approve live trading, scoped (per order, per day, symbols) and expiring (default 8 h)."""
-    from .safety.approve import now_ms, unlock_from_terminal
-    from .safety.grants import issue_live_grant
-
-    settings = _settings(ctx)
-    syms = [x.strip().upper() for x in symbols.split(",")] if symbols else list(settings.SYMBOLS)
-    store = _store(ctx)
-    key = unlock_from_terminal(store, "PIN to approve LIVE trading: ")
-    g = issue_live_grant(store.home, key, max_order_notional=max_order, max_daily_notional=max_daily,
-                         symbols=syms, ttl_s=hours * 3600, now=now_ms())
-    store.event("approval", f"live grant issued: {max_order} USD/order, {max_daily} USD/day, {', '.join(syms)}, "
-                            f"{hours} h", severity="warning", data={"grant_id": g.id})
-    store.close()
-    click.echo(f"live grant until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(g.expires_ts / 1000))}: "
-               f"{max_order:g} USD/order, {max_daily:g} USD/day, {', '.join(syms)}")
-    if settings.PAPER_TRADING:
-        click.echo("note: PAPER_TRADING is still true; set PAPER_TRADING=false to trade live.")
+def approve_live(ctx):
+    """Moved: live grants go to the trading agent (`qts agent start --max-order ... --max-daily ...`)."""
+    click.echo(f"error: {AGENT_LIVE}", err=True)
+    sys.exit(2)
 
 
 @approve_grp.command("revoke")
 @click.pass_context
 def approve_revoke(ctx):
-    """End live trading now (no PIN needed: it only reduces risk)."""
-    from .safety.grants import revoke_live_grant
+    """End live trading now: revoke the running agent's grant (no PIN needed: it only reduces risk)."""
+    from .agent import protocol
+    from .agent.paths import AgentPaths
 
-    store = _store(ctx)
-    removed = revoke_live_grant(store.home)
-    store.event("approval", "live grant revoked", severity="warning")
-    store.close()
-    click.echo("live grant revoked" if removed else "there was no live grant")
+    paths = AgentPaths.for_home(_settings(ctx).QTS_HOME)
+    try:
+        ans = protocol.call(paths, "revoke", {"reason": "qts approve revoke"}, timeout_s=30)
+    except protocol.AgentUnavailable:
+        click.echo("no trading agent is running: there is no live grant to revoke")
+        return
+    click.echo((ans.get("data") or {}).get("changed") or ans.get("message"))
 
 
-@approve_grp.command("order")
-@click.argument("client_order_id")
-@click.option("--max-notional", type=click.FloatRange(min=1), required=True)
+@approve_grp.command("order", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
-@_approval_errors
-def approve_order(ctx, client_order_id, max_notional):
-    """Approve one large live order by its client order id (single use, 15 min)."""
-    from .safety.approve import now_ms, save_approval, unlock_from_terminal
-    from .safety.grants import ACTION_ORDER_OVER_THRESHOLD, sign_approval
-
-    store = _store(ctx)
-    key = unlock_from_terminal(store, f"PIN to approve order {client_order_id}: ")
-    a = sign_approval(store.home, key, ACTION_ORDER_OVER_THRESHOLD,
-                      {"client_order_id": client_order_id, "max_notional": max_notional}, now=now_ms(),
-                      announce=store.event)
-    save_approval(store.home, f"order_{client_order_id}", a)
-    store.close()
-    click.echo(f"order {client_order_id} approved up to {max_notional:g} USD for 15 minutes")
-
-
-@approve_grp.command("paper-override")
-@click.argument("strategy")
-@click.pass_context
-@_approval_errors
-def approve_paper_override(ctx, strategy):
-    """Let STRATEGY go live before its 7 days of paper history (valid 24 h)."""
-    from .safety.approve import now_ms, save_approval, unlock_from_terminal
-    from .safety.grants import ACTION_OVERRIDE_PAPER_DAYS, sign_approval
-
-    store = _store(ctx)
-    key = unlock_from_terminal(store, f"PIN to skip the paper period of {strategy}: ")
-    a = sign_approval(store.home, key, ACTION_OVERRIDE_PAPER_DAYS, {"strategy": strategy}, ttl_s=24 * 3600,
-                      now=now_ms(), announce=store.event)
-    save_approval(store.home, f"paper_override_{strategy}", a)
-    store.close()
-    click.echo(f"{strategy}: paper-history requirement overridden for 24 h")
+def approve_order(ctx):
+    """Moved: `qts agent approve order CLIENT_ORDER_ID --max-notional USD` (the agent checks it)."""
+    click.echo("error: large live orders are approved in the trading agent: qts agent approve order "
+               "CLIENT_ORDER_ID --max-notional USD", err=True)
+    sys.exit(2)
 
 
 @approve_grp.command("store-keys")
@@ -460,29 +421,29 @@ def approve_store_keys(ctx):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def approve_status(ctx, as_json):
-    """PIN state (set, locked, cool-down) and the live grant."""
-    from .safety.approve import key_first_seen, now_ms, recent_failures
-    from .safety.grants import load_live_grant
-    from .safety.pin import pin_ready_since, pin_status
+    """The PIN (set, locked) and the live grant (the running trading agent's, if one runs)."""
+    from .agent import protocol
+    from .agent.paths import AgentPaths
+    from .safety.approve import now_ms
+    from .safety.pin import pin_status
 
-    store = _store(ctx)
-    now = now_ms()
-    st = pin_status(store.home, now=now, recent_failures=recent_failures(store))
-    seen = key_first_seen(store, store.home, now) if st.get("state") == "set" else {}
-    ready = pin_ready_since(store.home, seen, now=now) if seen else None
-    g = load_live_grant(store.home, now)
-    store.close()
-    out = {"pin": st, "cooldown_remaining_s": ready.remaining_s if ready else None,
-           "live_grant": g.model_dump() if g else None}
+    settings = _settings(ctx)
+    from .paths import StateHome
+
+    st = pin_status(StateHome(settings.QTS_HOME), now=now_ms())
+    paths = AgentPaths.for_home(settings.QTS_HOME)
+    agent = protocol.read_status(paths)
+    alive = protocol.agent_alive(paths, agent)
+    grant = ((agent or {}).get("policy") or {}).get("grant") if alive else None
+    out = {"pin": st, "agent_running": alive, "live_grant": grant}
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
         return
     click.echo(f"PIN        {st.get('state')}" + (f", locked {st.get('locked_remaining_s', 0):.0f}s" if st.get("locked") else ""))
-    if ready is not None:
-        click.echo("cool-down  " + ("over" if ready.ready else f"{ready.remaining_s / 60:.0f} min left"))
-    click.echo("live grant " + (f"until {time.strftime('%H:%M UTC', time.gmtime(g.expires_ts / 1000))}, "
-                                f"{g.scope.max_order_notional:g}/order, {g.scope.max_daily_notional:g}/day, "
-                                f"{', '.join(g.scope.symbols)}" if g else "none"))
+    click.echo(f"agent      {'running' if alive else 'not running (qts agent start, in your own terminal)'}")
+    click.echo("live grant " + (f"until {time.strftime('%H:%M UTC', time.gmtime(grant['expires_ts'] / 1000))}, "
+                                f"{grant['max_order_usd']:g}/order, {grant['max_daily_usd']:g}/day, "
+                                f"{', '.join(grant['symbols'])}" if grant else "none"))
 
 
 # -- risk profile -----------------------------------------------------------------------------------------

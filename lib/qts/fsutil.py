@@ -27,7 +27,7 @@ def dumps(obj) -> str:
     return json.dumps(obj, default=_json_default, sort_keys=True, separators=(",", ":"))
 
 
-def append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: Path, record: dict, sync: bool = True) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (dumps(record) + "\n").encode("utf-8")
@@ -37,7 +37,8 @@ def append_jsonl(path: Path, record: dict) -> None:
         if end and os.pread(fd, 1, end - 1) != b"\n":
             line = b"\n" + line  # a torn last line (crash mid-write) must not swallow this record
         os.write(fd, line)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

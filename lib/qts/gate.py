@@ -166,6 +166,9 @@ class Gate:
 
         self.store, self.feed, self.broker, self.settings = store, feed, broker, settings
         self.authority, self.lock = authority, lock
+        # fsync each verdict and post-trade line (the trading agent turns this off: its record of what it
+        # sent is its own journal and the exchange; a power cut then loses at most the last log lines)
+        self.sync_logs = True
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
         self.breaker = breaker or Breaker(store.home, store, on_trip=_revoke_live_grant(store))
         self._notes: list[str] = []
@@ -281,7 +284,8 @@ class Gate:
                 self._log_error("authority.after_order", e)
         try:
             append_jsonl(self.store.home.post_trade_log, {"ts": now, "logged_at": time.time(), "mode": self.mode,
-                                                          **result.to_dict(), "symbol": intent.symbol, "side": intent.side})
+                                                          **result.to_dict(), "symbol": intent.symbol, "side": intent.side},
+                         sync=self.sync_logs)
         except Exception as e:  # the order is at the broker: a log failure must not disown it (a retry would double it)
             self._log_error("post_trade log", e)
         from .notify import on_trade  # queued on a background thread: never blocks or fails trading
@@ -293,7 +297,7 @@ class Gate:
         rec = {"ts": ts, "logged_at": time.time(), "mode": self.mode, "allowed": v.allowed, "code": v.code, "message": v.message,
                "check": v.check, "adjustments": v.adjustments, "intent": intent.to_dict(),
                "final": v.intent.to_dict() if v.allowed and v.intent else None}
-        append_jsonl(self.store.home.pre_trade_log, rec)
+        append_jsonl(self.store.home.pre_trade_log, rec, sync=self.sync_logs)
         if not v.allowed:
             self.store.event("gate", f"refused {intent.side} {intent.symbol}: {v.code}: {v.message}",
                              severity="warning", data=rec, ts=ts)

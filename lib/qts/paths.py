@@ -8,7 +8,6 @@ hooks import this on every Bash call.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "QTS_HOME"
@@ -25,15 +24,28 @@ def resolve_home(explicit: str | os.PathLike | None = None, environ: dict | None
     return (Path(base) / HOME_DIRNAME).absolute()
 
 
-@dataclass(frozen=True)
 class StateHome:
-    """Named locations inside the state home (the seed's names are kept: logs/, db/metrics.db)."""
+    """Named locations inside the state home (the seed's names are kept: logs/, db/metrics.db).
 
-    root: Path
+    A plain immutable value (not a dataclass: the hooks import this on every Bash call, and the kill
+    switch's flag must be set in milliseconds; ``dataclasses`` alone costs ~20 ms to import)."""
 
-    def __post_init__(self):
-        if not isinstance(self.root, Path):  # a str (or any path-like) is accepted and kept as a Path
-            object.__setattr__(self, "root", Path(self.root))
+    __slots__ = ("root",)
+
+    def __init__(self, root):
+        object.__setattr__(self, "root", root if isinstance(root, Path) else Path(root))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("StateHome is immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, StateHome) and other.root == self.root
+
+    def __hash__(self):
+        return hash(("StateHome", self.root))
+
+    def __repr__(self):
+        return f"StateHome(root={self.root!r})"
 
     @classmethod
     def resolve(cls, explicit=None, environ=None) -> "StateHome":

@@ -2066,7 +2066,9 @@ class LoopbackBinance:
         from_id = self._int_param(params, "fromId")
         if from_id is not None:
             items = [t for t in items if t["id"] >= from_id][:limit]
-        else:
+        elif "startTime" in params:  # like Binance: from startTime on, oldest first, at most `limit`
+            items = items[:limit]
+        else:                        # no window: the most recent `limit`
             items = items[-limit:]
         return [dict(t) for t in items]
 

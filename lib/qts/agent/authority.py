@@ -93,6 +93,18 @@ class Authority:
     def cash(self) -> float:
         return self.view.cash()
 
+    def positions(self, broker=None) -> dict[str, dict]:
+        """{symbol: {"amount", "avg_entry"}} of the agent's markets, amounts from the exchange's balances;
+        the entry price from the books when they know the position, else the mid."""
+        books = broker.positions() if broker is not None else {}
+        out = {}
+        for sym in self.view.symbols:
+            amt = self.view.position(sym)
+            if amt > 0:
+                avg = (books.get(sym) or {}).get("avg_entry") or self.view.mid(sym)
+                out[sym] = {"amount": amt, "avg_entry": float(avg)}
+        return out
+
     def _notional(self, intent) -> float:
         price = intent.price if intent.type == "limit" and intent.price else self.view.mid(intent.symbol)
         return float(intent.amount) * float(price)
@@ -150,7 +162,15 @@ class Authority:
         return intent
 
     def after_order(self, intent, result) -> None:
-        self.view.invalidate()
+        """What the order did, applied to the cached balances at once; anything unclear re-reads them."""
+        if result.accepted and result.status == "filled" and result.avg_price:
+            args = (intent.symbol, intent.side, float(result.filled), float(result.avg_price), float(result.fee or 0.0))
+            self.view.apply_fill(*args)
+            self.view.record_order_fill(*args)
+        else:
+            self.view.invalidate()
+            if result.filled:
+                self.view._orders_since[intent.symbol] = self.view.refresh_every_orders  # re-read the fills
 
     def approve_order(self, client_order_id: str, max_notional: float) -> None:
         self.order_approvals[client_order_id] = (float(max_notional), self.now_ms() + ORDER_APPROVAL_TTL_MS)

@@ -29,6 +29,10 @@ class ExchangeView:
         self._balance: tuple[float, dict] | None = None
         self._fills: dict[str, dict[str, dict]] = {}     # symbol -> trade id -> trade (today)
         self._fills_at: dict[str, float] = {}
+        self._agg: dict[str, list[float]] = {}
+        self._recent: dict[str, list[float]] = {}
+        self._orders_since: dict[str, int] = {}
+        self._last_ts: dict[str, int] = {}
         self._day = day_start(int(clock() * 1000))
         self.sent_buy_notional = 0.0                      # what the agent itself sent today (buys)
 
@@ -39,6 +43,7 @@ class ExchangeView:
         d = day_start(self.now_ms())
         if d != self._day:
             self._day, self._fills, self._fills_at, self.sent_buy_notional = d, {}, {}, 0.0
+            self._agg, self._recent, self._orders_since, self._last_ts = {}, {}, {}, {}
 
     # -- prices --------------------------------------------------------------------------------
     def book(self, symbol: str, fresh: bool = False) -> dict:
@@ -91,59 +96,111 @@ class ExchangeView:
         with self._lock:
             self._balance = None
 
+    def apply_fill(self, symbol: str, side: str, amount: float, price: float, fee_quote: float) -> None:
+        """An order's own answer moves the cached balances at once (no balance request per order); the
+        periodic refresh re-reads the exchange's numbers."""
+        base = symbol.split("/")[0]
+        with self._lock:
+            if self._balance is None:
+                return
+            t, bal = self._balance
+            bal = dict(bal)
+            cost = amount * price
+            sign = 1 if side == "buy" else -1
+            bal[base] = bal.get(base, 0.0) + sign * amount
+            bal[self.quote] = bal.get(self.quote, 0.0) - sign * cost - fee_quote
+            self._balance = (t, bal)
+
     # -- today's fills -------------------------------------------------------------------------
+    # Aggregates per symbol: [buy cost, sell proceeds, fees in quote, net base]. ``_agg`` comes from the
+    # exchange's trade list (recomputed when it is re-read: every ``fills_ttl_s`` or after
+    # ``refresh_every_orders`` orders); ``_recent`` from the agent's own orders' answers since then (reset
+    # on each re-read, which includes them), so nothing is counted twice and nothing waits for a re-read.
+    refresh_every_orders = 20
+
+    def _zero(self):
+        return [0.0, 0.0, 0.0, 0.0]
+
+    def _aggregate(self, trades) -> list[float]:
+        a = self._zero()
+        for t in trades:
+            amt, px = float(t["amount"]), float(t["price"])
+            cost = float(t.get("cost") or amt * px)
+            fee = t.get("fee") or {}
+            fee_q = float(fee.get("cost") or 0) if fee.get("currency") in (None, self.quote) \
+                else float(fee.get("cost") or 0) * px
+            if t.get("side") == "buy":
+                a[0] += cost
+                a[3] += amt
+            else:
+                a[1] += cost
+                a[3] -= amt
+            a[2] += fee_q
+        return a
+
     def _load_fills(self, symbol: str, fresh: bool = False) -> dict[str, dict]:
         self._roll_day()
         with self._lock:
-            if not fresh and symbol in self._fills and time.monotonic() - self._fills_at.get(symbol, 0) < self.fills_ttl_s:
+            stale = (time.monotonic() - self._fills_at.get(symbol, 0) >= self.fills_ttl_s
+                     or self._orders_since.get(symbol, 0) >= self.refresh_every_orders)
+            if not fresh and symbol in self._fills and not stale:
                 return self._fills[symbol]
-        trades = self.client.call("fetch_my_trades", symbol, self._day, None)
-        got = {str(t["id"]): t for t in trades if t.get("id") is not None and int(t.get("timestamp") or 0) >= self._day}
+        # incremental: only what is new since the last trade seen (one second of overlap, by trade id)
+        since = max(self._day, self._last_ts.get(symbol, self._day) - 1000)
+        trades: list = []
+        for _page in range(50):  # the exchange answers at most `limit` trades from `since` on: page through
+            batch = self.client.call("fetch_my_trades", symbol, since, 1000)
+            trades += batch
+            if len(batch) < 1000:
+                break
+            since = max(int(t.get("timestamp") or 0) for t in batch)
         with self._lock:
             known = self._fills.setdefault(symbol, {})
-            known.update(got)
+            new = [t for t in trades if t.get("id") is not None and int(t.get("timestamp") or 0) >= self._day
+                   and str(t["id"]) not in known]
+            for t in new:
+                known[str(t["id"])] = t
+                self._last_ts[symbol] = max(self._last_ts.get(symbol, 0), int(t.get("timestamp") or 0))
+            agg = self._agg.setdefault(symbol, self._zero())
+            for i, v in enumerate(self._aggregate(new)):
+                agg[i] += v
             self._fills_at[symbol] = time.monotonic()
+            self._recent[symbol] = self._zero()
+            self._orders_since[symbol] = 0
             return known
 
-    def add_fills(self, symbol: str, trades: list[dict]) -> None:
-        """Fills an order's own answer listed: counted at once, without waiting for the next refresh."""
-        self._roll_day()
+    def record_order_fill(self, symbol: str, side: str, amount: float, price: float, fee_quote: float) -> None:
+        """An order of the agent's that filled: counted in today's numbers at once."""
         with self._lock:
-            known = self._fills.setdefault(symbol, {})
-            for t in trades or []:
-                if t.get("id") is not None and int(t.get("timestamp") or self.now_ms()) >= self._day:
-                    known[str(t["id"])] = t
+            r = self._recent.setdefault(symbol, self._zero())
+            cost = amount * price
+            if side == "buy":
+                r[0] += cost
+                r[3] += amount
+            else:
+                r[1] += cost
+                r[3] -= amount
+            r[2] += fee_quote
+            self._orders_since[symbol] = self._orders_since.get(symbol, 0) + 1
+
+    def _totals(self, symbol: str) -> list[float]:
+        self._load_fills(symbol)
+        a, r = self._agg.get(symbol) or self._zero(), self._recent.get(symbol) or self._zero()
+        return [x + y for x, y in zip(a, r)]
 
     def day_spend(self) -> float:
-        """Today's buy notional: the exchange's fills, or what the agent sent, whichever is larger."""
-        total = 0.0
-        for s in self.symbols:
-            total += sum(float(t.get("cost") or float(t["amount"]) * float(t["price"]))
-                         for t in self._load_fills(s).values() if t.get("side") == "buy")
-        return max(total, self.sent_buy_notional)
+        """Today's buy notional: the exchange's fills (and the agent's own since the last re-read), or what
+        the agent sent (open orders included), whichever is larger."""
+        return max(sum(self._totals(s)[0] for s in self.symbols), self.sent_buy_notional)
 
     def day_pnl(self) -> float:
-        """Today's trading result from the exchange's fills alone: quote received for sells minus quote
-        paid for buys and fees, with the base bought (or sold) today marked at the mid. A sell far below
-        the market shows here as a loss, though it reduced exposure."""
+        """Today's trading result from the exchange's fills: quote received for sells minus quote paid for
+        buys and fees, with the base bought (or sold) today marked at the mid. A sell far below the market
+        shows here as a loss, though it reduced exposure."""
         pnl = 0.0
         for s in self.symbols:
-            fills = self._load_fills(s)
-            if not fills:
-                continue
-            net_base = 0.0
-            for t in fills.values():
-                amt, px = float(t["amount"]), float(t["price"])
-                cost = float(t.get("cost") or amt * px)
-                fee = t.get("fee") or {}
-                fee_q = float(fee.get("cost") or 0) if fee.get("currency") in (None, self.quote) \
-                    else float(fee.get("cost") or 0) * px
-                if t.get("side") == "buy":
-                    pnl -= cost + fee_q
-                    net_base += amt
-                else:
-                    pnl += cost - fee_q
-                    net_base -= amt
-            if abs(net_base) > 0:
-                pnl += net_base * self.mid(s)
+            buy, sell, fees, net = self._totals(s)
+            pnl += sell - buy - fees
+            if abs(net) > 1e-15:
+                pnl += net * self.mid(s)
         return pnl

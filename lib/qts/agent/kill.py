@@ -60,6 +60,24 @@ def paper_exposure(db_path) -> bool | None:
         return None
 
 
+def _record_in_database(db_path: str, reason: str, out: dict) -> None:
+    """The engagement in the events table too (sqlite3, standard library): deleting the flag alone then
+    does not release the paper side. Best effort: the flag is what counts first."""
+    if not os.path.exists(db_path):
+        return
+    try:
+        conn = sqlite3.connect(db_path, timeout=2)
+        try:
+            with conn:
+                conn.execute("INSERT INTO events (ts, kind, severity, message, data) VALUES (?,?,?,?,?)",
+                             (int(time.time() * 1000), "kill_switch", "critical", f"engaged: {reason}",
+                              json.dumps({"action": "engaged", "reason": reason})))
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        out["database_error"] = f"{e.__class__.__name__}: {e}"
+
+
 def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_timeout_s: float = 60.0) -> dict:
     """Engage and flatten everything. ``paper_flatten()`` -> dict with cancelled/closed/failed/flat."""
     from ..paths import StateHome
@@ -70,11 +88,12 @@ def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_t
     out: dict = {"reason": reason, "flag": str(home.kill_flag)}
     try:
         home.ensure()
-        step = ks.engage(home, reason)
+        step = ks.engage(home, reason, notify=False)  # the notification goes out at the end
         out["flag_ms"] = round(step["flag_ms"], 2)
         out["flag_set"] = True
     except Exception as e:  # noqa: BLE001 - say so, and carry on: the agent is told directly too
         out["flag_set"], out["flag_error"] = False, f"{e.__class__.__name__}: {e}"
+    _record_in_database(str(home.db_path), reason, out)
     try:
         out["loop"] = ks.stop_loop(home)
     except Exception as e:  # noqa: BLE001
@@ -114,6 +133,14 @@ def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_t
     out["paper"] = paper
     out["flat"] = bool(live["flat"] and live["verified"] and paper.get("flat"))
     out["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    try:  # off the critical path: everything is done; the notifier reports it
+        from ..notify import on_kill_switch
+
+        on_kill_switch(home, "engaged", reason)
+        on_kill_switch(home, "flatten", data={"flat": out["flat"], "live": live.get("message") or
+                                              (live.get("report") or {}).get("summary"), "paper_flat": paper.get("flat")})
+    except Exception:  # noqa: BLE001 - a notification never fails the kill switch
+        pass
     return out
 
 

@@ -122,7 +122,9 @@ class TradingAgent:
                 rec = {"coid": client_order_id, "symbol": intent.symbol, "side": intent.side, "type": intent.type,
                        "amount": intent.amount, "price": intent.price, "source": intent.source,
                        "strategy": intent.strategy, "ts": int(time.time() * 1000)}
-                journal.append("sending", rec)
+                # no fsync: a power cut that loses this line makes the next start see an order the journal does
+                # not know, and start HALTED (the safe side); kill -9 loses nothing (the page cache keeps it)
+                journal.append("sending", rec, sync=False)
                 agent_ref.sent_intents[client_order_id] = rec
                 return super().place(intent, client_order_id)
 
@@ -133,6 +135,8 @@ class TradingAgent:
         self.gate_lock = threading.RLock()
         self.gate = Gate(cfg.store, self.feed, self.broker, settings=cfg.settings, authority=self.authority,
                          lock=self.gate_lock)
+        self.gate.sync_logs = False  # see Gate.sync_logs: the journal and the exchange are the agent's record
+        cfg.store.fsync_journal = False  # see store/journal.py append_trade
         self.challenges = ChallengeBook(cfg.instance, str(cfg.paths.home_root), cfg.account, cfg.public_key)
         self.sent: dict[str, dict] = dict(cfg.sent)
         self.events: collections.deque = collections.deque(maxlen=30)
@@ -376,7 +380,6 @@ class TradingAgent:
                                                   "price": intent.price, "status": res.status, "filled": res.filled,
                                                   "avg_price": res.avg_price, "source": intent.source},
                                         sync=False)
-                self.view.invalidate()
             return out
         out = self.run_task(work)
         return {**out, "_ok": bool(out.get("accepted")), "_code": out.get("reason_code") or out.get("status", "").upper(),
@@ -532,19 +535,28 @@ class TradingAgent:
     # -- transports ------------------------------------------------------------------------------
     def _spool(self) -> None:
         inbox, outbox = self.paths.spool_in, self.paths.spool_out
+        seen_mtime, checked = None, 0.0
         while not self.stopping.is_set():
             try:
-                for d in (inbox, outbox):
-                    if os.path.islink(d):  # a link would make the agent write wherever it points
-                        self.alert(f"{d} was replaced by a symbolic link: removed")
-                        os.unlink(d)
-                    d.mkdir(parents=True, exist_ok=True)
-                with os.scandir(inbox) as it:
-                    names = [e.name for e in it if e.name.endswith(".json") and not e.name.startswith(".")]
-                for name in names:
-                    self._spool_take(inbox / name, outbox)
+                now = time.monotonic()
+                if now - checked >= 1.0:  # the folders exist, and are folders (a link would redirect answers)
+                    for d in (inbox, outbox):
+                        if os.path.islink(d):
+                            self.alert(f"{d} was replaced by a symbolic link: removed")
+                            os.unlink(d)
+                        d.mkdir(parents=True, exist_ok=True)
+                    checked, seen_mtime = now, None
+                mtime = os.stat(inbox).st_mtime_ns  # a new file changes the folder's mtime: no listing otherwise
+                # (mtimes are coarse: a file added within the same tick as the last listing shows no change,
+                # so a folder touched in the last 50 ms is listed again)
+                if mtime != seen_mtime or time.time_ns() - mtime < 50_000_000:
+                    seen_mtime = mtime
+                    with os.scandir(inbox) as it:
+                        names = [e.name for e in it if e.name.endswith(".json") and not e.name.startswith(".")]
+                    for name in names:
+                        self._spool_take(inbox / name, outbox)
             except FileNotFoundError:
-                pass
+                checked = 0.0
             except Exception as e:  # noqa: BLE001
                 self.store_error(e)
             self.stopping.wait(0.005)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit")
@@ -36,7 +36,9 @@ class OrderIntent:
             raise ValueError("price: a limit order needs a positive price")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # shallow (every field is a plain value): dataclasses.asdict deep-copies, ~0.1 ms per call on the
+        # order path, which logs each intent twice
+        return {f: getattr(self, f) for f in _INTENT_FIELDS}
 
 
 @dataclass
@@ -52,7 +54,13 @@ class OrderResult:
     adjustments: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {f: getattr(self, f) for f in _RESULT_FIELDS}
+        d["adjustments"] = list(self.adjustments)
+        return d
+
+
+_INTENT_FIELDS = tuple(f.name for f in fields(OrderIntent))
+_RESULT_FIELDS = tuple(f.name for f in fields(OrderResult))
 
 
 def make_client_order_id(mode: str, ts_ms: int, symbol: str, side: str, tag: str = "") -> str:

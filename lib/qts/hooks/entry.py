@@ -159,13 +159,21 @@ def _verdict_for_home(cmd: str, home, env) -> tuple[int, str, str]:
                   or str(env.get("PAPER_TRADING", "true")).strip().lower() in ("false", "0", "no", "off")
                   or re.search(r"\s--live(?![\w-])", cmd))  # not --live-data (public prices, paper)
     if wants_live:
-        if b["state"] != "closed":
-            return _deny(f"[quant-trading-system] BREAKER_OPEN: the circuit breaker is {b['state']} "
-                         f"({b.get('reason')}); live orders are refused, paper continues.")
-        ok, gwhy = probe.live_grant(home)
-        if not ok:
-            return _deny(f"[quant-trading-system] LIVE_NOT_APPROVED ({gwhy}): live trading needs the human to "
-                         "approve it with their PIN in their own terminal (hooks/guard_approve.sh).")
+        # live orders are intents for the trading agent: say early what it would say
+        alive, st = probe.agent(home)
+        if not alive:
+            return _deny("[quant-trading-system] NO_AGENT: live orders are placed only by the trading agent, and "
+                         "none is running for this project. The human starts it in their own terminal with the "
+                         "PIN (`qts agent start`); never ask for the PIN here.")
+        pol = (st or {}).get("policy") or {}
+        if pol.get("kill_switch"):
+            return _deny(f"[quant-trading-system] KILL_SWITCH engaged in the trading agent ({pol.get('kill_reason')})")
+        if pol.get("trading_state") == "HALTED":
+            return _deny(f"[quant-trading-system] TRADING_HALTED in the trading agent ({pol.get('state_reason')})")
+        g = pol.get("grant") or {}
+        if not g or g.get("expires_ts", 0) <= time.time() * 1000:
+            return _deny("[quant-trading-system] LIVE_NOT_APPROVED: the trading agent has no live grant; the human "
+                         "approves with the PIN in their own terminal (`qts agent approve grant ...`).")
     return SILENT
 
 
@@ -366,7 +374,9 @@ def user_prompt_submit(stdin_text: str, env=None) -> tuple[int, str, str]:
 
 def _contains_pin(prompt: str, home) -> bool:
     """Check up to 4 PIN-like tokens against the stored verifier (slow hash: bounded work)."""
-    if not (home.safety_dir / "pin.json").exists():
+    from ..agent.paths import AgentPaths
+
+    if not AgentPaths.for_home(home.root).pin_record.exists():  # the key store, outside the project
         return False
     tokens = [t for t in PIN_LIKE.findall(prompt) if re.search(r"\d", t)][:4]
     if not tokens:

@@ -61,20 +61,15 @@ def breaker(home: StateHome) -> dict:
     return {"state": "open", "trading_state": "HALTED", "reason": "breaker state corrupt"}
 
 
-def live_grant(home: StateHome) -> tuple[bool, str]:
-    """Presence and expiry only; the gate verifies the signature."""
-    p = home.safety_dir / "grants" / "live.json"
-    try:
-        g = json.loads(p.read_text())
-        exp = g["grant"]["expires_ts"]
-    except FileNotFoundError:
-        return False, "no live grant"
-    except Exception:
-        return False, "live grant unreadable"
-    exp_s = exp / 1000 if exp > 1e11 else exp
-    if exp_s <= time.time():
-        return False, "live grant expired"
-    return True, "live grant present until " + time.strftime("%H:%M UTC", time.gmtime(exp_s))
+def agent(home: StateHome) -> tuple[bool, dict | None]:
+    """Is a trading agent running for this state home (a fresh heartbeat in its own status file, outside
+    the project), and its status."""
+    from ..agent import protocol
+    from ..agent.paths import AgentPaths
+
+    paths = AgentPaths.for_home(home.root)
+    st = protocol.read_status(paths)
+    return protocol.agent_alive(paths, st), st
 
 
 def portfolio(home: StateHome) -> dict:

@@ -102,8 +102,9 @@ def _reset_is_valid(home: StateHome, store, row, data) -> bool:
         return False
 
 
-def engage(home: StateHome, reason: str, store=None, now_ms: int | None = None) -> dict:
-    """Set the flag (first, always) and record the event. Returns timings in ms."""
+def engage(home: StateHome, reason: str, store=None, now_ms: int | None = None, notify: bool = True) -> dict:
+    """Set the flag (first, always) and record the event. Returns timings in ms. ``notify=False``: the
+    caller sends the notification itself, later (the flag must not wait for the notifier's import)."""
     t0 = time.perf_counter()
     ts = now_ms if now_ms is not None else int(time.time() * 1000)
     home.safety_dir.mkdir(parents=True, exist_ok=True)
@@ -117,9 +118,10 @@ def engage(home: StateHome, reason: str, store=None, now_ms: int | None = None) 
             recorded = True
         except Exception:
             pass  # the flag alone is enough
-    from ..notify import on_kill_switch
+    if notify:
+        from ..notify import on_kill_switch
 
-    on_kill_switch(home, "engaged", reason)
+        on_kill_switch(home, "engaged", reason)
     return {"flag_ms": flag_ms, "recorded": recorded, "ts": ts}
 
 

@@ -102,10 +102,12 @@ def build_snapshot(gate, intent, full: bool = True) -> PortfolioSnapshot:
     store, broker, feed = gate.store, gate.broker, gate.feed
     mode = broker.mode
     now = feed.now_ms()
-    held = broker.positions()
+    authority = getattr(gate, "authority", None)
+    # in the trading agent, what is held is what the exchange says (the books only lend the entry price)
+    held = authority.positions(broker) if authority is not None else broker.positions()
     prices = {s: feed.quote(s).price for s in set(held) | {intent.symbol}}
     positions = {s: {"amount": p["amount"], "price": prices[s], "avg_entry": p["avg_entry"]} for s, p in held.items()}
-    cash = broker.cash()
+    cash = authority.cash() if authority is not None else broker.cash()
     equity = cash + sum(p["amount"] * prices[s] for s, p in held.items())
     if not full:
         return PortfolioSnapshot(equity, cash, equity, equity, now, positions=positions, prices=prices)
@@ -122,8 +124,8 @@ def build_snapshot(gate, intent, full: bool = True) -> PortfolioSnapshot:
                "exit_reason": r["exit_reason"] or ""}
               for r in store.query("SELECT * FROM closed_trades WHERE mode=? AND exit_ts>=? ORDER BY exit_ts",
                                    (mode, now - 7 * 86_400_000))]
-    stamps = [r["created_ts"] for r in store.query("SELECT created_ts FROM orders WHERE mode=? AND created_ts>=?",
-                                                   (mode, now - 120_000))]
+    stamps = [r[0] for r in store.execute("SELECT created_ts FROM orders WHERE mode=? AND created_ts>=?",
+                                          (mode, now - 120_000)).fetchall()]
     candles = {}
     for s in set(held) | set(open_notional) | {intent.symbol}:
         try:

@@ -120,6 +120,7 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._db = None
+        self.fsync_journal = True  # trades.jsonl lines fsync'd one by one (store/journal.py)
 
     @classmethod
     def open(cls, home: StateHome) -> "Store":
