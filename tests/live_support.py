@@ -3,10 +3,12 @@
 Everything talks to the loopback Binance (``tests/support/loopback_exchange.py``) through the REAL
 ``ccxt.binance`` client; nothing in ccxt or the database is mocked.
 
-Run as a script, this file is the **driver** of the kill -9 tests: it opens a live session against a
-loopback server running in ANOTHER process (the test), submits one order through the gate with a fixed
-client order id, prints the result as one JSON line and exits (or is SIGKILLed by the broker's test-only
-crash hook, ``QTS_TEST_CRASH_AT``)::
+Run as a script, this file is the **driver** of the kill -9 tests: it starts what the trading agent runs
+(:func:`agent_gate`: the real live broker, the agent's Authority over the exchange's own view, one serial
+gate) against a loopback server running in ANOTHER process (the test), reconciles with the exchange as
+the agent does at start, submits one order through the gate with a fixed client order id, prints the
+result as one JSON line and exits (or is SIGKILLed by the broker's test-only crash hook,
+``QTS_TEST_CRASH_AT``)::
 
     python tests/live_support.py --home H --url http://127.0.0.1:PORT --key K --secret S \
         --symbols BTC/USDT,ETH/USDT --symbol BTC/USDT --side buy --amount 0.002 --coid C [--price P]
@@ -261,32 +263,26 @@ def _drive(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from qts.broker.models import OrderIntent
-    from qts.config import load_settings
-    from qts.engine.session import open_session
-    from qts.market.ccxt_feed import CcxtFeed
-    from support.loopback_exchange import make_ccxt_client
+    from qts.paths import StateHome
+    from qts.store import Store
 
     remote = Remote(args.url, args.key, args.secret)
     symbols = args.symbols.split(",")
-    settings = load_settings(environ=live_environ(args.home, remote, symbols))
-    ex = make_ccxt_client(remote, timeout_ms=3000)
-    feed = CcxtFeed(ex, settings.SYMBOLS, settings.TRADE_INTERVAL)
-    session = open_session(settings, feed, exchange=ex)  # reconciles with the exchange first
-    out = {"mode": session.broker.mode, "notice": session.notice}
-    if session.broker.mode != "live":
-        print(json.dumps(out), flush=True)
-        return 3
-    intent = OrderIntent(args.symbol, args.side, args.amount, type="limit" if args.price else "market",
-                         price=args.price, client_order_id=args.coid, source="cli", reason="reliability test")
-    res = session.gate.submit(intent)
-    out["result"] = res.to_dict()
-    session.close()
+    ex = ccxt_client(remote, timeout_ms=3000)
+    store = Store.open(StateHome(args.home).ensure())
+    try:
+        gate, broker, _authority = agent_gate(store, ex, symbols)
+        rep = broker.reconcile()  # what the agent does at start, before it serves any request
+        out = {"mode": broker.mode, "reconcile": {k: rep.get(k) for k in ("lost", "fills_adopted", "discrepancies")}}
+        intent = OrderIntent(args.symbol, args.side, args.amount, type="limit" if args.price else "market",
+                             price=args.price, client_order_id=args.coid, source="agent:spool",
+                             reason="reliability test")
+        res = gate.submit(intent)
+        out["result"] = res.to_dict()
+    finally:
+        store.close()
     print(json.dumps(out, default=str), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_drive())
 
 
 # -- the live gate as the trading agent runs it (in-process) ------------------------------------------------
@@ -315,6 +311,7 @@ def agent_gate(store, ex, symbols, *, max_order: float = 450.0, max_daily: float
     authority.set_risk_profile(default_profile().model_copy(update={"max_orders_per_minute": 10_000}))
     gate = Gate(store, broker.feed, broker, authority=authority, lock=threading.RLock(),
                 settings=live_settings_for_store(store, symbols))
+    gate.sync_logs, store.fsync_journal = False, False  # as the agent runs it (agent/service.py)
     return gate, broker, authority
 
 
@@ -323,3 +320,7 @@ def live_settings_for_store(store, symbols):
 
     return load_settings(environ={"QTS_HOME": str(store.home.root), "PAPER_TRADING": "false",
                                   "SYMBOLS": ",".join(symbols), "MAX_POSITION_SIZE": "100000"})
+
+
+if __name__ == "__main__":  # at the end: the driver uses everything above
+    sys.exit(_drive())

@@ -110,6 +110,9 @@ def test_unreachable_market_reports_failures_keeps_the_flag_and_a_later_run_fini
 
 
 def test_only_flattening_passes_while_engaged(engaged):
+    """The exemption belongs to the orders the kill switch makes in this process (Gate.submit_flatten):
+    no field a caller sets (source="kill_switch", a kill-switch-looking client order id, reduce_only)
+    claims it."""
     env = engaged
     held = env.broker.position_amount(BTC)
     refused = [
@@ -117,14 +120,27 @@ def test_only_flattening_passes_while_engaged(engaged):
         buy(1, symbol=ETH, type="limit", price=40.0),                  # a limit entry
         sell(held),                                                    # an exit, but not the kill switch's
         sell(held, source="cli"),
+        sell(held, source="kill_switch"),                              # says it is the kill switch's: is not
+        sell(held, source="kill_switch", strategy="kill_switch", reduce_only=True, client_order_id="qtsk1a2b3c"),
         sell(held, type="limit", price=101.0, source="kill_switch"),  # not a market order
         sell(held + 1, source="kill_switch"),                         # more than held: not reducing
     ]
+    posted = len(order_rows(env.store))
     for intent in refused:
         v = env.gate.evaluate(intent)
         assert (v.allowed, v.code) == (False, Reason.KILL_SWITCH), intent
-    v = env.gate.evaluate(sell(held, source="kill_switch"))
-    assert v.allowed, v
+        r = env.gate.submit(intent)
+        assert (r.accepted, r.reason_code) == (False, Reason.KILL_SWITCH), intent
+    assert len(order_rows(env.store)) == posted                        # none reached the broker
+    # the kill switch's own order passes only while it reduces exposure
+    r = env.gate.submit_flatten(BTC, held + 1)
+    assert (r.accepted, r.reason_code) == (False, Reason.KILL_SWITCH), r
+    r = env.gate.submit_flatten(BTC, held)
+    assert r.accepted and r.status == "filled", r
+    assert env.broker.position_amount(BTC) == 0
+    assert env.gate._flatten_ids == set()                              # its exemption ended with it
+    v = env.gate.evaluate(sell(1.0, symbol=ETH, source="kill_switch", client_order_id=r.client_order_id))
+    assert (v.allowed, v.code) == (False, Reason.KILL_SWITCH)          # nor can its id be replayed
 
 
 @pytest.mark.parametrize("damaged", ["breaker_dir", "breaker_garbage", "flag_dir", "grant_dir"])
@@ -334,7 +350,8 @@ def test_cli_kill_switch_exits_1_when_something_is_left(tmp_path):
     root = _cli_home(tmp_path, dust=True)
     r = run_cli(["--home", str(root), "kill-switch", "--reason", "test"])
     assert r.exit_code == 1, r.output
-    assert "NOT DONE" in r.output and ETH in r.output and "not confirmed flat" in r.output
+    assert "NOT DONE" in r.output and ETH in r.output and "NOT confirmed flat" in r.output
+    assert "below the minimum" in r.output and "\n  flat." not in r.output   # why ETH is left, and no "flat"
     assert (root / "safety" / "KILL_SWITCH").exists()
 
 

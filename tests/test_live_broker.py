@@ -4,6 +4,10 @@ Nothing in ccxt or the database is mocked: the loopback is a real HTTP server on
 access log / order book / balances are the exchange's side of every assertion. Faults are the
 loopback's own (see ``tests/support/loopback_exchange.py``): ``5xx``/``429``/``418``/``timeout`` are answered
 BEFORE the request is processed; ``lost``/``malformed`` AFTER it (e.g. the order exists).
+
+Live orders go only through the trading agent: the key check runs at ``qts agent start`` (a real agent
+process, as the unprivileged test user), ``open_session`` refuses live, and the live gate is the agent's
+(``agent_gate``: the real broker, the agent's Authority over the exchange's own view).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import sqlite3
 
 import pytest
 
-from live_support import (FastSleep, approve_live, ccxt_client, compare, fast_client, journal, live_broker,
-                          live_settings, make_server, write_breaker_closed)
+from live_support import (FastSleep, agent_gate, approve_live, ccxt_client, compare, fast_client, journal,
+                          live_broker, live_settings, make_server, write_breaker_closed)
 from qts.broker.models import OrderIntent
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
@@ -384,71 +388,122 @@ def test_reconcile_resolves_an_intent_that_was_never_sent(store, srv, ex, broker
     assert ex_orders(srv, "ghost1") == []
 
 
-# -- session: keys and mode ----------------------------------------------------------------------------
+# -- keys and the trading agent -----------------------------------------------------------------------
 
-def test_keys_that_can_withdraw_are_refused(home, srv, ex):
-    from qts.engine.session import SessionError, open_session
-    from qts.market.ccxt_feed import CcxtFeed
-    from qts.store import Store
+TEST_USER = None
 
-    srv.set_api_restrictions(enableWithdrawals=True)
-    write_breaker_closed(home)
-    settings = live_settings(home, srv, SYMBOLS)
-    with pytest.raises(SessionError, match="WITHDRAW"):
-        open_session(settings, CcxtFeed(ex, SYMBOLS, 5), exchange=ex)
-    s = Store.open(home)
-    ev = s.one("SELECT * FROM events WHERE kind='approval' ORDER BY id DESC LIMIT 1")
-    s.close()
-    assert ev["severity"] == "critical" and "WITHDRAW" in ev["message"]
-    assert srv.count(POST, ORDER) == 0
+
+def _agent_world():
+    """A project, the user's key store (PIN and exchange keys stored) and a standalone loopback, all
+    owned by the unprivileged test user the agent runs as (it refuses root); skips without that user."""
+    import agent_support
+
+    global TEST_USER
+    if TEST_USER is None:
+        TEST_USER = agent_support.test_user()
+    if isinstance(TEST_USER, str):
+        pytest.skip(TEST_USER)
+    w = agent_support.World(TEST_USER[0], TEST_USER[1], symbols=SYMBOLS[:2])
+    try:
+        w.set_pin_and_keys()
+    except BaseException:
+        w.close()
+        raise
+    return w
+
+
+def _agent_start_is_refused(world) -> str:
+    """``qts agent start`` in the human's terminal, the PIN typed at its prompt: it must refuse, and leave
+    nothing running and nothing sent. Returns what it printed."""
+    from qts.agent import protocol
+
+    a = world.start_agent("--no-loop", "--max-order", "100", "--max-daily", "1000", "--accept-unconfined",
+                          expect=r"refused: |listening", timeout=60)
+    a.proc.wait(30)
+    out = a.output
+    assert a.proc.returncode not in (0, None), out
+    assert "listening" not in out and not protocol.agent_alive(world.paths), out
+    assert world.server.count("POST", "/api/v3/order") == 0 and world.server.orders() == []
+    assert world.server.secret not in out and world.server.api_key not in out     # never printed
+    return out
+
+
+def test_keys_that_can_withdraw_are_refused():
+    """The agent unlocks the stored keys with the PIN, then asks the exchange what they may do: keys that
+    can withdraw never trade live."""
+    with _agent_world() as world:
+        world.server.set_api_restrictions(enableWithdrawals=True)
+        out = _agent_start_is_refused(world)
+        assert "WITHDRAW" in out
+        assert world.server.count("GET", "/sapi/v1/account/apiRestrictions") >= 1    # it really asked
 
 
 @pytest.mark.parametrize("fault", ["5xx", "malformed", "timeout"])
-def test_keys_whose_permissions_cannot_be_read_are_refused(home, srv, ex, fault):
-    """Binance reports key permissions: a check that fails is "unverified", not "unknown"."""
+def test_keys_whose_permissions_cannot_be_read_are_refused(fault):
+    """Binance reports key permissions: a check that fails is "unverified", not "unknown" (the keys
+    below could withdraw: a start that skipped the check would have gone live)."""
+    with _agent_world() as world:
+        world.server.set_api_restrictions(enableWithdrawals=True)
+        world.server.add_fault(fault, path="/sapi/v1/account/apiRestrictions", method="GET", times=None)
+        out = _agent_start_is_refused(world)
+        assert "could not verify" in out
+
+
+def test_a_live_session_outside_the_agent_is_refused(home, srv, ex, store):
+    """`qts run` / `qts once` trade paper only: PAPER_TRADING=false is refused before anything reaches the
+    exchange, whatever the files say (the old way to live: a closed breaker file and a PIN-signed grant)."""
     from qts.engine.session import SessionError, open_session
     from qts.market.ccxt_feed import CcxtFeed
 
-    ex.timeout = 200
-    srv.set_api_restrictions(enableWithdrawals=True)
-    srv.faults.add(fault, path="/sapi/v1/account/apiRestrictions", method="GET", times=None)
     write_breaker_closed(home)
-    with pytest.raises(SessionError, match="could not verify"):
+    approve_live(home, store, SYMBOLS)
+    before = len(srv.access_log)
+    with pytest.raises(SessionError) as e:
         open_session(live_settings(home, srv, SYMBOLS), CcxtFeed(ex, SYMBOLS, 5), exchange=ex)
-    assert srv.count(POST, ORDER) == 0
+    assert "qts agent start" in str(e.value) and "PAPER_TRADING" in str(e.value)
+    assert srv.access_log[before:] == []                         # not even a balance request
+    assert srv.api_key not in str(e.value) and srv.secret not in str(e.value)
+    assert store.scalar("SELECT COUNT(*) FROM orders") == 0
 
 
-def test_live_session_needs_a_closed_breaker(home, srv, ex):
-    from qts.engine.session import open_session
-    from qts.market.ccxt_feed import CcxtFeed
+def test_a_live_gate_without_the_agent_refuses(home, store, srv, ex):
+    """The gate itself: a live broker without the agent's authority is refused (NO_AGENT), never placed."""
+    from qts.gate import Gate, Reason
 
-    settings = live_settings(home, srv, SYMBOLS)
-    s = open_session(settings, CcxtFeed(ex, SYMBOLS, 5), exchange=ex)       # no breaker file: reads open
-    assert s.broker.mode == "paper" and "PAPER" in s.notice
-    s.close()
+    b = live_broker(store, ex, SYMBOLS)
+    b.reconcile()
     write_breaker_closed(home)
-    s = open_session(settings, CcxtFeed(ex, SYMBOLS, 5), exchange=ex)
-    assert s.broker.mode == "live" and s.broker.reconciled
-    s.close()
+    approve_live(home, store, SYMBOLS)
+    gate = Gate(store, b.feed, b)
+    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="na1", source="cli"))
+    assert (r.accepted, r.reason_code) == (False, Reason.NO_AGENT), r
+    r = gate.submit_flatten("BTC/USDT", 0.002)                    # not even the kill switch's own orders
+    assert not r.accepted
+    assert posts(srv) == [] and store.scalar("SELECT COUNT(*) FROM orders") == 0
 
 
-def test_gate_places_a_live_order_end_to_end(home, srv, ex):
-    from qts.engine.session import open_session
-    from qts.market.ccxt_feed import CcxtFeed
-    from qts.store import Store
-
-    write_breaker_closed(home)
-    st = Store.open(home)
-    approve_live(home, st, SYMBOLS)
-    st.close()
-    s = open_session(live_settings(home, srv, SYMBOLS), CcxtFeed(ex, SYMBOLS, 5), exchange=ex)
-    r = s.gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="g1", source="cli"))
+def test_gate_places_a_live_order_end_to_end(store, srv, ex):
+    """The gate as the agent runs it (``agent_gate``): checks, the collar against the exchange's own mid,
+    the real broker; the same decision twice is one order."""
+    gate, broker, auth = agent_gate(store, ex, SYMBOLS)
+    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="g0", source="agent:spool"))
+    assert not r.accepted and ex_orders(srv, "g0") == []           # not before start-up reconciliation
+    broker.reconcile()
+    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="g1", source="agent:spool"))
     assert r.accepted and r.status == "filled", r
-    assert s.gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="g1", source="cli")).reason_code \
+    assert gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="g1", source="agent:spool")).reason_code \
         == "DUPLICATE"
-    assert len(ex_orders(srv, "g1")) == 1
-    assert compare(s.store, srv, SYMBOLS) == []
-    s.close()
+    assert len(ex_orders(srv, "g1")) == 1 and [p["newClientOrderId"] for p in posts(srv)] == ["g1"]
+    assert auth.position("BTC/USDT") == pytest.approx(0.002)        # the agent reads positions from the exchange
+    # a limit buy far above the exchange's mid is refused by the collar, before it is sent
+    mid = float(srv.price("BTC/USDT"))
+    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, type="limit", price=round(mid * 1.05, 2),
+                                client_order_id="g2", source="agent:spool"))
+    assert (r.accepted, r.reason_code) == (False, "PRICE_COLLAR"), r
+    r = gate.submit_flatten("BTC/USDT", 0.002)                      # the kill switch's sell
+    assert r.accepted and r.status == "filled", r
+    assert [p["newClientOrderId"] for p in posts(srv)] == ["g1", r.client_order_id]
+    assert compare(store, srv, SYMBOLS) == []
 
 
 def test_cancel_of_an_order_hidden_for_a_moment_is_retried(store, srv, broker):

@@ -1,19 +1,22 @@
 """Reliability of the live path against the loopback Binance (issue 5, parts 2-5).
 
-* kill -9 mid-order (a real driver PROCESS, SIGKILLed by the broker's test-only crash hook), then a
-  restart that reconciles and re-submits the same decision: nothing lost, nothing doubled;
+* kill -9 mid-order (a real driver PROCESS running the trading agent's gate -- ``agent_gate``: the live
+  broker, the agent's Authority, one serial gate -- SIGKILLed by the broker's test-only crash hook), then
+  a restart that reconciles and re-submits the same decision: nothing lost, nothing doubled;
 * a rate-limit storm: the client's throttle keeps the exchange's used-weight counter under its limit,
-  and persistent 429s open the circuit breaker from the real metrics;
+  and persistent 429s open the (file) circuit breaker from the real metrics;
 * seeded random fault schedules (latency, timeouts, 429/418, 5xx, malformed JSON, lost answers,
   vanishing orders), each ending with database == exchange after a final reconcile;
-* the kill switch flattening 10 positions and 20 open orders at the exchange, and a live loop that
-  switches to paper when the breaker trips (its live grant revoked).
+* the kill switch, through a trading agent running in this process, flattening 10 positions, 20 open
+  orders and a foreign order at the exchange (also with the breaker open and trading HALTED, from the
+  flag file alone); the agent's breaker stopping live entries until the human's PIN reopens it.
 
 The full 1,000-schedule run is ``-m slow``; by default 200 schedules run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,7 +28,7 @@ from decimal import Decimal
 
 import pytest
 
-from live_support import (FastSleep, approve_live, ccxt_client, compare, driver_cmd, fast_client,
+from live_support import (FastSleep, agent_gate, approve_live, ccxt_client, compare, driver_cmd, fast_client,
                           journal, live_broker, live_settings, make_server, ten_symbol_specs, write_breaker_closed)
 from qts.broker.models import OrderIntent
 from qts.paths import StateHome
@@ -60,10 +63,6 @@ def test_kill_9_mid_order_then_restart(tmp_path, proc_env, exchange, crash, kind
     once (taker), the rest rests and fills between the restarts."""
     srv = exchange
     home = StateHome(tmp_path / "home").ensure()
-    store = Store.open(home)
-    approve_live(home, store, SYMBOLS)
-    store.close()
-    write_breaker_closed(home)
     symbol = "ETH/USDT" if kind == "market" else "SOL/USDT"
     coid = f"qtsk9{crash.replace('_', '')}{kind.replace('_', '')}"
     px = float(srv.price(symbol))
@@ -346,7 +345,7 @@ def test_random_fault_schedules_full(tmp_path, request):
     _fuzz(_seeds(1000), tmp_path)
 
 
-# == 5. kill switch and breaker flip at the exchange ===================================================
+# == 5. kill switch and breaker at the exchange, through the trading agent ============================
 
 TEN = [f"{s.base}/{s.quote}" for s in ten_symbol_specs()]
 
@@ -376,94 +375,203 @@ def build_book(store, ex, srv, symbols=TEN):
     return b
 
 
-def test_kill_switch_flattens_everything_at_the_exchange(home, store, ten):
-    from qts.safety import kill_switch
-    from qts.safety.session_tools import live_tools
+@contextlib.contextmanager
+def running_agent(home, store, srv, ex, symbols, policy=None):
+    """The trading agent itself, in this process (tests run as root here: ``allow_uid0``): its serial
+    worker, spool and socket, housekeeping that watches the kill-switch flag, and flatten_account. What
+    ``qts agent start`` adds (PIN unlock, key check, hygiene) is tested through a real agent in
+    test_redteam.py and test_live_broker.py."""
+    import secrets
 
-    srv = ten
-    ex = ccxt_client(srv)
-    write_breaker_closed(home)
-    build_book(store, ex, srv)
-    assert sum(1 for o in srv.orders() if o["status"] == "NEW") == 20
-    assert sum(1 for a, (f, l) in srv.balances().items() if a != "USDT" and f + l > 0) == 10
+    from qts.agent import journal as jmod
+    from qts.agent.main import JOURNAL_PURPOSE
+    from qts.agent.paths import AgentPaths
+    from qts.agent.policy import Grant, Policy
+    from qts.agent.service import AgentConfig, TradingAgent, account_id
+    from qts.safety.pin import SigningKey
 
-    settings = live_settings(home, srv, TEN)
-    kill_switch.engage(home, "test", store)
-    gate, broker = live_tools(settings, store, exchange=ex)
-    rep = kill_switch.flatten(gate, broker)
-    assert rep.flat and rep.failed == []
-    assert len(rep.cancelled) == 20 and len(rep.closed) == 10
-    assert [o for o in srv.orders() if o["status"] in ("NEW", "PARTIALLY_FILLED")] == []
-    for asset, (free, locked) in srv.balances().items():
-        if asset != "USDT":
-            assert free + locked == 0, asset                   # flat at the exchange
-    assert broker.positions() == {} and broker.open_orders() == []
-    assert compare(store, srv, TEN) == []
-    # while engaged, nothing but flattening passes
-    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.001, source="cli"))
-    assert r.reason_code == "KILL_SWITCH"
-
-
-def test_kill_switch_flattens_even_with_the_breaker_open(home, store, ten):
-    """A tripped breaker refuses live orders, but never the kill switch's flattening (closing risk)."""
-    from qts.safety import kill_switch
-    from qts.safety.breaker import Breaker
-    from qts.safety.session_tools import live_tools
-
-    srv = ten
-    ex = ccxt_client(srv)
-    write_breaker_closed(home)
-    build_book(store, ex, srv, TEN[:2])
-    Breaker(home, store).trip("API error rate", int(time.time() * 1000))
-    kill_switch.engage(home, "test", store)
-    gate, broker = live_tools(live_settings(home, srv, TEN), store, exchange=ex)
-    rep = kill_switch.flatten(gate, broker, backoff_s=0.001)
-    assert rep.flat, rep.failed
-    assert len(rep.closed) == 2 and len(rep.cancelled) == 4
-    assert [o for o in srv.orders() if o["status"] == "NEW"] == []
-    assert compare(store, srv, TEN[:2]) == []
-    r = gate.submit(OrderIntent("BTC/USDT", "buy", 0.001, source="cli"))
-    assert not r.accepted                                       # anything else is still refused
-
-
-def test_live_loop_switches_to_paper_when_the_breaker_trips(home, ten):
-    from qts.engine.session import open_session
-    from qts.market.ccxt_feed import CcxtFeed
-    from qts.safety.grants import live_grant_path, load_live_grant
-
-    srv = ten
-    ex = ccxt_client(srv)
-    write_breaker_closed(home)
-    st = Store.open(home)
-    approve_live(home, st, TEN)
-    st.close()
-    session = open_session(live_settings(home, srv, TEN), CcxtFeed(ex, TEN, 5), exchange=ex)
+    key = SigningKey.generate()
+    paths = AgentPaths.for_home(home.root)
+    if policy is None:
+        policy = Policy(grant=Grant.make(450, 10_000_000, list(symbols), 8, int(time.time() * 1000)),
+                        max_orders_per_minute=10_000, max_daily_loss_usd=1e9, order_approval_usd=1e9)
+    said: list[str] = []
+    cfg = AgentConfig(settings=live_settings(home, srv, symbols), paths=paths, exchange=ex, public_key=key.public_key,
+                      key_fingerprint=key.fingerprint, journal=jmod.Journal(paths.journal, key.derive_key(JOURNAL_PURPOSE), []),
+                      policy=policy, account=account_id("binance", srv.api_key), instance=secrets.token_hex(8),
+                      code_hash="test", store=store, run_loop=False, client=fast_client(ex, store), say=said.append,
+                      allow_uid0=True)
+    agent = TradingAgent(cfg)
+    agent.said = said
+    agent.start()
     try:
-        assert session.broker.mode == "live" and session.loop.broker.mode == "live"
-        r = session.gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip1", source="cli"))
-        assert r.accepted and r.status == "filled", r
-        assert load_live_grant(home) is not None
-        session.loop.check_breaker()
-        assert session.loop.broker.mode == "live"               # healthy: stays live
-        # the exchange starts refusing: real 429s through a real client, recorded as real metrics
-        client = fast_client(ex, session.store, retries=3)
-        srv.faults.add("429", path="/api/v3/order", method="GET", times=None)
-        for _ in range(4):
-            with pytest.raises(Exception):
-                client.call("fetch_order", None, "ETH/USDT", {"clientOrderId": "flip1"})
-        srv.faults.clear()
-        session.loop.check_breaker()
-        assert session.loop.broker.mode == "paper" and session.gate.broker.mode == "paper"
-        assert session.gate.broker is session.loop.paper_broker
-        assert load_live_grant(home) is None and not live_grant_path(home).exists()   # revoked
-        last = json.loads(home.breaker_file.read_text().strip().splitlines()[-1])
-        assert last["state"] == "open"
-        posts = srv.count("POST", "/api/v3/order")
-        r = session.gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip2", source="cli"))
-        assert r.accepted                                        # carried on in paper ...
-        assert srv.count("POST", "/api/v3/order") == posts       # ... not at the exchange
-        assert session.store.one("SELECT mode FROM orders WHERE client_order_id='flip2'")["mode"] == "paper"
-        ev = session.store.query("SELECT message FROM events WHERE severity='critical'")
-        assert any("PAPER" in e["message"] for e in ev) and any("revoked" in e["message"] for e in ev)
+        yield agent
     finally:
-        session.close()
+        agent.request_stop("test over")
+        agent.shutdown()
+
+
+def _open_at_exchange(srv) -> list[dict]:
+    return [o for o in srv.orders() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+
+
+def _held_at_exchange(srv) -> dict[str, Decimal]:
+    return {a: f + l for a, (f, l) in srv.balances().items() if a != "USDT" and f + l > 0}
+
+
+def test_kill_switch_flattens_everything_at_the_exchange(home, store, ten):
+    """`qts kill-switch` with the trading agent running: 10 positions, 20 of the agent's resting orders
+    and one order placed on the exchange's own website, all gone, and "flat" only as the exchange says."""
+    from click.testing import CliRunner
+
+    from conftest import CONFIG_VARS
+    from qts.agent import protocol
+    from qts.cli import cli
+
+    srv = ten
+    ex = ccxt_client(srv)
+    build_book(store, ex, srv)
+    ex.create_order("SOL/USDT", "limit", "buy", 0.1, 100, {"clientOrderId": "web1"})    # not the agent's
+    assert len(_open_at_exchange(srv)) == 21 and len(_held_at_exchange(srv)) == 10
+
+    with running_agent(home, store, srv, ex, TEN) as agent:
+        env = {**{k: None for k in CONFIG_VARS}, "PAPER_TRADING": "false"}
+        r = CliRunner().invoke(cli, ["--home", str(home.root), "kill-switch", "engage", "--json", "--reason", "test"],
+                               env=env, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        live = out["live"]
+        assert live["agent"] and live["flat"] and live["verified"] and out["flat"], live
+        rep = live["report"]
+        assert rep["failed"] == [] and rep["left"] == []
+        assert len(rep["cancelled"]) == 20 and len(rep["closed"]) == 10
+        assert [c["client_order_id"] for c in rep["cancelled_foreign"]] == ["web1"]
+        assert _open_at_exchange(srv) == [] and _held_at_exchange(srv) == {}      # flat at the exchange
+        assert home.kill_flag.exists() and agent.authority.policy.kill_switch
+        # the books agree with the exchange (the website's order is the one thing they never knew)
+        assert compare(store, srv, TEN) == ["SOL/USDT: exchange order web1 (CANCELED) unknown to the database"]
+        assert agent.broker.positions() == {} and agent.broker.open_orders() == []
+        # while engaged, nothing but the kill switch's own orders passes
+        posts = srv.count("POST", "/api/v3/order")
+        ans = protocol.call(agent.paths, "order", {"symbol": "BTC/USDT", "side": "buy", "amount": 0.001,
+                                                   "client_order_id": "after1"})
+        assert not ans["ok"] and ans["code"] == "KILL_SWITCH", ans
+        assert srv.count("POST", "/api/v3/order") == posts
+        # a second kill switch finds nothing left and says flat again
+        r = CliRunner().invoke(cli, ["--home", str(home.root), "kill-switch", "--reason", "again"], env=env,
+                               catch_exceptions=False)
+        assert r.exit_code == 0 and "flat (confirmed by the exchange)" in r.output and "  flat." in r.output, r.output
+        assert srv.count("POST", "/api/v3/order") == posts
+
+
+def test_kill_switch_flattens_even_with_the_breaker_open_and_trading_halted(home, store, ten):
+    """A tripped breaker and a HALTED agent refuse every order, exits included; the kill switch's own
+    flattening still passes. The flag file alone (kill_switch.sh's first, stdlib step) is enough: the
+    agent sees it and flattens by itself."""
+    from qts.agent import protocol
+    from qts.safety import kill_switch
+
+    srv = ten
+    ex = ccxt_client(srv)
+    build_book(store, ex, srv, TEN[:2])
+    with running_agent(home, store, srv, ex, TEN) as agent:
+        for op in ("trip", "halt"):                                 # tightenings: taken from anyone
+            assert protocol.call(agent.paths, op, {"reason": "API error rate"})["ok"]
+        held = float(sum(srv.balance("BTC")))
+        posts = srv.count("POST", "/api/v3/order")
+        for i, (side, amount) in enumerate((("buy", 0.001), ("sell", held))):
+            ans = protocol.call(agent.paths, "order", {"symbol": "BTC/USDT", "side": side, "amount": amount,
+                                                       "client_order_id": f"halted{i}"})
+            assert ans["code"] == "TRADING_HALTED", ans
+        assert srv.count("POST", "/api/v3/order") == posts
+        kill_switch.engage(home, "kill_switch.sh first step")       # the flag only; nobody tells the agent
+        deadline = time.monotonic() + 30
+        while agent.last_flatten is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rep = agent.last_flatten
+        assert rep is not None, "the agent did not act on the kill-switch flag"
+        assert rep["flat"] and rep["verified"] and rep["failed"] == [], rep
+        assert len(rep["closed"]) == 2 and len(rep["cancelled"]) == 4
+        pol = agent.authority.policy
+        assert pol.kill_switch and pol.breaker_open and pol.trading_state == "HALTED"
+        assert _open_at_exchange(srv) == [] and _held_at_exchange(srv) == {}
+        assert compare(store, srv, TEN[:2]) == []
+        ans = protocol.call(agent.paths, "order", {"symbol": "BTC/USDT", "side": "buy", "amount": 0.001,
+                                                   "client_order_id": "halted9"})
+        assert not ans["ok"] and ans["code"] == "KILL_SWITCH"       # anything else is still refused
+
+
+def test_a_tripped_breaker_stops_live_entries_and_files_do_not_reopen_it(home, store, ten):
+    """The breaker lives in the agent's memory: open, it refuses live entries (exits still pass); the old
+    ways back to live (a "closed" breaker file, a PIN-signed live grant file) change nothing; only the
+    human's PIN loosening (``resume``, applied by the agent after checking the signature) reopens it."""
+    from qts.gate import Reason
+
+    srv = ten
+    ex = ccxt_client(srv)
+    gate, broker, auth = agent_gate(store, ex, TEN)
+    broker.reconcile()
+    r = gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip1"))
+    assert r.accepted and r.status == "filled", r
+    auth.tighten("trip", {"reason": "API error rate 67%"})
+    posts = srv.count("POST", "/api/v3/order")
+    r = gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip2"))
+    assert (r.accepted, r.reason_code) == (False, Reason.BREAKER_OPEN), r
+    assert srv.count("POST", "/api/v3/order") == posts                 # nothing reached the exchange
+    r = gate.submit(OrderIntent("ETH/USDT", "sell", 0.01, client_order_id="flip3"))
+    assert r.accepted and r.status == "filled", r                      # closing risk is always allowed
+    write_breaker_closed(home)                                          # what once reopened live trading
+    approve_live(home, store, TEN)
+    r = gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip4"))
+    assert (r.accepted, r.reason_code) == (False, Reason.BREAKER_OPEN), r
+    new, _ = auth.policy.loosen("resume", {}, int(time.time() * 1000))
+    auth.set_policy(new, "resume (PIN)")
+    r = gate.submit(OrderIntent("ETH/USDT", "buy", 0.02, client_order_id="flip5"))
+    assert r.accepted and r.status == "filled", r
+    assert [o["clientOrderId"] for o in srv.orders("ETH/USDT")] == ["flip1", "flip3", "flip5"]
+    assert compare(store, srv, TEN) == []
+
+
+def test_the_order_rate_limit_never_keeps_the_kill_switch_from_closing(home, store, ten):
+    from qts.agent import protocol
+    from qts.agent.policy import Grant, Policy
+
+    srv = ten
+    ex = ccxt_client(srv)
+    build_book(store, ex, srv)                                   # 10 positions, 20 resting orders
+    policy = Policy(grant=Grant.make(450, 10_000_000, TEN, 8, int(time.time() * 1000)), max_orders_per_minute=5)
+    with running_agent(home, store, srv, ex, TEN, policy=policy) as agent:
+        ans = protocol.call(agent.paths, "engage", {"reason": "test"})
+        assert (ans["ok"], ans["code"]) == (True, "FLAT"), ans["message"]
+        assert _open_at_exchange(srv) == [] and _held_at_exchange(srv) == {}
+
+
+def test_persistent_429s_trip_the_agents_breaker_and_only_exits_pass(home, store):
+    """The agent's breaker is its own (in memory) and fed by its exchange client's real metrics: a storm of
+    429s trips it at the next health check; entries are then refused (BREAKER_OPEN) and exits still pass
+    (only a PIN-signed resume closes it: test_agent_core / test_redteam)."""
+    from qts.broker.models import OrderIntent
+
+    srv = make_server()
+    try:
+        ex = ccxt_client(srv)
+        with running_agent(home, store, srv, ex, SYMBOLS) as agent:
+            buy = agent.gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="pre-storm"))
+            assert buy.status == "filled"
+            assert agent.run_task(agent.check_health) == []          # healthy: nothing to say
+            srv.faults.add("429", path="/api/v3/order", method="GET", times=None)
+            for _ in range(3):
+                with pytest.raises(Exception):
+                    agent.run_task(lambda: agent.client.call("fetch_order", None, "BTC/USDT", {"clientOrderId": "x"}))
+            problems = agent.run_task(agent.check_health)
+            assert problems and "error rate" in problems[0]
+            assert agent.authority.policy.breaker_open
+            srv.faults.clear()
+            posts = srv.count("POST", "/api/v3/order")
+            r = agent.gate.submit(OrderIntent("BTC/USDT", "buy", 0.001, client_order_id="in-storm"))
+            assert (r.accepted, r.reason_code) == (False, "BREAKER_OPEN") and srv.count("POST", "/api/v3/order") == posts
+            r = agent.gate.submit(OrderIntent("BTC/USDT", "sell", 0.001, client_order_id="exit-in-storm"))
+            assert r.accepted and r.status == "filled"
+            assert any("breaker tripped" in s for s in agent.said)
+    finally:
+        srv.close()

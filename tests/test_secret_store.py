@@ -1,5 +1,7 @@
-"""Exchange keys stored encrypted under the PIN: readable only with the PIN's key, carried over a PIN
-change, never printed, and the only way to trade live with them is from a terminal."""
+"""Exchange keys stored encrypted under the PIN, in the key store OUTSIDE the project: readable only
+with the PIN's key, carried over a PIN change, never printed. Only the trading agent unlocks them (at its
+start, in the human's terminal: tests/test_redteam.py); nothing else asks for the PIN to reach them:
+neither a session (live is refused there) nor the kill switch (without an agent it says UNVERIFIED)."""
 
 import json
 
@@ -29,10 +31,28 @@ def key(home):
 def test_round_trip_and_nothing_in_clear(home, key):
     secret_store.store_keys(home, key, "binance", API_KEY, SECRET)
     assert secret_store.load_keys(home, key) == {"exchange": "binance", "api_key": API_KEY, "secret": SECRET}
-    for p in home.root.rglob("*"):
-        if p.is_file():
-            data = p.read_bytes()
-            assert SECRET.encode() not in data and API_KEY.encode() not in data, p
+    stored = secret_store.path(home)
+    assert stored.is_file() and stored.stat().st_mode & 0o077 == 0          # the owner's only
+    files = [p for d in (home.root, stored.parent) for p in d.rglob("*") if p.is_file()]
+    assert stored in files
+    for p in files:
+        data = p.read_bytes()
+        assert SECRET.encode() not in data and API_KEY.encode() not in data, p
+
+
+def test_the_keys_live_in_the_key_store_outside_the_project(home, key):
+    """The sandboxed assistant may read and write the project: the keys (and the PIN record they are
+    encrypted under) are kept where the sandbox's denyRead covers them, the agent's key store."""
+    from qts.agent.paths import AgentPaths
+    from qts.safety.pin import pin_path
+
+    secret_store.store_keys(home, key, "binance", API_KEY, SECRET)
+    stored = secret_store.path(home).resolve()
+    root = home.root.resolve()
+    assert root not in stored.parents and root.parent not in stored.parents
+    assert stored == AgentPaths.for_home(home.root).exchange_keys.resolve()
+    assert stored.parent == pin_path(home).resolve().parent
+    assert not any(p.name == stored.name for p in home.root.rglob("*"))
 
 
 def test_another_key_cannot_read_them(home, key):
@@ -70,51 +90,64 @@ def test_a_pin_change_carries_the_keys_over(home):
     assert secret_store.load_keys(home, unlock(home, NEW_PIN))["secret"] == SECRET
 
 
-def test_live_with_stored_keys_needs_the_pin_on_a_terminal(home, key, monkeypatch):
-    """In the assistant's shell there is no terminal: live trading cannot start with stored keys."""
+def _no_terminal(monkeypatch) -> list[str]:
+    """As in Claude Code's Bash tool (and in CI): no terminal. Returns the prompts anyone tried."""
     from qts.safety import tty
 
-    def no_terminal(prompt, reader=None):  # as in Claude Code's Bash tool (and in CI)
+    asked: list[str] = []
+
+    def no_terminal(prompt, reader=None):
+        asked.append(prompt)
         raise tty.NoTerminal("cannot open a terminal (/dev/tty): run it in your own terminal")
     monkeypatch.setattr(tty, "read_secret", no_terminal)
-    from live_support import ccxt_client, make_server, live_settings, write_breaker_closed
+    return asked
+
+
+def test_a_live_session_with_stored_keys_is_refused_without_asking_for_the_pin(home, key, monkeypatch):
+    """`qts run` / `qts once` never unlock the stored keys: live is the trading agent's, started by the
+    human with `qts agent start`; the refusal says so, asks for no PIN and reaches no exchange."""
+    from live_support import ccxt_client, live_settings, make_server
 
     from qts.engine.session import SessionError, open_session
     from qts.market.ccxt_feed import CcxtFeed
 
+    asked = _no_terminal(monkeypatch)
     secret_store.store_keys(home, key, "binance", API_KEY, SECRET)
     with make_server() as srv:
         settings = live_settings(home, srv, ["BTC/USDT"], EXCHANGE_API_KEY="", EXCHANGE_SECRET="")
         assert not settings.has_keys
-        write_breaker_closed(home)
         ex = ccxt_client(srv)
         ex.apiKey = ex.secret = ""
+        before = len(srv.access_log)
         with pytest.raises(SessionError) as e:
             open_session(settings, CcxtFeed(ex, settings.SYMBOLS, 5), exchange=ex)
-    assert "PIN" in str(e.value) and SECRET not in str(e.value)
+        assert srv.access_log[before:] == []
+    assert "qts agent start" in str(e.value)
+    assert asked == [] and SECRET not in str(e.value) and API_KEY not in str(e.value)
 
 
-def test_the_kill_switch_live_flatten_asks_for_the_pin_when_keys_are_stored(home, key, monkeypatch):
-    """The kill switch builds its live broker the same way: with keys stored under the PIN and no
-    terminal it cannot reach the account (and says why); the flag was set before this step."""
-    from live_support import ccxt_client, make_server, live_settings
+def test_the_kill_switch_never_asks_for_the_pin_even_with_keys_stored(home, key, monkeypatch):
+    """Live configured, keys stored under the PIN, no trading agent running: `qts kill-switch` sets the
+    flag, asks for no PIN (the moment a trojan would want it typed) and says UNVERIFIED, pointing to the
+    exchange's own close-all. It exits 1: nothing at the exchange was confirmed."""
+    from click.testing import CliRunner
 
-    from qts.engine.session import SessionError
-    from qts.safety import tty
-    from qts.safety.session_tools import live_tools
+    from conftest import CONFIG_VARS
+    from qts.cli import cli
+    from qts.safety import kill_switch as ks
 
-    def no_terminal(prompt, reader=None):
-        raise tty.NoTerminal("cannot open a terminal (/dev/tty): run it in your own terminal")
-    monkeypatch.setattr(tty, "read_secret", no_terminal)
+    asked = _no_terminal(monkeypatch)
     secret_store.store_keys(home, key, "binance", API_KEY, SECRET)
+    env = {**{k: None for k in CONFIG_VARS}, "PAPER_TRADING": "false", "SYMBOLS": "BTC/USDT"}
+    r = CliRunner().invoke(cli, ["--home", str(home.root), "kill-switch", "--reason", "test"], env=env,
+                           catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    assert "UNVERIFIED" in r.output and "Cancel All" in r.output and "flat." not in r.output
+    assert asked == [] and "PIN:" not in r.output
+    assert SECRET not in r.output and API_KEY not in r.output
+    assert home.kill_flag.exists()
     store = Store.open(home)
     try:
-        with make_server() as srv:
-            settings = live_settings(home, srv, ["BTC/USDT"], EXCHANGE_API_KEY="", EXCHANGE_SECRET="")
-            ex = ccxt_client(srv)
-            ex.apiKey = ex.secret = ""
-            with pytest.raises(SessionError) as e:
-                live_tools(settings, store, exchange=ex)
-        assert "PIN" in str(e.value) and SECRET not in str(e.value)
+        assert ks.status(home, store).engaged
     finally:
         store.close()
