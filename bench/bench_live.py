@@ -1,12 +1,11 @@
 """Live-path benchmarks against the loopback Binance (real ccxt.binance client over HTTP on 127.0.0.1).
 
-1. Orders per second through gate.submit + the live broker (every gate check: kill switch, breaker,
-   live grant, risk, exchange rules; the broker writes the intent before sending, then adopts the fill
-   from the trade list; pre/post-trade logs and trades.jsonl fsync'd) — target >= 200/s.
-   Baseline: raw ccxt create_order calls per second against the same server.
-2. Kill switch, time to flat: 10 positions and 20 open orders at the exchange — target < 1 s.
-   Baseline: the same 20 cancels and 10 market sells as raw ccxt calls.
-3. Reconciliation of 1,000 past orders: all open in the database; (a) still open at the exchange,
+1. Orders per second through gate.submit + the live broker, as the trading agent runs them (every gate
+   check: the agent's kill switch, trading state, grant, collar, risk, exchange rules; the broker writes the
+   intent before sending, then adopts the fill from the order's answer) — target >= 200/s.
+   Baseline: raw ccxt create_order calls per second against the same server. (The whole agent, socket and
+   kill switch included: bench_agent.py.)
+2. Reconciliation of 1,000 past orders: all open in the database; (a) still open at the exchange,
    (b) all filled at the exchange while we were down (1,000 fills to adopt).
 
 The client is sized for the loopback (its weight limit is lifted) so the figures are the software's;
@@ -71,10 +70,8 @@ class RemoteServer:
 
 
 def bench_orders() -> None:
-    from live_support import approve_live, ccxt_client, live_settings, write_breaker_closed
+    from live_support import agent_gate, ccxt_client
     from qts.broker.models import OrderIntent
-    from qts.engine.session import open_session
-    from qts.market.ccxt_feed import CcxtFeed
 
     symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
     srv = RemoteServer()
@@ -96,21 +93,17 @@ def bench_orders() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             home, store = _home(tmp)
-            approve_live(home, store, symbols, max_orders_per_minute=100_000)
-            store.close()
-            write_breaker_closed(home)
-            s = open_session(live_settings(home, srv, symbols), CcxtFeed(ex, symbols, 5), exchange=ex)
-            assert s.broker.mode == "live", s.notice
-            s.broker.client = _big_client(ex, s.store)
-            base = s.gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="base", source="cli"))
+            gate, broker, _auth = agent_gate(store, ex, symbols, max_order=1e6, client=_big_client(ex, store))
+            broker.reconcile()
+            base = gate.submit(OrderIntent("BTC/USDT", "buy", 0.002, client_order_id="base", source="cli"))
             assert base.status == "filled", base
             reqs0 = calls["n"]
             t0 = time.perf_counter()
             results = []
             for i in range(N_ORDERS):  # alternate small buys and sells: the position never goes flat
                 side = "buy" if i % 2 == 0 else "sell"
-                results.append(s.gate.submit(OrderIntent("BTC/USDT", side, 0.0002, client_order_id=f"b{i}",
-                                                         source="cli")))
+                results.append(gate.submit(OrderIntent("BTC/USDT", side, 0.0002, client_order_id=f"b{i}",
+                                                       source="cli")))
             gate_s = time.perf_counter() - t0
             filled = sum(1 for r in results if r.accepted and r.status == "filled")
             refused = [r for r in results if not r.accepted]
@@ -120,95 +113,27 @@ def bench_orders() -> None:
             n_part = N_ORDERS // 3
             t0 = time.perf_counter()
             for i in range(n_part):
-                s.gate.evaluate(OrderIntent("BTC/USDT", "buy" if i % 2 == 0 else "sell", 0.0002,
-                                            client_order_id=f"e{i}", source="cli"))
+                gate.evaluate(OrderIntent("BTC/USDT", "buy" if i % 2 == 0 else "sell", 0.0002,
+                                          client_order_id=f"e{i}", source="cli"))
             eval_ms = (time.perf_counter() - t0) / n_part * 1000
             t0 = time.perf_counter()
             for i in range(n_part):
-                s.broker.place(OrderIntent("BTC/USDT", "buy" if i % 2 == 0 else "sell", 0.0002), f"p{i}")
+                broker.place(OrderIntent("BTC/USDT", "buy" if i % 2 == 0 else "sell", 0.0002), f"p{i}")
             place_ms = (time.perf_counter() - t0) / n_part * 1000
-            s.close()
+            store.close()
     finally:
         srv.close()
     raw_rate, gate_rate = n_raw / raw_s, N_ORDERS / gate_s
     row("raw ccxt create_order (baseline)", f"{raw_rate:.0f} /s", f"{n_raw} market orders")
-    row("gate + live broker", f"{gate_rate:.0f} /s", "target >= 200/s")
+    row("gate (agent authority) + live broker", f"{gate_rate:.0f} /s", "target >= 200/s")
     row("  ratio to raw ccxt", f"{gate_rate / raw_rate:.2f}x", f"{raw_rate / gate_rate:.1f} x the time per order")
     row("  filled / refused / accepted", f"{filled} / {len(refused)} / {posts}",
         refused[0].reason_code if refused else "")
-    row("  HTTP requests per order", f"{reqs:.1f}", "gate's market data + create + trade list")
+    row("  HTTP requests per order", f"{reqs:.2f}", "create + what the agent's view re-reads")
     row("  per order: gate checks alone", f"{eval_ms:.1f} ms", "evaluate(): kill switch .. exchange rules")
-    row("  per order: live broker alone", f"{place_ms:.1f} ms", "place(): intent, POST, trade list, fill")
+    row("  per order: live broker alone", f"{place_ms:.1f} ms", "place(): intent, POST, fills from the answer")
     row("  per order: gate.submit, all in", f"{1000 / gate_rate:.1f} ms", "(the two parts above were timed apart)")
-    row("  Binance's limit instead", f"{3000 / 21:.0f} /min", "6,000 weight/min x 0.5 budget / 21 per order")
-
-
-def _book(store, ex, srv, symbols):
-    from live_support import live_broker
-    from qts.broker.models import OrderIntent
-
-    b = live_broker(store, ex, symbols)
-    b.reconcile()
-    for k, sym in enumerate(symbols):
-        px = float(srv.price(sym))
-        rules = b.feed.rules(sym)
-        b.place(OrderIntent(sym, "buy", rules.amount_to_precision(300 / px)), f"kpos{k}")
-        for j in range(2):
-            b.place(OrderIntent(sym, "buy", rules.amount_to_precision(60 / px), type="limit",
-                                price=rules.price_to_precision(px * (0.8 - 0.05 * j))), f"kbid{k}{j}")
-
-
-def bench_kill_switch() -> None:
-    from live_support import ccxt_client, live_settings, make_server, ten_symbol_specs, write_breaker_closed
-    from qts.safety import kill_switch
-    from qts.safety.session_tools import live_tools
-
-    specs = ten_symbol_specs()
-    symbols = [f"{s.base}/{s.quote}" for s in specs]
-    out = {}
-    for variant in ("raw", "kill"):
-        srv = make_server(symbols=ten_symbol_specs(), balances={"USDT": "100000"})
-        try:
-            ex = ccxt_client(srv)
-            with tempfile.TemporaryDirectory() as tmp:
-                home, store = _home(tmp)
-                write_breaker_closed(home)
-                _book(store, ex, srv, symbols)
-                n_open = sum(1 for o in srv.orders() if o["status"] == "NEW")
-                n_pos = sum(1 for a, (f, l) in srv.balances().items() if a != "USDT" and f + l > 0)
-                if variant == "raw":
-                    t0 = time.perf_counter()
-                    for o in srv.orders():
-                        if o["status"] == "NEW":
-                            ex.cancel_order(None, o["symbol"].replace("USDT", "/USDT"),
-                                            {"clientOrderId": o["clientOrderId"]})
-                    for a, (f, l) in srv.balances().items():
-                        if a != "USDT" and f > 0:
-                            ex.create_order(f"{a}/USDT", "market", "sell", float(f))
-                    out["raw"] = time.perf_counter() - t0
-                else:
-                    settings = live_settings(home, srv, symbols)
-                    t0 = time.perf_counter()
-                    kill_switch.engage(home, "bench", store)
-                    gate, broker = live_tools(settings, store, exchange=ex)  # default client: real throttle
-                    t1 = time.perf_counter()
-                    rep = kill_switch.flatten(gate, broker)
-                    t2 = time.perf_counter()
-                    out.update(total=t2 - t0, tools=t1 - t0, flatten=t2 - t1, rep=rep, before=(n_pos, n_open))
-                left_open = sum(1 for o in srv.orders() if o["status"] in ("NEW", "PARTIALLY_FILLED"))
-                left_pos = sum(1 for a, (f, l) in srv.balances().items() if a != "USDT" and f + l > 0)
-                out[variant + "_left"] = (left_pos, left_open)
-                store.close()
-        finally:
-            srv.close()
-    rep = out["rep"]
-    row("positions / open orders before", f"{out['before'][0]} / {out['before'][1]}")
-    row("raw ccxt: 20 cancels + 10 sells (baseline)", f"{out['raw'] * 1000:.0f} ms")
-    row("kill switch: time to flat (live)", f"{out['total'] * 1000:.0f} ms", "target < 1000 ms")
-    row("  engage + live tools (reconcile)", f"{out['tools'] * 1000:.0f} ms")
-    row("  flatten", f"{out['flatten'] * 1000:.0f} ms", f"{out['flatten'] / out['raw']:.1f}x the raw calls")
-    row("  closed / cancelled / failed", f"{len(rep.closed)} / {len(rep.cancelled)} / {len(rep.failed)}")
-    row("  left at the exchange: positions / open", "{} / {}".format(*out["kill_left"]), "must be 0 / 0")
+    row("  Binance's limit instead", f"{3000 / 1:.0f} /min", "6,000 weight/min x 0.5 budget / 1 per order")
 
 
 def bench_reconcile() -> None:
@@ -250,8 +175,6 @@ def bench_reconcile() -> None:
 def main() -> int:
     print("Orders through the gate (loopback Binance, real ccxt)")
     bench_orders()
-    print("Kill switch against the exchange")
-    bench_kill_switch()
     print("Start-up reconciliation")
     bench_reconcile()
     row("peak RSS", f"{peak_rss_mb():.0f} MB")

@@ -203,6 +203,22 @@ def breaker_trip(ctx, reason):
     store = _store(ctx)
     _print_breaker(_breaker(store).trip(reason, int(time.time() * 1000)))
     store.close()
+    _tell_agent(ctx, "trip", reason)
+
+
+def _tell_agent(ctx, op: str, reason: str) -> None:
+    """A tightening applies to the running trading agent too (its policy is in memory, not in these files)."""
+    from .agent import protocol
+    from .agent.paths import AgentPaths
+
+    paths = AgentPaths.for_home(StateHome.resolve(ctx.obj.get("home")).root)
+    if not protocol.agent_alive(paths):
+        return
+    try:
+        ans = protocol.call(paths, op, {"reason": reason}, timeout_s=15)
+        click.echo(f"trading agent: {(ans.get('data') or {}).get('changed') or ans.get('message')}")
+    except (protocol.AgentUnavailable, OSError, ValueError) as e:
+        click.echo(f"trading agent: not told ({e}); run `qts agent {op if op != 'trip' else 'halt'}`", err=True)
 
 
 @breaker_grp.command("state")
@@ -224,6 +240,8 @@ def breaker_state(ctx, target):
         key = unlock_from_terminal(store, f"PIN to loosen trading to {target}: ")
     _print_breaker(b.set_trading_state(target, now, signing_key=key))
     store.close()
+    if target in ("HALTED", "REDUCING"):
+        _tell_agent(ctx, "halt" if target == "HALTED" else "reduce", "qts breaker state")
 
 
 # -- orders ------------------------------------------------------------------------------------------

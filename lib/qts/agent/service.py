@@ -485,10 +485,28 @@ class TradingAgent:
                     last_profile = now
                 if now - last_refresh >= 5.0 and self._tasks.empty():
                     self._tasks.put((lambda: self.view.balances(fresh=True), Future()))
+                    self._tasks.put((lambda: self._safe(self.check_health), Future()))
                     last_refresh = now
             except Exception as e:  # noqa: BLE001 - housekeeping must go on
                 self.store_error(e)
             self.stopping.wait(0.1)
+
+    def check_health(self) -> list[str]:
+        """The breaker, fed by the exchange client's own latency and error metrics (and position-size
+        breaches): problems TRIP the agent's breaker in memory (a tightening; resuming needs the PIN). The
+        day's loss has its own cap from the exchange's fills (authority.py)."""
+        from ..safety.breaker import Breaker
+
+        if self.authority.policy.breaker_open:
+            return []
+        self.client.flush_metrics()
+        b = Breaker(self.store.home, self.store)
+        m = dict(b.measure(int(time.time() * 1000)), daily_pnl_pct=None)
+        problems = b.problems(m)
+        if problems:
+            self.authority.tighten("trip", {"reason": "; ".join(problems)})
+            self.alert(f"breaker tripped: {'; '.join(problems)}: live entries stop until you resume with the PIN")
+        return problems
 
     def rebuild_books(self) -> dict:
         """The project's database was deleted or replaced (the assistant can do either): open it again and
@@ -706,6 +724,9 @@ class TradingAgent:
     # -- life ------------------------------------------------------------------------------------
     def start(self) -> None:
         """Reconcile, bind the socket, start the threads. Raises before any thread runs on failure."""
+        from ..store.journal import sync_trades
+
+        sync_trades(self.store)  # a fill committed but not yet in trades.jsonl when the last run died
         self.broker.reconcile()
         self.view.balances(fresh=True)
         self.paths.spool_in.mkdir(parents=True, exist_ok=True)

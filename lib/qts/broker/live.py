@@ -86,15 +86,18 @@ class LiveBroker(BookedBroker):
         price = rules.price_to_precision(intent.price) if intent.type == "limit" and intent.price else None
         ts = now_ms()
         coid = client_order_id
+        # one transaction: the row and its "intent" -> "sent" history are on disk before the request leaves
+        # (a crash from here on leaves an order to look up by its client id; "sent" and "intent" are both
+        # resolved that way at start)
         with self.store.tx():
             self.store.insert("orders", {
                 "client_order_id": coid, "mode": self.mode, "symbol": intent.symbol, "side": intent.side,
-                "type": intent.type, "amount": amount, "price": price, "status": "intent",
+                "type": intent.type, "amount": amount, "price": price, "status": "sent",
                 "strategy": intent.strategy, "reason": intent.reason, "stop_loss": intent.stop_loss,
                 "take_profit": intent.take_profit, "created_ts": ts, "updated_ts": ts})
             self.ledger.history(coid, "intent", ts, intent.source)
+            self.ledger.history(coid, "sent", ts, "create_order")
         _crash_point("before_send")
-        self._status(coid, "sent", "create_order")
         try:
             order = self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
                                      {"clientOrderId": coid}, idempotent=False, weight=1)

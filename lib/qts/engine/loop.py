@@ -78,8 +78,8 @@ class TradingLoop:
 
     def check_breaker(self) -> None:
         """Live only: evaluate the breaker; if it is not closed, carry on in paper from now on."""
-        if self.broker.mode != "live":
-            return
+        if self.broker.mode != "live" or getattr(self.gate, "authority", None) is not None:
+            return  # (in the trading agent the breaker is the agent's own, in memory)
         st = self.gate.breaker.check(int(time.time() * 1000))
         from ..registry import supervise
 
@@ -118,6 +118,15 @@ class TradingLoop:
                 intent = self.intent_for(symbol, target, held, price, eq["equity"], strat, info)
                 if info.get("reason") == "NOT_PROMOTED_TO_LIVE":
                     codes.append("NOT_PROMOTED_TO_LIVE")
+            if intent and intent.client_order_id is None and self.broker.mode == "live" and len(candles):
+                # the decision's own id: (strategy, symbol, side, the candle it was made on). Asked again (a
+                # restarted agent, a repeated cycle) it is the same order, which the exchange and the books refuse
+                from dataclasses import replace as _replace
+
+                from ..broker.models import make_client_order_id
+
+                intent = _replace(intent, client_order_id=make_client_order_id(
+                    "live", int(candles.ts[-1]), symbol, intent.side, strat.name))
             if intent:
                 res = self.gate.submit(intent)
                 result = res.to_dict()
