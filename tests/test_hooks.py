@@ -321,6 +321,10 @@ TAMPER = [
     "MAX_POSITION_SIZE=1000000 qts order buy BTC/USDT 5",
     "qts promote sma_cross-1a2b --to live-ramp",
     "qts promote sma_cross-1a2b --to=live",
+    "qts agent start --max-order 100 --max-daily 1000",
+    "qts agent approve grant --max-order 1000000 --max-daily 1000000",
+    "qts agent stop",
+    "qts agent import-keys",
 ]
 
 

@@ -38,12 +38,13 @@ def _iso(ts_ms) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ts_ms else "-"
 
 
-def _parse_params(items) -> dict:
+def _parse_params(items, option: str = "--param") -> dict:
+    """NAME=VALUE pairs; VALUE as JSON when it parses (numbers, lists), else text."""
     out = {}
     for item in items:
         k, sep, v = item.partition("=")
         if not sep or not k:
-            raise InputError(f"--param {item!r}: expected NAME=VALUE")
+            raise InputError(f"{option + ' ' if option else ''}{item!r}: expected NAME=VALUE")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:

@@ -139,16 +139,9 @@ def agent_revoke(ctx, reason):
 
 
 def _kv(pairs) -> dict:
-    out = {}
-    for c in pairs:
-        k, sep, v = c.partition("=")
-        if not sep or not k:
-            raise InputError(f"{c!r}: expected NAME=VALUE")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+    from .cli import _parse_params
+
+    return _parse_params(pairs, option="")
 
 
 @agent_grp.command("lower")

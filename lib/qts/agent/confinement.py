@@ -430,34 +430,14 @@ def _merge(dst: dict, src: dict, prefix: str, changes: list, path: str) -> None:
 
 
 def _atomic_write_json(path: str, data: dict) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
+    """Replace the settings file in one step (fsutil.write_atomic), keeping its mode."""
+    from ..fsutil import write_atomic
+
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         mode = 0o644
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", mode=mode)
 
 
 # -- the command ---------------------------------------------------------------------------------------------

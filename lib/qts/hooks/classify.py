@@ -15,7 +15,8 @@ ORDINARY, TRADE, DENY = "ordinary", "trade", "deny"
 # the CLI, however it is reached
 QTS = r"(?:\bqts\b|_qts\.sh\b|python3?\s+-m\s+qts\b|\bqts\.cli\b)"  # _qts.sh: the plugin's launcher
 TRADE_SUBCMDS = r"(?:order|run|once|live|cancel)"
-HUMAN_ONLY_SUBCMDS = (r"(?:pin\b|approve\b|kill-switch\s+reset\b|breaker\s+state\s+active\b|"
+HUMAN_ONLY_SUBCMDS = (r"(?:pin\b|approve\b|agent\s+(?:start|stop|import-keys)\b|kill-switch\s+reset\b|"
+                      r"breaker\s+state\s+active\b|"
                       r"breaker\s+state\s+reducing\b|risk\s+set\b|risk\s+loosen\b|promote\b[^;&|]*--to[\s=]+live)")
 
 STATE_FILES = (r"(?:\.quant-trading\b|KILL_SWITCH|circuit_breaker\.json|metrics\.db|trades\.jsonl|"
