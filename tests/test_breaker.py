@@ -10,13 +10,10 @@ import json
 
 import pytest
 
-from qts import cli_safety
 from qts.broker.paper import PaperBroker
 from qts.gate import Gate, Reason
 from qts.safety import kill_switch as ks
 from qts.safety.breaker import ACTIVE, CLOSED, HALF_OPEN, HALTED, OPEN, REDUCING, Breaker, BreakerConfig
-from qts.safety.grants import issue_live_grant, live_grant_path, load_live_grant
-from qts.safety.pin import set_pin, unlock
 from test_gate import BTC, N, PIN, FixedFeed, buy, paper, read_lines, seed_position, sell  # noqa: F401
 
 T = 1_800_000_000_000            # the fake "now" (epoch ms)
@@ -159,40 +156,8 @@ def test_a_problem_in_probation_trips_again_and_recovery_restarts(b, store):
 
 # ================================================================================== trip revokes the grant
 
-@pytest.fixture
-def granted(store):
-    set_pin(store.home, PIN, scrypt_n=N, now=T - 3600 * S)
-    key = unlock(store.home, PIN, now=T)
-    br = cli_safety._breaker(store)                      # exactly as the CLI wires it
-    closed(br)
-    issue_live_grant(store.home, key, max_order_notional=100, max_daily_notional=500, symbols=[BTC], now=T)
-    assert load_live_grant(store.home, T + S) is not None
-    return br
-
-
-def test_a_trip_revokes_the_live_grant(granted, store):
-    errors(store, 10, now=T + 10 * S)
-    st = granted.check(T + 10 * S)
-    assert st.state == OPEN
-    assert not live_grant_path(store.home).exists() and load_live_grant(store.home, T + 11 * S) is None
-    # recovery does not bring it back: live needs a fresh PIN grant
-    assert granted.check(T + 10 * S + 900 * S).state == HALF_OPEN
-    assert granted.check(T + 10 * S + 1800 * S).state == CLOSED
-    assert load_live_grant(store.home, T + 10 * S + 1800 * S) is None
-
-
-def test_a_manual_trip_revokes_too(granted, store):
-    granted.trip("manual", T + S)
-    assert load_live_grant(store.home, T + 2 * S) is None
-
-
-def test_the_gates_own_breaker_revokes_on_trip(granted, store):
-    """The gate builds its breaker itself: a trip it observes (here: the state file deleted) revokes too."""
-    store.home.breaker_file.unlink()
-    feed = FixedFeed()
-    gate = Gate(store, feed, PaperBroker(store, feed))
-    assert gate.breaker.status(T + S).state == OPEN
-    assert load_live_grant(store.home, T + 2 * S) is None
+# (A trip no longer revokes a live grant FILE: live grants live in the trading agent's memory, and the
+# agent's own breaker is tested in test_reliability.py and test_agent_authority.py.)
 
 
 # ================================================================================== file vs database copy

@@ -403,12 +403,7 @@ GATE = "gate.py"                 # the one module that may call a broker's place
 # References the scan finds today that should go, each with its reason; any OTHER hit fails at once. An
 # entry here is no permission: test_the_pending_order_references_are_gone (strict xfail) fails as soon
 # as the code is fixed, so the entry is removed with it.
-PENDING_ORDER_REFERENCES = {
-    ("agent/flatten.py", "'cancel_order'"):
-        "the agent's kill-switch flatten cancels orders it did not place with client.call('cancel_order', id, "
-        "symbol) instead of through the live broker (broker.cancel only knows the books' client order ids): "
-        "the live broker should offer a cancel by exchange order id and flatten.py call that",
-}
+PENDING_ORDER_REFERENCES: dict = {}  # (path, reference) -> why it may stay for now; empty: none may
 
 
 def _lib_modules():
@@ -495,14 +490,6 @@ def test_no_module_but_the_live_broker_references_exchange_order_methods():
         if path != LIVE_BROKER and hits:
             offenders[path] = hits
     assert offenders == {}
-
-
-@pytest.mark.xfail(strict=True, reason="; ".join(PENDING_ORDER_REFERENCES.values()))
-def test_the_pending_order_references_are_gone():
-    modules = dict(_lib_modules())
-    left = {path: [h for h in _order_references(modules[path]) if h.split(": ", 1)[-1] == what]
-            for path, what in PENDING_ORDER_REFERENCES if path in modules}
-    assert {p: h for p, h in left.items() if h} == {}
 
 
 def test_the_static_scan_would_catch_a_bypass(tmp_path):

@@ -363,7 +363,7 @@ def test_e2e_paper_order_goes_through_and_is_logged(world):
     assert "FILLED buy BTC/USDT 0.001" in buy, buy
 
 
-def test_e2e_live_order_without_approval_is_denied_by_the_hook(world):
+def test_e2e_live_order_without_a_trading_agent_is_denied_by_the_hook(world):
     qts(world["state"], "run", "--days", "0.2", "--fresh", "--quiet")
     orders_before = db_rows(world["state"], "SELECT COUNT(*) FROM orders")[0][0]
     verdicts_before = len(jsonl(world["state"] / "logs" / "pre_trade.json"))
@@ -372,7 +372,7 @@ def test_e2e_live_order_without_approval_is_denied_by_the_hook(world):
     assert s.pre_decisions() == ["deny"], s.explain()
     r = s.tool_results()[0]
     assert r["is_error"] and r["content"].startswith("[quant-trading-system]"), s.explain()
-    assert "LIVE_NOT_APPROVED" in r["content"] or "BREAKER_OPEN" in r["content"], s.explain()
+    assert "NO_AGENT" in r["content"] and "qts agent start" in r["content"], s.explain()
     assert [d["tool_input"]["command"] for d in s.result()["permission_denials"]] == \
         ["PAPER_TRADING=false qts order buy BTC/USDT 0.001"]
     # the command never ran: no order, not even a gate verdict

@@ -413,19 +413,20 @@ def test_kill_switch_reports_flat_from_the_exchange_even_with_the_database_gone(
     for i in range(3):
         assert order(world, "buy", 0.002, f"k{i}")[0] == 0
     # an order the agent did not place, resting at the exchange (the human's, on the exchange's app)
-    world.python(f"""
+    by_hand = world.python(f"""
 import sys; sys.path.insert(0, {str(A.REPO / 'tests')!r})
 from support.loopback_exchange import RemoteLoopback, make_ccxt_client
-ex = make_ccxt_client(RemoteLoopback({world.server.base_url!r}))
+ex = make_ccxt_client(RemoteLoopback({world.server.base_url!r}, {world.server.api_key!r}, {world.server.secret!r}))
 ex.load_markets(); ex.create_order("ETH/USDT", "limit", "buy", 0.01, 2500, {{"clientOrderId": "by-hand"}})
 """)
+    assert by_hand.returncode == 0, by_hand.stderr
     world.run(["rm", "-rf", str(world.state_home / "db")])
     t0 = time.perf_counter()
     p = world.run([str(A.REPO / "hooks" / "kill_switch.sh"), "--json"])
     wall = time.perf_counter() - t0
     rep = json.loads(p.stdout)
     assert p.returncode == 0 and rep["flat"] and rep["live"]["verified"], p.stdout
-    assert [c["client_order_id"] for c in rep["live"]["report"]["cancelled_foreign"]] == ["by-hand"]
+    assert [c["client_order_id"] for c in rep["live"]["report"]["cancelled_foreign"]] == ["by-hand"], rep["live"]
     t = A.totals(world.server)
     assert t.get("BTC", 0) < 1e-5 and not [o for o in world.exchange_orders() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
     assert wall < 30

@@ -138,9 +138,7 @@ def breaker_grp(ctx):
 
 def _breaker(store):
     from .safety.breaker import Breaker
-    from .safety.grants import revoke_live_grant
-
-    return Breaker(store.home, store, on_trip=lambda st: revoke_live_grant(store.home))
+    return Breaker(store.home, store)
 
 
 def _print_breaker(st, m=None, as_json=False):

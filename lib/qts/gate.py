@@ -24,15 +24,6 @@ from .verdicts import Reason, Refuse, Verdict
 __all__ = ["Gate", "Reason", "Refuse", "Verdict", "DEFAULT_CHECKS"]
 
 
-def _revoke_live_grant(store):
-    def on_trip(state):  # a tripped breaker ends the live grant: going back to live needs the PIN again
-        from .safety.grants import revoke_live_grant
-
-        if revoke_live_grant(store.home):
-            store.event("approval", "live grant revoked: the circuit breaker opened", severity="critical")
-    return on_trip
-
-
 # A check takes (gate, intent) and returns the (possibly shrunk) intent, or raises Refuse.
 Check = Callable[["Gate", OrderIntent], OrderIntent]
 
@@ -170,7 +161,7 @@ class Gate:
         # sent is its own journal and the exchange; a power cut then loses at most the last log lines)
         self.sync_logs = True
         self.checks = list(DEFAULT_CHECKS if checks is None else checks)
-        self.breaker = breaker or Breaker(store.home, store, on_trip=_revoke_live_grant(store))
+        self.breaker = breaker or Breaker(store.home, store)
         self._notes: list[str] = []
         self._pending_consumptions: list = []
         self._flatten_ids: set[str] = set()

@@ -42,7 +42,7 @@ def flatten_account(agent, passes: int = 3) -> dict:
                     if ours:
                         agent.broker.cancel(cid, "kill switch")
                     else:
-                        client.call("cancel_order", o.get("id"), sym)
+                        agent.broker.cancel_at_exchange(o.get("id"), sym)
                     entry = {"symbol": sym, "id": o.get("id"), "client_order_id": cid or None}
                     (rep["cancelled"] if ours else rep["cancelled_foreign"]).append(entry)
                 except Exception as e:  # noqa: BLE001 - gone meanwhile, or not cancellable: the check below says

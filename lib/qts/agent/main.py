@@ -145,7 +145,9 @@ def make_exchange(settings, api_key: str, secret: str):
 
 def restore_policy(records: list[dict], problem: str | None, exists: bool, paths: AgentPaths, exchange_orders_since,
                    now_ms: int):
-    """(policy, notes, strict) from the journal and the exchange's own order list.
+    """(policy, notes, strict, sent, sent_intents) from the journal and the exchange's own order list:
+    the policy to start in, what to tell the human, whether it is the strict start, the answers to the
+    orders the journal records, and what was sent (coid -> intent).
 
     ``exchange_orders_since(ts) -> list[dict]``: the exchange's orders on the configured markets since
     ``ts`` (each with ``clientOrderId``)."""

@@ -255,6 +255,14 @@ class LiveBroker(BookedBroker):
         return self.store.one("SELECT status FROM orders WHERE client_order_id=?",
                               (client_order_id,))["status"] == "cancelled"
 
+    def cancel_at_exchange(self, exchange_order_id: str, symbol: str) -> None:
+        """Cancel an order the books do not know (placed by hand on the exchange, or by another tool): the
+        kill switch clears every open order on its markets. Raises when the exchange refuses."""
+        try:
+            self.client.call("cancel_order", exchange_order_id, symbol)
+        except self.ccxt.OrderNotFound:
+            pass  # filled or cancelled meanwhile: the kill switch's check at the exchange says which
+
     def _not_found(self, coid: str, where: str) -> bool:
         """Count a not-found answer; after ``not_found_limit`` of them the order is declared lost."""
         self.ledger.history(coid, "not_found", now_ms(), where)
