@@ -80,6 +80,21 @@ def wait_for_event(world, text: str, timeout: float = 15) -> dict:
     raise AssertionError(f"the agent never reported {text!r}: {(world.agent_status() or {}).get('events')}")
 
 
+def wait_for_books(world, quiet_s: float = 2.5, timeout: float = 30) -> None:
+    """Until the agent has rebuilt its books after the LAST deletion: a rebuild seen, then no new one for
+    ``quiet_s`` (an attacker deleting in a loop can delete a rebuilt database again)."""
+    deadline = time.time() + timeout
+    seen, since = None, time.time()
+    while time.time() < deadline:
+        n = sum(1 for e in (world.agent_status() or {}).get("events", []) if "live books rebuilt" in e["message"])
+        if n != seen:
+            seen, since = n, time.time()
+        elif n and time.time() - since >= quiet_s and (world.state_home / "db" / "metrics.db").exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the agent did not settle its books: {(world.agent_status() or {}).get('events')}")
+
+
 def assert_the_three_checks(world, texts=()):
     # 1. no live order beyond the human's grant
     per_order = {}
@@ -120,7 +135,7 @@ def test_deleting_or_rolling_back_the_whole_state_home_loosens_nothing(world, ag
     assert world.exchange_orders() == []
     st = world.agent_status()
     assert st["policy"]["trading_state"] == "HALTED"
-    wait_for_event(world, "live books rebuilt")  # the agent noticed its database went, and rebuilt it
+    wait_for_books(world)  # the agent noticed its database went (each time), and rebuilt it
     assert_the_three_checks(world)
 
 
