@@ -381,7 +381,13 @@ class TradingAgent:
                                                   "avg_price": res.avg_price, "source": intent.source},
                                         sync=False)
             return out
-        out = self.run_task(work)
+        try:
+            out = self.run_task(work)
+        except TimeoutError:
+            # still queued or at the exchange: the decision is not lost, and asking again is safe (same id)
+            return {"_ok": False, "_code": "PENDING", "caller_id": caller_id, "client_order_id": coid,
+                    "_message": "the agent is still working on this order; ask again with the same client order id "
+                                "to get its outcome (it is never placed twice)"}
         return {**out, "_ok": bool(out.get("accepted")), "_code": out.get("reason_code") or out.get("status", "").upper(),
                 "_message": out.get("message", "")}
 

@@ -148,8 +148,15 @@ def summary_line(home: StateHome) -> str:
     b = breaker(home)
     pf = portfolio(home)
     mode = "LIVE" if os.environ.get("PAPER_TRADING", "true").strip().lower() in ("false", "0", "no", "off") else "paper"
-    parts = [f"mode {mode}", f"breaker {b['state']} ({b.get('reason', '')})", f"trading {b['trading_state']}",
-             "kill switch ENGAGED: " + why if ks else "kill switch clear"]
+    parts = [f"mode {mode}"]
+    alive, st = agent(home)
+    if alive:  # live orders: what the trading agent holds in memory is what counts
+        parts.append("trading agent running: " + str((st or {}).get("policy_summary", "")))
+    elif mode == "LIVE":
+        parts.append("NO trading agent running (live orders are refused until the human starts it with "
+                     "`qts agent start` in their own terminal)")
+    parts += [f"paper breaker {b['state']} ({b.get('reason', '')})", f"paper trading {b['trading_state']}",
+              "kill switch ENGAGED: " + why if ks else "kill switch clear"]
     if pf.get("equity") is not None:
         parts.append(f"equity {pf['equity']:.2f} cash {pf['cash']:.2f}")
     if pf["positions"]:
