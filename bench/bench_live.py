@@ -133,7 +133,6 @@ def bench_orders() -> None:
     row("  per order: gate checks alone", f"{eval_ms:.1f} ms", "evaluate(): kill switch .. exchange rules")
     row("  per order: live broker alone", f"{place_ms:.1f} ms", "place(): intent, POST, fills from the answer")
     row("  per order: gate.submit, all in", f"{1000 / gate_rate:.1f} ms", "(the two parts above were timed apart)")
-    row("  Binance's limit instead", f"{3000 / 1:.0f} /min", "6,000 weight/min x 0.5 budget / 1 per order")
 
 
 def bench_reconcile() -> None:
