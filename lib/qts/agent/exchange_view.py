@@ -82,7 +82,8 @@ class ExchangeView:
             self._balance = (time.monotonic(), total)
         return total
 
-    def free(self, fresh: bool = True) -> dict[str, float]:
+    def free(self) -> dict[str, float]:
+        """What can be sold now (not locked in open orders), read fresh: the kill switch sells this."""
         b = self.client.call("fetch_balance")
         return {k: float(v or 0) for k, v in (b.get("free") or {}).items() if isinstance(v, (int, float))}
 

@@ -94,10 +94,32 @@ class AgentConfig:
     allow_uid0: bool = False             # in-process tests only (the real agent refuses to start as root)
 
 
+def _journaling_broker():
+    from ..broker.live import LiveBroker
+
+    class JournalingBroker(LiveBroker):
+        """The live broker, writing every order into the agent's journal before it leaves: after a crash
+        mid-order the exchange's order is one the journal knows, not a sign of a rolled-back journal. (No
+        fsync: a power cut that loses the line makes the next start see an unknown order and start HALTED,
+        the safe side; kill -9 loses nothing, the page cache keeps it.)"""
+
+        journal = None
+        sent_intents: dict = {}
+
+        def place(self, intent, client_order_id):
+            rec = {"coid": client_order_id, "symbol": intent.symbol, "side": intent.side, "type": intent.type,
+                   "amount": intent.amount, "price": intent.price, "source": intent.source,
+                   "strategy": intent.strategy, "ts": int(time.time() * 1000)}
+            self.journal.append("sending", rec, sync=False)
+            self.sent_intents[client_order_id] = rec
+            return super().place(intent, client_order_id)
+
+    return JournalingBroker
+
+
 class TradingAgent:
     def __init__(self, cfg: AgentConfig):
         from ..broker.exchange_client import ExchangeClient
-        from ..broker.live import LiveBroker
         from ..gate import Gate
         from ..market.ccxt_feed import CcxtFeed
         from ..safety.risk_profile import load_profile
@@ -110,25 +132,10 @@ class TradingAgent:
         self.client = cfg.client or ExchangeClient(cfg.exchange, cfg.store)
         self.view = ExchangeView(self.client, self.symbols, cfg.quote)
         self.feed = CcxtFeed(cfg.exchange, self.symbols, cfg.settings.TRADE_INTERVAL)
-        journal = cfg.journal
-        agent_ref = self
-        self.sent_intents: dict[str, dict] = dict(getattr(cfg, "sent_intents", {}) or {})
-
-        class JournalingBroker(LiveBroker):
-            """Every order is in the journal (fsync'd) before it leaves: after a crash mid-order, the
-            exchange's order is one the journal knows, not a sign of a rolled-back journal."""
-
-            def place(self, intent, client_order_id):
-                rec = {"coid": client_order_id, "symbol": intent.symbol, "side": intent.side, "type": intent.type,
-                       "amount": intent.amount, "price": intent.price, "source": intent.source,
-                       "strategy": intent.strategy, "ts": int(time.time() * 1000)}
-                # no fsync: a power cut that loses this line makes the next start see an order the journal does
-                # not know, and start HALTED (the safe side); kill -9 loses nothing (the page cache keeps it)
-                journal.append("sending", rec, sync=False)
-                agent_ref.sent_intents[client_order_id] = rec
-                return super().place(intent, client_order_id)
-
+        JournalingBroker = _journaling_broker()
+        self.sent_intents: dict[str, dict] = dict(cfg.sent_intents or {})
         self.broker = JournalingBroker(cfg.store, self.feed, cfg.exchange, client=self.client, quote_currency=cfg.quote)
+        self.broker.journal, self.broker.sent_intents = cfg.journal, self.sent_intents
         profile = load_profile(cfg.store.home, settings=cfg.settings).profile
         self.authority = Authority(self.view, cfg.policy, risk_profile=profile, kill_flag=cfg.store.home.kill_flag,
                                    on_change=self._on_policy_change)
