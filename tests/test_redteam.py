@@ -452,3 +452,15 @@ def test_kill_switch_without_an_agent_says_unverified_and_never_asks_for_the_pin
     assert p.returncode == 1
     assert "UNVERIFIED" in p.stdout and "PIN" not in p.stdout.split("Resetting")[0], p.stdout
     assert (world.state_home / "safety" / "KILL_SWITCH").exists()
+
+
+def test_an_exchange_url_planted_in_the_projects_env_file_is_not_followed(world):
+    # the assistant can write the project's .env: a proxy there could drop the kill switch's cancels and
+    # answer "flat". The agent takes where it trades only from the human's own environment.
+    env_file = world.state_home / ".env"
+    world.run(["sh", "-c", f"mkdir -p {world.state_home} && echo 'EXCHANGE_URL=http://127.0.0.1:9' > {env_file}"])
+    with pytest.raises(AssertionError) as e:
+        world.start_agent("--no-loop", "--accept-unconfined", env={"EXCHANGE_URL": ""}, expect="listening",
+                          timeout=30)
+    assert "EXCHANGE_URL set in" in str(e.value) and "terminal's environment" in str(e.value)
+    assert world.exchange_orders() == []

@@ -201,6 +201,27 @@ def restore_policy(records: list[dict], problem: str | None, exists: bool, paths
     return last, notes, False, sent, intents
 
 
+# Where the agent sends signed requests, and to which exchange, must come from the human: the project's
+# .env is a file the sandboxed assistant can write (it could point EXCHANGE_URL at a proxy that drops the
+# kill switch's cancels and answers "flat").
+FROM_TERMINAL_ONLY = ("EXCHANGE_URL", "EXCHANGE")
+
+
+def _settings_from_project_files(home) -> str | None:
+    from ..config import ConfigError, parse_env_file
+
+    try:
+        file_vals = parse_env_file(home.env_file)
+    except ConfigError as e:
+        return str(e)
+    bad = [k for k in FROM_TERMINAL_ONLY if k in file_vals and file_vals[k] != os.environ.get(k, file_vals[k] + "x")]
+    if bad:
+        return (f"{', '.join(bad)} set in {home.env_file}: the agent takes these only from your terminal's "
+                "environment (the assistant can write that file). Remove them there and export them in this "
+                "terminal if you mean them.")
+    return None
+
+
 def isolated_main(argv: list[str]) -> int:
     problems = hygiene.harden()  # first thing: nothing else has read a secret yet
     args = _parser().parse_args(argv)
@@ -219,6 +240,9 @@ def isolated_main(argv: list[str]) -> int:
     from ..paths import StateHome
 
     home = StateHome(settings.QTS_HOME).ensure()
+    why = _settings_from_project_files(home)
+    if why:
+        return _refuse(why)
     paths = AgentPaths.for_home(home.root)
     lock = _lock(paths)
     if lock is None:
