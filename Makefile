@@ -26,7 +26,7 @@ demo: install
 test: install
 	@# the red-team suite runs the trading agent and its attacker as one unprivileged user (the agent refuses
 	@# root): as root, create it and let it execute this Python (a no-op for a normal user)
-	@sh tests/support/prepare_test_user.sh $(BIN)/python || true
+	@sh tests/support/prepare_test_user.sh $(BIN)/python $(CURDIR) || true
 	$(BIN)/python -m pytest -q
 
 bench: install
