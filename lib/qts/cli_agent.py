@@ -175,12 +175,33 @@ def agent_account(ctx, as_json):
 
 # -- loosening: the human, with the PIN ----------------------------------------------------------------
 
+def _unlock_here(home):
+    """The PIN from this terminal (never argv, env or the chat), and the signing key it unlocks; exits
+    2 without a terminal, 1 when cancelled or wrong."""
+    from .safety import pin as pinmod
+    from .safety.tty import NoTerminal, SecretCancelled, read_secret
+
+    try:
+        secret = read_secret("PIN: ")
+    except NoTerminal as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except (SecretCancelled, KeyboardInterrupt):
+        click.echo("cancelled; nothing done", err=True)
+        sys.exit(1)
+    try:
+        return pinmod.unlock(home, secret)
+    except pinmod.PinError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    finally:
+        secret = None
+
+
 def _approve(ctx, action: str, params: dict) -> None:
     """Ask the agent for a challenge, show it, read the PIN on this terminal, sign, send."""
     from .agent import challenge, protocol
     from .paths import StateHome
-    from .safety import pin as pinmod
-    from .safety.tty import NoTerminal, SecretCancelled, read_secret
 
     settings = _settings(ctx)
     paths = _paths(ctx)
@@ -193,21 +214,7 @@ def _approve(ctx, action: str, params: dict) -> None:
     click.echo(f"To approve: {action} {json.dumps(params, sort_keys=True) if params else ''}")
     click.echo(f"  agent instance {ch['instance']}, account {ch['account']}, state home {ch['home']}")
     click.echo(f"  policy now: {ans['data'].get('policy_summary')}")
-    try:
-        secret = read_secret("PIN: ")
-    except NoTerminal as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except (SecretCancelled, KeyboardInterrupt):
-        click.echo("cancelled; nothing approved", err=True)
-        sys.exit(1)
-    try:
-        key = pinmod.unlock(StateHome(settings.QTS_HOME), secret)
-    except pinmod.PinError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    finally:
-        secret = None
+    key = _unlock_here(StateHome(settings.QTS_HOME))
     if st.get("key_fingerprint") and st["key_fingerprint"] != key.fingerprint:
         click.echo("error: the PIN key in the key store is not the one the running agent was unlocked with "
                    "(the key store changed since it started): nothing signed", err=True)
@@ -321,28 +328,13 @@ def agent_import_keys(ctx):
     """Move EXCHANGE_API_KEY / EXCHANGE_SECRET from your environment or .env into the key store,
     encrypted under the PIN (asks for it here). Then remove them from the environment."""
     from .paths import StateHome
-    from .safety import pin as pinmod
     from .safety import secret_store
-    from .safety.tty import NoTerminal, SecretCancelled, read_secret
 
     settings = _settings(ctx)
     if not settings.has_keys:
         raise InputError("EXCHANGE_API_KEY and EXCHANGE_SECRET are not set in the environment or the state home's .env")
-    try:
-        secret = read_secret("PIN: ")
-    except NoTerminal as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except (SecretCancelled, KeyboardInterrupt):
-        sys.exit(1)
     home = StateHome(settings.QTS_HOME)
-    try:
-        key = pinmod.unlock(home, secret)
-    except pinmod.PinError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    finally:
-        secret = None
+    key = _unlock_here(home)
     secret_store.store_keys(home, key, settings.EXCHANGE, settings.EXCHANGE_API_KEY.get_secret_value(),
                             settings.EXCHANGE_SECRET.get_secret_value())
     click.echo(f"exchange keys for {settings.EXCHANGE} stored encrypted in the key store ({secret_store.path(home)}).")
