@@ -72,3 +72,46 @@ def test_start_refuses_without_a_terminal(tmp_path, qts_exe, proc_env):
 def test_lower_rejects_a_malformed_pair(tmp_path):
     r = invoke(["--home", str(tmp_path / "h"), "agent", "lower", "collar_bps"])
     assert r.exit_code == 2 and "expected NAME=VALUE" in r.output
+
+
+def test_approve_signs_nothing_when_the_challenge_it_gets_is_not_the_one_it_asked_for(tmp_path):
+    """An answer can arrive through the spool folder, which the assistant can write: a forged challenge for
+    a bigger grant (with a real nonce the attacker got for itself) must not be signed. The check happens
+    before the PIN is asked for, so a human is never shown a prompt for it."""
+    import threading
+    import time
+
+    from qts.agent import protocol
+    from qts.agent.paths import AgentPaths
+
+    home = tmp_path / "h"
+    paths = AgentPaths.for_home(home)
+    paths.state.mkdir(parents=True)
+    paths.status_file.write_text(json.dumps({"state": "running", "heartbeat": time.time() + 60, "instance": "real1"}))
+    paths.spool_in.mkdir(parents=True)
+    paths.spool_out.mkdir(parents=True)
+    stop = threading.Event()
+
+    def forger():  # the attacker answers in the agent's place
+        while not stop.is_set():
+            for f in paths.spool_in.glob("*.json"):
+                req = json.loads(f.read_text())
+                f.unlink()
+                ch = {"nonce": "ab" * 32, "instance": "real1", "home": str(paths.home_root), "account": "x",
+                      "policy_hash": "0" * 64, "action": "grant", "issued_ts": 1, "expires_ts": 2,
+                      "params": {"max_order_usd": 1e6, "max_daily_usd": 1e7, "symbols": "BTC/USDT", "hours": 8}}
+                (paths.spool_out / f"{req['id']}.json").write_bytes(protocol.dumps(
+                    {"v": 1, "id": req["id"], "ok": True, "code": "OK", "message": "",
+                     "data": {"challenge": ch, "policy_summary": "all fine"}}))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=forger, daemon=True)
+    t.start()
+    try:
+        r = invoke(["--home", str(home), "agent", "approve", "grant", "--max-order", "100", "--max-daily", "500",
+                    "--symbols", "BTC/USDT"])
+    finally:
+        stop.set()
+        t.join(5)
+    assert r.exit_code == 3, r.output
+    assert "does not match this request (params)" in r.output and "PIN" not in r.output.split("refused")[0]

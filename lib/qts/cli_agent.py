@@ -211,6 +211,16 @@ def _approve(ctx, action: str, params: dict) -> None:
         click.echo(f"refused: {ans.get('message')}", err=True)
         sys.exit(3)
     ch = ans["data"]["challenge"]
+    # sign only what THIS command asked for: an answer can come through the spool folder, which the assistant
+    # can write, and a forged challenge could carry its own action, parameters or agent
+    expect = {"action": action, "params": json.loads(json.dumps(params)), "home": str(paths.home_root)}
+    if st.get("instance"):
+        expect["instance"] = st["instance"]
+    wrong = [k for k, v in expect.items() if ch.get(k) != v]
+    if wrong:
+        click.echo(f"refused: the challenge received does not match this request ({', '.join(wrong)}): nothing "
+                   "signed. Someone may be answering in the agent's place; check `qts agent status`.", err=True)
+        sys.exit(3)
     click.echo(f"To approve: {action} {json.dumps(params, sort_keys=True) if params else ''}")
     click.echo(f"  agent instance {ch['instance']}, account {ch['account']}, state home {ch['home']}")
     click.echo(f"  policy now: {ans['data'].get('policy_summary')}")

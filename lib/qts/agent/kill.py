@@ -108,7 +108,7 @@ def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_t
                                 timeout_s=agent_timeout_s + 5)
             rep = ans.get("data") or {}
             live.update({"agent": True, "verified": bool(rep.get("verified")), "flat": bool(rep.get("flat")),
-                         "report": rep, "message": ans.get("message", "")})
+                         "report": rep, "message": ans.get("message", ""), "transport": ans.get("transport")})
         except Exception as e:  # noqa: BLE001
             live.update({"agent": False, "verified": False, "flat": False,
                          "message": f"the trading agent did not answer ({e.__class__.__name__}: {e})"})
@@ -157,6 +157,9 @@ def render(out: dict) -> str:
     if live.get("agent"):
         rep = live.get("report") or {}
         lines.append(f"  live: {rep.get('summary') or live.get('message')}")
+        if live.get("transport") == "spool":
+            lines.append("    (answered through the spool folder, which anything that can write the project can write: "
+                         "confirm at the exchange or with `qts agent account` from your own shell)")
         for c in rep.get("cancelled_foreign", []):
             lines.append(f"    cancelled an order the agent did not place: {c}")
         for c in rep.get("closed", []):

@@ -191,8 +191,10 @@ def call(paths: AgentPaths, op: str, params: dict | None = None, *, timeout_s: f
     if transport in ("auto", "socket"):
         try:
             with SocketClient(paths, timeout_s) as c:
-                return c.call(req)
+                return dict(c.call(req), transport="socket")
         except (OSError, ConnectionError):
             if transport == "socket":
                 raise
-    return spool_call(paths, req, timeout_s)
+    # (an answer from the spool could have been written by anyone who can write the project: callers that
+    # act on it say so, see kill.py)
+    return dict(spool_call(paths, req, timeout_s), transport="spool")
