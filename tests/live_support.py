@@ -75,6 +75,28 @@ def make_server(symbols=None, balances=None, **kw):
     return srv
 
 
+def _fixtures():
+    """``srv`` (a loopback that must end with no server-side errors) and ``ex`` (the real ccxt client on
+    it): pytest fixtures the live tests import from here."""
+    import pytest
+
+    @pytest.fixture
+    def srv():
+        s = make_server()
+        yield s
+        s.close()
+        assert s.errors == []
+
+    @pytest.fixture
+    def ex(srv):
+        return ccxt_client(srv, timeout_ms=1500)
+
+    return srv, ex
+
+
+srv, ex = _fixtures()
+
+
 class Remote:
     """What ``make_ccxt_client`` needs to know about a loopback running in another process."""
 

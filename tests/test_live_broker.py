@@ -17,25 +17,13 @@ import sqlite3
 
 import pytest
 
+from live_support import ex, srv  # noqa: F401  (the shared loopback fixtures)
 from live_support import (FastSleep, agent_gate, approve_live, ccxt_client, compare, fast_client, journal,
                           live_broker, live_settings, make_server, write_breaker_closed)
 from qts.broker.models import OrderIntent
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 POST, ORDER = "POST", "/api/v3/order"
-
-
-@pytest.fixture
-def srv():
-    s = make_server()
-    yield s
-    s.close()
-    assert s.errors == []
-
-
-@pytest.fixture
-def ex(srv):
-    return ccxt_client(srv, timeout_ms=1500)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from live_support import ex, srv  # noqa: F401  (the shared loopback fixtures)
 from live_support import ccxt_client, make_server
 from qts.broker.permissions import check_live_keys, key_permissions
 
@@ -23,19 +24,6 @@ BINANCE_FIELDS = {
     "permitsUniversalTransfer": False, "enableVanillaOptions": False, "enableFixApiTrade": False,
     "enableFixReadOnly": False, "enableSpotAndMarginTrading": True, "enablePortfolioMarginTrading": False,
 }
-
-
-@pytest.fixture
-def srv():
-    s = make_server()
-    yield s
-    s.close()
-    assert s.errors == []
-
-
-@pytest.fixture
-def ex(srv):
-    return ccxt_client(srv, timeout_ms=1500)
 
 
 def no_secrets(msg: str, ex) -> None:

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import pytest
 
+from live_support import ex, srv  # noqa: F401  (the shared loopback fixtures)
 from live_support import ccxt_client, compare, journal, live_broker, make_server
 from qts.broker.models import OrderIntent
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 POST, ORDER = "POST", "/api/v3/order"
-
-
-@pytest.fixture
-def srv():
-    s = make_server()
-    yield s
-    s.close()
-    assert s.errors == []
-
-
-@pytest.fixture
-def ex(srv):
-    return ccxt_client(srv, timeout_ms=1500)
 
 
 def fill_rows(store, coid):

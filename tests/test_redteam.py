@@ -312,7 +312,8 @@ print(json.dumps(out))
     assert out["ccxt"] in ("AuthenticationError", "ArgumentsRequired", "PermissionDenied"), out
     assert out["gate without agent"] in ("NO_AGENT", "BREAKER_OPEN")  # refused, whichever check speaks first
     assert out["gate with a forged authority"][0] is False, out     # no keys: the exchange refuses
-    assert out["broker.place"][0] is False if isinstance(out["broker.place"], list) else True
+    # the live broker straight, no gate: the exchange refuses an unsigned order (or ccxt refuses to send one)
+    assert out["broker.place"] == [False, "rejected", "EXCHANGE_REJECTED"], out
     # a spool intent that claims the kill switch's exemption is not even an order the agent reads
     code, res = order(world, "buy", 0.001, "fine")  # a legal one, for contrast
     assert code == 0 and res["status"] == "filled"

@@ -172,16 +172,11 @@ class ExchangeView:
 
     def record_order_fill(self, symbol: str, side: str, amount: float, price: float, fee_quote: float) -> None:
         """An order of the agent's that filled: counted in today's numbers at once."""
+        fill = {"side": side, "amount": amount, "price": price, "fee": {"cost": fee_quote, "currency": self.quote}}
         with self._lock:
             r = self._recent.setdefault(symbol, self._zero())
-            cost = amount * price
-            if side == "buy":
-                r[0] += cost
-                r[3] += amount
-            else:
-                r[1] += cost
-                r[3] -= amount
-            r[2] += fee_quote
+            for i, v in enumerate(self._aggregate([fill])):
+                r[i] += v
             self._orders_since[symbol] = self._orders_since.get(symbol, 0) + 1
 
     def _totals(self, symbol: str) -> list[float]:
