@@ -53,9 +53,6 @@ BINANCE_SPOT_WEIGHTS = {"create_order": 1, "cancel_order": 1, "fetch_order": 4, 
 
 
 class ExchangeClient:
-    RETRYABLE = ("NetworkError", "RateLimitExceeded", "DDoSProtection", "ExchangeNotAvailable", "RequestTimeout",
-                 "OnMaintenance")
-
     def __init__(self, exchange, store=None, weight_limit_per_min: int = 6000, weight_budget: float = 0.5,
                  retries: int = 4, base_backoff_s: float = 0.25, max_backoff_s: float = 8.0, sleep=time.sleep,
                  clock=None, weight_safe: float = 0.8):

@@ -196,12 +196,6 @@ class Registry:
                 return e
         raise RegistryError(f"no registry entry {eid!r} (see: qts registry list)")
 
-    def find(self, eid: str) -> Entry | None:
-        try:
-            return self.get(eid)
-        except RegistryError:
-            return None
-
     def active_for(self, strategy: str) -> Entry | None:
         """The entry of ``strategy`` in paper / live-ramp / live (there is at most one)."""
         for e in self._file.strategies:

@@ -117,11 +117,6 @@ class BacktestResult:
         out["monthly_returns"] = M.monthly_returns(self.equity, self.ts, self.config.init_cash)
         return out
 
-    def trades_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame([t.__dict__ for t in self.trades])
-
 
 def resolve(strategy: Strategy | str, params: dict | None = None) -> Strategy:
     if isinstance(strategy, Strategy):

@@ -107,12 +107,8 @@ class SweepResult:
 
 # -- chunk execution (module level: picklable for processes and Dask) --------------------------------
 # One indicator cache per process, kept for the next sweep on the same candles (walk-forward folds
-# and repeated sweeps reuse every series); a sweep on other candles replaces it; clear_cache() frees it.
+# and repeated sweeps reuse every series); a sweep on other candles replaces it.
 _PROCESS_CACHES: dict = {}
-
-
-def clear_cache() -> None:
-    _PROCESS_CACHES.clear()
 
 
 def _cache_for(candles: Candles, budget: int) -> specs.IndicatorCache:
@@ -190,11 +186,3 @@ def sweep(strategy: str, candles: Candles, grid, config: BacktestConfig | None =
         blk[ch] = b
     return SweepResult(strategy, params, stats, blk, edges, start, stop, bad, config, candles.timeframe_ms,
                        ex, len(chunks))
-
-
-def combo_backtest(result: SweepResult, candles: Candles, index: int):
-    """Re-run combination ``index`` of a sweep with its trades and equity curve recorded."""
-    from .backtest import backtest
-
-    return backtest(make(result.strategy, result.params[index]), candles, result.config,
-                    start=result.start, stop=result.stop)
