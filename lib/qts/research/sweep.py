@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..market.candles import Candles
-from ..strategies import STRATEGIES, StrategyError, make
+from ..strategies import STRATEGIES, StrategyError
 from . import kernels as K
 from . import parallel
 from . import specs
