@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: install demo test bench clean-demo
+.PHONY: install demo test bench plugin clean-demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -33,6 +33,10 @@ bench: install
 	@# backtesting.py is a yardstick for the backtest benchmark only, not a dependency of the project
 	$(BIN)/python -m pip install --quiet 'backtesting>=0.6' || echo "backtesting.py unavailable: its row is skipped"
 	$(BIN)/python bench/run.py
+
+plugin:
+	@# the plugin's tracked files, outside this checkout, for `claude plugin marketplace add` (see README)
+	@bash scripts/export_plugin.sh $(PLUGIN_DIR)
 
 clean-demo:
 	rm -rf .demo
