@@ -7,12 +7,12 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 .PHONY: install demo test bench plugin clean-demo
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@echo "==> creating the virtualenv in $(VENV) and installing (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)

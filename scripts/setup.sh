@@ -73,7 +73,7 @@ else
   fi
   step "installing quant-trading-system and its libraries into $venv (first time: several minutes)"
   "$venv/bin/python" -m pip install --upgrade --progress-bar on pip
-  "$venv/bin/python" -m pip install --progress-bar on "$root"
+  "$venv/bin/python" -m pip install --progress-bar on -c "$root/constraints.txt" "$root"
   printf '%s\n' "$want" > "$stamp"
 fi
 
