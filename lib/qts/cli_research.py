@@ -216,7 +216,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
     config = _config(ctx)
     from .research import backtest, sweep, validate_strategy
-    from .research.pipeline import expected_metrics, validation_summary, walk_forward_sizes
+    from .research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
 
     progress = True if _tty() else None
     out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}

@@ -168,7 +168,7 @@ def make_metric(candles, *, gates=None, config=None, max_candidates: int = 2, ex
     ``max_candidates`` candidates (0 for any that fails the gates) on ``example.holdout`` = (start, stop)
     bars of ``candles``. During bootstrapping (trace given) it accepts a demonstration only when that
     score is > 0 and every candidate was clean."""
-    from .pipeline import evaluate_candidate
+    from .evaluation import evaluate_candidate
 
     cache: dict = {}
 
