@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rolling import rolling_mean
+
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    if len(x) >= n:
-        c = np.cumsum(np.r_[0.0, x])
-        out[n - 1:] = (c[n:] - c[:-n]) / n
-    return out
+    """The exact mean of each window, correctly rounded: the same bits whatever the series' start (a
+    backtest over a year, the live loop over its last bars), and equal means compare equal (ties)."""
+    return rolling_mean(x, n)
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:

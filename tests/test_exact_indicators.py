@@ -1,0 +1,96 @@
+"""Moving averages that do not drift: the same window gives the same bits whatever series it sits in, and
+an exact tie of two averages is a tie (issue #13: backtest, paper and live decide alike, ties included).
+
+The reference is exact rational arithmetic (fractions.Fraction), never the code's own output.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from qts.market.candles import Candles, load_csv
+from qts.strategies import STRATEGIES, make
+from qts.strategies import rolling
+from qts.strategies.indicators import sma
+
+
+def exact_mean(window) -> float:
+    return float(sum(map(Fraction, window)) / len(window))  # Fraction -> float rounds correctly
+
+
+def cumsum_sma(x, n):  # what the indicators did before: a running sum carried from the series' start
+    out = np.full(len(x), np.nan)
+    c = np.cumsum(np.r_[0.0, x])
+    out[n - 1:] = (c[n:] - c[:-n]) / n
+    return out
+
+
+@pytest.fixture(scope="module")
+def walk():
+    rng = np.random.default_rng(7)
+    return np.round(60_000 + np.cumsum(rng.normal(0, 40, 30_000)), 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 20, 100, 365])
+def test_both_paths_equal_the_exact_mean_correctly_rounded(walk, n):
+    long = rolling.rolling_mean(walk, n)                       # the numba kernel (long series)
+    short = rolling.rolling_mean(walk[:rolling.COMPILED_ABOVE], n)  # integer prefix sums (short series)
+    assert len(walk) > rolling.COMPILED_ABOVE
+    assert np.isnan(long[:n - 1]).all() and np.isnan(short[:n - 1]).all()
+    assert np.array_equal(short, long[:len(short)], equal_nan=True)
+    for i in list(range(n - 1, n + 50)) + list(range(len(walk) - 300, len(walk), 3)):
+        assert long[i] == exact_mean(walk[i - n + 1:i + 1].tolist()), i
+
+
+def test_a_window_gives_the_same_bits_in_any_series(ohlcv_dir):
+    """The backtest sees a year of candles, the live loop its last few hundred: same window, same value. The
+    running sum it replaces differed in nearly every window (the control proves the check can fail)."""
+    for name in ("BTC_USDT-5m", "ETH_USDT-5m", "SOL_USDT-1h"):
+        close = load_csv(ohlcv_dir / f"{name}.csv").close
+        for n in (20, 100):
+            full, tail = sma(close, n), sma(close[-400:], n)
+            assert np.array_equal(full[-(401 - n):], tail[n - 1:]), name
+            control = cumsum_sma(close, n)[-(401 - n):] != cumsum_sma(close[-400:], n)[n - 1:]
+            assert control.sum() > 100, name
+
+
+@pytest.mark.parametrize("price", [58_236.61, 0.3337, 1.1, 101.05, 7.0e-5, 63_999.99])
+def test_equal_means_are_equal_so_a_tie_is_not_a_cross(price):
+    """A flat stretch: SMA20 and SMA100 are both exactly the price, so neither is above the other."""
+    x = np.full(400, price)
+    f, s = sma(x, 20), sma(x, 100)
+    assert (f[99:] == price).all() and (s[99:] == price).all()
+    strat = make("sma_cross", {"fast": 20, "slow": 100})
+    rises = np.r_[np.linspace(price * 0.9, price, 200), np.full(300, price)]  # up into a long flat top
+    c = Candles(np.arange(len(rises), dtype=np.int64) * 3_600_000, rises, rises, rises, rises, np.ones(len(rises)),
+                3_600_000)
+    entry, exit_, ind = strat.signals(c)
+    flat = np.flatnonzero(ind["sma_slow"] == ind["sma_fast"])
+    assert len(flat) > 100 and not exit_[flat].any()  # a tie is not "below"
+
+
+def test_a_window_with_a_bad_value_is_nan_and_the_rest_are_not(walk):
+    for x in (walk.copy(), walk[:1500].copy()):  # both paths
+        x[700] = np.nan
+        out = rolling.rolling_mean(x, 30)
+        assert np.isnan(out[700:730]).all()
+        assert out[699] == exact_mean(x[670:700].tolist()) and out[730] == exact_mean(x[701:731].tolist())
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_the_loop_decides_as_the_backtest_on_every_bar_of_real_candles(ohlcv_dir, strategy):
+    """The loop hands a strategy its last `lookback` candles; the backtest, the whole year. Every bar of BTC
+    1h 2024: the same entry and exit."""
+    c = load_csv(ohlcv_dir / "BTC_USDT-1h.csv")
+    strat = make(strategy)
+    entry, exit_, _ = strat.signals(c)
+    lb = strat.lookback
+    differ = []
+    for i in range(lb - 1, len(c)):
+        we, wx, _ = strat.signals(c.slice(i - lb + 1, i + 1))
+        if we[-1] != entry[i] or wx[-1] != exit_[i]:
+            differ.append(i)
+    assert differ == []
