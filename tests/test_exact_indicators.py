@@ -34,9 +34,21 @@ def walk():
     return np.round(60_000 + np.cumsum(rng.normal(0, 40, 30_000)), 2)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 20, 100, 365])
-def test_both_paths_equal_the_exact_mean_correctly_rounded(walk, n):
-    long = rolling.rolling_mean(walk, n)                       # the numba kernel (long series)
+def wide(walk):
+    """Prices over eight orders of magnitude: too wide for the integer kernel, so the exact-partials one runs."""
+    return walk * np.logspace(-5, 3, len(walk))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 20, 100, 256, 257, 365])
+@pytest.mark.parametrize("series", ["walk", "wide"])
+def test_every_path_equals_the_exact_mean_correctly_rounded(walk, n, series):
+    if series == "wide":
+        walk = wide(walk)
+    from qts.strategies import _rolling_kernel as K
+
+    assert (rolling._as_units(walk, n, K.INT_MAX_WINDOW) is None) == (series == "wide" or n > K.INT_MAX_WINDOW)
+    # long series: the integer kernel (n <= 256 on the walk) or the exact-partials kernel (wider, longer)
+    long = rolling.rolling_mean(walk, n)
     short = rolling.rolling_mean(walk[:rolling.COMPILED_ABOVE], n)  # integer prefix sums (short series)
     assert len(walk) > rolling.COMPILED_ABOVE
     assert np.isnan(long[:n - 1]).all() and np.isnan(short[:n - 1]).all()
@@ -60,9 +72,10 @@ def test_a_window_gives_the_same_bits_in_any_series(ohlcv_dir):
 @pytest.mark.parametrize("price", [58_236.61, 0.3337, 1.1, 101.05, 7.0e-5, 63_999.99])
 def test_equal_means_are_equal_so_a_tie_is_not_a_cross(price):
     """A flat stretch: SMA20 and SMA100 are both exactly the price, so neither is above the other."""
-    x = np.full(400, price)
-    f, s = sma(x, 20), sma(x, 100)
-    assert (f[99:] == price).all() and (s[99:] == price).all()
+    for length in (400, 3 * rolling.COMPILED_ABOVE):  # every path
+        x = np.full(length, price)
+        for n in (20, 100, 300):
+            assert (sma(x, n)[n - 1:] == price).all(), (length, n)
     strat = make("sma_cross", {"fast": 20, "slow": 100})
     rises = np.r_[np.linspace(price * 0.9, price, 200), np.full(300, price)]  # up into a long flat top
     c = Candles(np.arange(len(rises), dtype=np.int64) * 3_600_000, rises, rises, rises, rises, np.ones(len(rises)),

@@ -86,15 +86,22 @@ def side(p, k, q, nf, half, tmp):
 def mean(p, k, n, tmp):
     nf = float(n)
     q = approx(p, k) / nf
+    for t in range(k):
+        tmp[t] = p[t]
+    hi, lo = two_prod(q, nf)
+    m = add(tmp, add(tmp, k, -hi), -lo)  # the exact residual S - q*n
+    # the usual case: the residual is well inside half a spacing on either side of q (the spacing is at
+    # least |q| * 2^-53 above q and 2^-54 below), so q is the correctly rounded mean
+    if abs(approx(tmp, m)) < abs(q) * 1.3877787807814457e-17 * nf:  # 2^-56
+        return q
+    return mean_near_midpoint(p, k, nf, q, tmp)
+
+
+@njit(cache=True)
+def mean_near_midpoint(p, k, nf, q, tmp):
     for _ in range(64):  # q starts within a few units in the last place
         up, dn = neighbours(q)
         half_up, half_dn = (up - q) * 0.5 * nf, (q - dn) * 0.5 * nf
-        for t in range(k):
-            tmp[t] = p[t]
-        hi, lo = two_prod(q, nf)
-        m = add(tmp, add(tmp, k, -hi), -lo)  # the exact residual S - q*n
-        if abs(approx(tmp, m)) < 0.5 * min(half_up, half_dn):
-            return q  # far from both midpoints: q is the correctly rounded mean (the usual case)
         above = side(p, k, q, nf, half_up, tmp)    # S/n against the midpoint to q's upper neighbour
         if above > 0:
             q = up
@@ -109,6 +116,7 @@ def mean(p, k, n, tmp):
             return q if is_even(q) else dn
         return q
     return q
+
 
 @njit(cache=True)
 def kernel(x, n, out):
@@ -135,3 +143,64 @@ def kernel(x, n, out):
                     k = add(p, k, x[t])
         if i >= n - 1:
             out[i] = mean(p, k, n, tmp) if bad == 0 else np.nan
+
+
+# -- the fast way, for the usual series: integers -------------------------------------------------------
+# Every finite double is an integer multiple of 2^(its exponent - 53). When a series' values, as integers
+# at the smallest such unit, times the window, stay below 2^62, a window's exact sum is an int64 (a running
+# sum in int64 wraps harmlessly: the difference of two wrapped sums is exact when the true one fits), and
+# its mean is rounded correctly with integer comparisons against the two midpoints around a first guess.
+
+INT_MAX_WINDOW = 256  # keeps (2M + 1) * n (M < 2^53) and the shifted sum below 2^63
+
+
+@njit(cache=True)
+def round_div(w, n):
+    """The float nearest to the integer quotient w / n (half to even), for 0 < w < 2^62, 1 <= n <= 256."""
+    q = float(w) / n
+    for _ in range(8):  # q starts within an ulp or two
+        m, e = math.frexp(q)
+        big = np.int64(m * 9007199254740992.0)  # q == big * 2^(e-53), 2^52 <= big < 2^53
+        ec = e - 53
+        up = 2 * big + 1                       # q's upper midpoint is up * 2^(ec-1)
+        if big == 4503599627370496:            # q is a power of two: the spacing below is half
+            down, down_shift = 4 * big - 1, 2  # lower midpoint (4*big - 1) * 2^(ec-2)
+        else:
+            down, down_shift = 2 * big - 1, 1
+        # compare w with midpoint * n, both scaled to integers: w * 2^(s - ec) against midpoint * n
+        if ec <= 1:
+            lhs_up, rhs_up = w << (1 - ec), up * n
+        else:
+            lhs_up, rhs_up = w, (up * n) << (ec - 1)
+        if lhs_up > rhs_up:
+            q = np.nextafter(q, np.inf)
+            continue
+        if lhs_up == rhs_up:
+            return q if big % 2 == 0 else np.nextafter(q, np.inf)
+        if ec <= down_shift:
+            lhs_dn, rhs_dn = w << (down_shift - ec), down * n
+        else:
+            lhs_dn, rhs_dn = w, (down * n) << (ec - down_shift)
+        if lhs_dn < rhs_dn:
+            q = np.nextafter(q, -np.inf)
+            continue
+        if lhs_dn == rhs_dn:
+            return q if big % 2 == 0 else np.nextafter(q, -np.inf)
+        return q
+    return q
+
+
+@njit(cache=True)
+def int_kernel(units, n, unit_exp, out):
+    s = np.int64(0)
+    for i in range(len(units)):
+        s += units[i]
+        if i >= n:
+            s -= units[i - n]
+        if i >= n - 1:
+            if s > 0:
+                out[i] = math.ldexp(round_div(s, n), unit_exp)
+            elif s < 0:
+                out[i] = -math.ldexp(round_div(-s, n), unit_exp)
+            else:
+                out[i] = 0.0

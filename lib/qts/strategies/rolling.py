@@ -12,10 +12,11 @@ Two implementations that return identical bits (a test checks it on the real can
 
 * short series (the live loop; no compiler needed): the values as integers at a common binary scale,
   prefix sums in Python's exact integers, one correctly rounded integer division per window;
-* long series (research sweeps): a numba kernel that keeps the window's sum exactly as Shewchuk's
-  non-overlapping partials (the algorithm behind ``math.fsum``), adding the new bar and subtracting the
-  old one, takes the quotient by ``n`` and corrects it to the correctly rounded one from the exact
-  residual.
+* long series (research sweeps), numba: the values as int64 at one binary unit, a running integer sum
+  and a correctly rounded integer division (integer comparisons against the midpoints); where that does
+  not fit (windows over 256, values spanning many binary orders of magnitude, NaN) the window's sum is
+  kept exactly as Shewchuk's non-overlapping partials (the algorithm behind ``math.fsum``), and the
+  quotient by ``n`` is corrected from the exact residual.
 
 A window holding a NaN or an infinity gives NaN.
 """
@@ -40,7 +41,12 @@ def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) < n:
         return out
     if len(x) > COMPILED_ABOVE:
-        _compiled()(x, n, out)
+        k = _compiled()
+        units = _as_units(x, n, k.INT_MAX_WINDOW)
+        if units is not None:
+            k.int_kernel(units[0], n, units[1], out)
+        else:
+            k.kernel(x, n, out)
         return out
     finite = np.isfinite(x)
     if not finite.all():
@@ -58,10 +64,27 @@ def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _as_units(x: np.ndarray, n: int, max_window: int):
+    """(int64 values, unit exponent) when every value is a whole number of one binary unit and a window's
+    sum fits an int64 with room to spare; else None (NaN, infinity, a long window, or a series whose
+    values span too many binary orders of magnitude)."""
+    if n > max_window or not np.isfinite(x).all():
+        return None
+    nz = x[x != 0]
+    if not len(nz):
+        return np.zeros(len(x), dtype=np.int64), 0
+    _, e = np.frexp(nz)
+    unit_exp = int(e.min()) - 53
+    top = float(np.abs(nz).max())
+    if np.ldexp(top, -unit_exp) * n >= 2.0 ** 62:
+        return None
+    return np.ldexp(x, -unit_exp).astype(np.int64), unit_exp
+
+
 def _compiled():
     global _kernel
     if _kernel is None:
-        from ._rolling_kernel import kernel
+        from . import _rolling_kernel
 
-        _kernel = kernel
+        _kernel = _rolling_kernel
     return _kernel
