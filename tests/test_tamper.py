@@ -251,7 +251,7 @@ def _log(store):
 def approve_profile(env, changes):
     """What `qts risk set` does when the human loosens with the PIN: save, then sign the record's hash."""
     new = validate_profile({**default_profile().model_dump(), **changes})
-    saved = save_profile(env.home, new, approved_by_pin=True, log=_log(env.store), now_ms=env.clock.ms())
+    saved = save_profile(env.home, new, log=_log(env.store), now_ms=env.clock.ms(), signing_key=env.key)
     a = sign_approval(env.home, env.key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash}, ttl_s=24 * 3600,
                       now=env.clock.ms())
     (env.home.safety_dir / "risk_profile.approval.json").write_text(json.dumps(a))

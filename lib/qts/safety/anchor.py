@@ -130,11 +130,27 @@ def _anchor_problem(a: dict) -> str | None:
 
 
 def _mark_problem(m: dict) -> str | None:
-    if not (isinstance(m.get("instance_id"), str) and len(m["instance_id"]) == 32):
-        return "wrong shape (instance_id)"
-    if not (_is_int(m.get("generation")) and m["generation"] >= 1):
-        return "wrong shape (generation)"
+    """The id file holds one entry per anchor file that knows the home (a cron job or a service with another
+    XDG_STATE_HOME has its own anchor, and must not look like a re-created home to the user's)."""
+    entries = m.get("anchors")
+    if m.get("format") != FORMAT or not isinstance(entries, dict):
+        return "wrong shape (anchors)"
+    for e in entries.values():
+        if not (isinstance(e, dict) and isinstance(e.get("instance_id"), str) and len(e["instance_id"]) == 32
+                and _is_int(e.get("generation")) and e["generation"] >= 1):
+            return "wrong shape (an entry)"
     return None
+
+
+def _read_mark(home, path: Path) -> tuple[dict | None, dict | None, str | None]:
+    """(whole id file, this anchor's entry, problem): problem "missing" (no file) or "no entry" or damage."""
+    m, prob = _read_json(mark_path(home))
+    if m is not None:
+        prob = _mark_problem(m)
+    if prob:
+        return None, None, prob
+    entry = m["anchors"].get(str(path))
+    return m, entry, None if entry is not None else "no entry"
 
 
 class AnchorView:
@@ -193,15 +209,11 @@ def _check(home, env) -> AnchorView:
         if aprob:
             a = None
     mpath = mark_path(home)
-    m, mprob = _read_json(mpath)
-    if m is not None:
-        mprob = _mark_problem(m)
-        if mprob:
-            m = None
+    _, m, mprob = _read_mark(home, path)
     if a is None:
         if aprob == "missing":
-            if mprob == "missing":
-                return AnchorView(path)  # a new user, or a home the anchor never met: a fresh install
+            if mprob in ("missing", "no entry"):
+                return AnchorView(path)  # a new user, or a home this anchor never met: a fresh install
             return _strict(path, f"the per-user anchor {path} for this state home is missing (the state home's "
                                  f"id file says it was known): reads as kill switch engaged and HALTED")
         return _strict(path, f"the per-user anchor {path} is damaged ({aprob}): reads as kill switch engaged "
@@ -215,6 +227,9 @@ def _check(home, env) -> AnchorView:
         elif mprob == "missing":
             problem = (f"the state home's safety files were deleted since {since} ({mpath} is gone; the per-user "
                        f"anchor knows this home, generation {a['generation']})")
+        elif mprob == "no entry":
+            problem = (f"the state home was deleted and re-created since {since} (its id file {mpath} does not "
+                       "know the per-user anchor that knows it)")
         else:
             problem = f"the state home's id file {mpath} is damaged ({mprob})"
     elif _sha(m["instance_id"]) != a["instance_sha"]:
@@ -263,9 +278,7 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
     old, _ = _read_json(path)
     if old is not None and _anchor_problem(old):
         old = None
-    m, _ = _read_json(mark_path(home))
-    if m is not None and _mark_problem(m):
-        m = None
+    whole, m, _ = _read_mark(home, path)
     if event == "register" and view.known and not view.problem:
         return old
     first = old is None and view.problem is None          # a home the anchor meets for the first time
@@ -307,7 +320,8 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
     a.update(generation=generation, updated_ts=ts, instance_sha=_sha(instance_id))
     history.append({"ts": ts, "event": event, "generation": generation})
     a["history"] = history
-    mark = {"format": FORMAT, "instance_id": instance_id, "generation": generation, "home_id": a["home_id"]}
+    mark = {"format": FORMAT, "home_id": a["home_id"], "anchors": dict((whole or {}).get("anchors") or {})}
+    mark["anchors"][str(path)] = {"instance_id": instance_id, "generation": generation}
     body = json.dumps(a, sort_keys=True, separators=(",", ":"))
     if first:  # anchor first: a refused anchor write leaves no id file, so the home stays a fresh install
         _write(path, body)

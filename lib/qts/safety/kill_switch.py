@@ -86,6 +86,11 @@ def _status(home: StateHome, store) -> KillStatus:
     view = anchor.check(home)
     if view.problem:
         return KillStatus(True, f"{view.problem}; {anchor.RESET_HINT}", view.kill_since, "anchor")
+    if store is not None and not view.known and os.path.isdir(home.root):
+        # the library opened this state home: from now on the anchor remembers it (refused inside the
+        # sandbox, harmlessly: the home then stays unknown, a fresh install)
+        if anchor.try_record(home, "register") is None:
+            view = anchor.check(home)
     flag = home.kill_flag
     flag_state = None
     try:
