@@ -157,7 +157,7 @@ class AnchorView:
     """What the anchor says about one state home, already combined with the home's id file."""
 
     __slots__ = ("path", "known", "problem", "generation", "kill_engaged", "kill_reason", "kill_since",
-                 "reset_nonce", "reset_covers", "engagements", "trading_state", "trading_reason", "profile", "updated_ts")
+                 "reset_nonce", "reset_covers", "engagements", "keys", "trading_state", "trading_reason", "profile", "updated_ts")
 
     def __init__(self, path: Path, **kw):
         self.path = path
@@ -170,6 +170,7 @@ class AnchorView:
         self.reset_nonce = None     # the nonce of the last PIN reset the anchor recorded
         self.reset_covers = None    # ... and the last engagement (events row id) that reset covered
         self.engagements = 0        # engagements recorded here: a reset covers only those it saw
+        self.keys = {}              # PIN key fingerprint -> first seen (ms)
         self.trading_state = "ACTIVE"
         self.trading_reason = ""
         self.profile = None         # {"version", "hash", "profile"}: the last saved risk profile
@@ -188,6 +189,7 @@ def _strict(path: Path, problem: str, anchor: dict | None = None) -> AnchorView:
     if anchor is not None:
         v.known, v.generation, v.updated_ts = True, anchor["generation"], anchor.get("updated_ts")
         v.profile = anchor.get("risk_profile")
+        v.keys = anchor.get("keys") if isinstance(anchor.get("keys"), dict) else {}
         v.kill_since = (anchor.get("kill_switch") or {}).get("since_ts")
         v.engagements = int(anchor.get("engagements") or 0)
     return v
@@ -245,6 +247,7 @@ def _check(home, env) -> AnchorView:
                       kill_reason=str(ks.get("reason") or ""), kill_since=ks.get("since_ts"),
                       reset_nonce=ks.get("reset_nonce"), reset_covers=ks.get("reset_covers"),
                       engagements=int(a.get("engagements") or 0),
+                      keys=a.get("keys") if isinstance(a.get("keys"), dict) else {},
                       trading_state=a["trading_state"], trading_reason=str(a.get("trading_reason") or ""),
                       profile=a.get("risk_profile"), updated_ts=a.get("updated_ts"))
 
@@ -257,7 +260,8 @@ def record(home, event: str, now_ms: int | None = None, env=None, **kw) -> dict:
     * ``reset`` (nonce, covers, seen_engagements): a PIN-signed reset (the caller verified the PIN); refused
       when an engagement was recorded after the reset read the anchor (two processes at once);
     * ``trading`` (state, reason, signed): the trading state; without ``signed`` it can only tighten;
-    * ``profile`` (version, hash, profile): a saved risk profile (the caller enforced the PIN rules).
+    * ``profile`` (version, hash, profile): a saved risk profile (the caller enforced the PIN rules);
+    * ``key_seen`` (fingerprint, seen_ts): when a PIN key was first seen (its cool-down survives the database).
 
     If the home is deleted, rolled back or re-created when this runs, that is persisted first (kill switch
     engaged + HALTED, with the reason), so writing through the library cannot launder it. Raises AnchorError
@@ -312,6 +316,11 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
             raise AnchorError(f"trading state: one of {', '.join(STATES)}")
         if kw.get("signed") or STATES[target] >= STATES[a["trading_state"]]:
             a["trading_state"], a["trading_reason"] = target, str(kw.get("reason") or "")[:500]
+    elif event == "key_seen":  # when a PIN key was first seen: a deleted database must not restart its cool-down
+        keys = dict(a.get("keys") or {})
+        fp, seen = str(kw.get("fingerprint")), int(kw.get("seen_ts") or ts)
+        keys[fp] = min(int(keys.get(fp, seen)), seen)
+        a["keys"] = dict(list(keys.items())[-20:])
     elif event == "profile":
         a["risk_profile"] = {"version": kw.get("version"), "hash": kw.get("hash"), "profile": kw.get("profile")}
     elif event != "register":

@@ -44,11 +44,21 @@ def key_first_seen(store, home: StateHome, now: int | None = None) -> dict[str, 
         return {}
     row = store.scalar("SELECT MIN(ts) FROM events WHERE kind='pin_key_seen' AND json_extract(data,'$.fingerprint')=?",
                        (fp,))
+    # the per-user anchor remembers the first sighting too (outside the project): a deleted or rolled-back
+    # database must not restart the cool-down of the human's own key, nor shorten a planted key's
+    from . import anchor
+
+    view = anchor.check(home)
+    anchored = view.keys.get(fp) if view.known or view.problem else None
+    if isinstance(anchored, int) and (row is None or anchored < row):
+        row = anchored
     if row is None:
         store.event("pin_key_seen", f"a new PIN key {fp[:12]}... was seen for the first time: live trading waits for "
                                     "the cool-down. If you did not just set a PIN, engage the kill switch now.",
                     severity="critical", data={"fingerprint": fp}, ts=now)
         row = now
+    if anchored is None or int(row) < anchored:
+        anchor.try_record(home, "key_seen", now, fingerprint=fp, seen_ts=int(row))
     return {fp: int(row)}
 
 

@@ -120,9 +120,11 @@ def _load_file(home: StateHome, now_ms: int, store=None) -> BreakerState:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return BreakerState(OPEN, ACTIVE, now_ms, "breaker state missing: reads as open (paper only)", readable=False)
-    except (OSError, UnicodeDecodeError):
-        return BreakerState(OPEN, HALTED, now_ms, "breaker state unreadable: reads as open and halted",
+        return BreakerState(OPEN, ACTIVE, now_ms, f"breaker state {path} missing: reads as open (paper only)",
+                            readable=False)
+    except (OSError, UnicodeDecodeError) as e:
+        what = "a folder is in its place" if isinstance(e, IsADirectoryError) else e.__class__.__name__
+        return BreakerState(OPEN, HALTED, now_ms, f"breaker state {path} unreadable ({what}): reads as open and halted",
                             readable=False)
     torn = False
     valid = []
@@ -143,11 +145,11 @@ def _load_file(home: StateHome, now_ms: int, store=None) -> BreakerState:
                               str(rec.get("reason", "")), int(rec.get("trips", 0)), int(rec.get("version", 0)))
             if torn:  # the newest transition is unreadable: it may have been a trip, so read as open
                 st.state, st.since_ts, st.readable = OPEN, now_ms, False
-                st.reason = "last breaker transition unreadable (torn write): reads as open"
+                st.reason = f"last breaker transition in {path} unreadable (torn write): reads as open"
             return st
         torn = True
     return BreakerState(OPEN, HALTED if lines else ACTIVE, now_ms,
-                        "breaker state corrupt: reads as open" + (" and halted" if lines else ""), readable=False)
+                        f"breaker state {path} corrupt: reads as open" + (" and halted" if lines else ""), readable=False)
 
 
 class Breaker:
