@@ -110,8 +110,8 @@ def _status(home: StateHome, store) -> KillStatus:
             _record_flag(store, flag_state)
         return flag_state
     if view.kill_engaged:
-        return KillStatus(True, f"{view.kill_reason or 'engaged'} (recorded in the per-user anchor {view.path})",
-                          view.kill_since, "anchor")
+        return KillStatus(True, f"{view.kill_reason or 'engaged'} (the flag file {flag} is missing; the per-user "
+                                f"anchor {view.path} records the engagement)", view.kill_since, "anchor")
     if db_error is not None:
         if view.known:  # the flag and the anchor suffice: the anchor holds every engagement made outside the sandbox
             return KillStatus(False, f"clear (per the flag and the per-user anchor; the database is unreadable: "
