@@ -82,6 +82,16 @@ def assert_locked(r: dict, why: str):
     assert "kill switch ENGAGED" in r["summary"] and "paper trading HALTED" in r["summary"]
 
 
+@pytest.fixture(autouse=True)
+def _no_background_writers(monkeypatch):
+    """The notifier's events-table sink writes from a thread of its own: not while a test deletes the home."""
+    monkeypatch.setenv("QTS_NOTIFY_LOG", "0")
+    yield
+    from qts import notify
+
+    notify.shutdown()
+
+
 @pytest.fixture
 def env(tmp_path):
     e = make_paper_env(tmp_path / "project" / ".quant-trading")
@@ -135,7 +145,7 @@ def test_rolling_back_the_home_from_a_copy_taken_before_an_engagement(env, tmp_p
     copy = tmp_path / "backup"
     shutil.copytree(env.home.root, copy)
     e2 = make_paper_env(env.home.root)
-    ks.engage(e2.home, "the human engaged it", e2.store)
+    ks.engage(e2.home, "the human engaged it", e2.store, notify=False)
     Breaker(e2.home, e2.store).set_trading_state(HALTED, int(time.time() * 1000))
     e2.store.close()
     rmtree(env.home.root)
@@ -185,7 +195,7 @@ def test_a_copied_id_file_with_a_bumped_generation_still_keeps_what_the_anchor_r
     copy = tmp_path / "backup"
     shutil.copytree(env.home.root, copy)
     e2 = make_paper_env(env.home.root)
-    ks.engage(e2.home, "the human engaged it", e2.store)
+    ks.engage(e2.home, "the human engaged it", e2.store, notify=False)
     e2.store.close()
     rmtree(env.home.root)
     shutil.copytree(copy, env.home.root)
@@ -228,7 +238,7 @@ def test_the_human_resets_with_the_pin_after_a_deletion(env):
 def test_a_reset_with_a_new_pin_key_refuses_up_front_and_every_reader_agrees(env):
     set_pin(env.home, PIN, scrypt_n=N)                        # set just now: inside its cool-down
     key = unlock(env.home, PIN)
-    ks.engage(env.home, "stop", env.store)
+    ks.engage(env.home, "stop", env.store, notify=False)
     with pytest.raises(ks.ResetRefused) as ei:
         ks.reset(env.home, env.store, key)
     msg = str(ei.value)
@@ -309,7 +319,7 @@ def test_two_processes_engaging_and_resetting_at_once(env):
                                        "json_extract(data, '$.action')='engaged'")
         if not full.engaged:
             assert a["kill_switch"]["reset_covers"] >= last_engaged
-        ks.engage(e2.home, "after", e2.store)
+        ks.engage(e2.home, "after", e2.store, notify=False)
         assert ks.status(e2.home, e2.store).engaged and probe.kill_switch(e2.home)[0]
     finally:
         e2.store.close()
@@ -318,7 +328,7 @@ def test_two_processes_engaging_and_resetting_at_once(env):
 # ================================================================================== the CLI
 
 def test_kill_switch_status_needs_no_database(env):
-    ks.engage(env.home, "stop", env.store)
+    ks.engage(env.home, "stop", env.store, notify=False)
     env.store.close()
     env.home.db_path.write_bytes(b"\xb1" * 4096)                # destroyed
     for p in env.home.db_dir.glob("metrics.db-*"):

@@ -574,3 +574,29 @@ def test_reason_codes_are_stable():
               "RISK_LOW_PROFIT_LOCK", "RISK_ORDER_RATE", "RISK_ORDER_NOTIONAL", "RISK_NO_STOP",
               "RISK_SHORT_NOT_ALLOWED", "RISK_TOO_SMALL"):
         assert c in codes
+
+
+# ------------------------------------------------------------------------------------ the per-user anchor
+def test_a_deleted_profile_reads_as_the_anchors_last_profile_not_the_defaults(home):
+    save_profile(home, RiskProfile(max_positions=5), log=Log(), now_ms=T)
+    profile_path(home).unlink()
+    log = Log()
+    lp = load_profile(home, log)
+    assert lp.profile.max_positions == 5 and lp.source == "anchor" and str(profile_path(home)) in lp.problem
+    assert log.kinds() == ["risk_profile_anchor"]
+    with pytest.raises(ProfileChangeRefused):  # and saving the defaults over it is a loosening
+        save_profile(home, RiskProfile(), log=Log())
+
+
+def test_a_file_rewritten_looser_with_a_valid_hash_is_tightened_back_field_by_field(home):
+    from qts.fsutil import dumps
+    from qts.safety.risk_profile import record_hash
+
+    save_profile(home, RiskProfile(max_positions=5, cooldown_minutes=60), log=Log(), now_ms=T)
+    rec = json.loads(profile_path(home).read_text())
+    rec["profile"].update(max_positions=50, cooldown_minutes=0, daily_loss_limit_pct=2.0)  # 2 looser, 1 tighter
+    rec["hash"] = record_hash(rec["version"], rec["profile"], rec["changed_ts"], rec["previous_hash"])
+    profile_path(home).write_text(dumps(rec))
+    lp = load_profile(home)
+    assert lp.source == "file+anchor" and "max_positions" in lp.problem and "cooldown_minutes" in lp.problem
+    assert (lp.profile.max_positions, lp.profile.cooldown_minutes, lp.profile.daily_loss_limit_pct) == (5, 60, 2.0)

@@ -436,7 +436,8 @@ def test_unlock_from_terminal_with_an_injected_reader(env):
 def test_a_replaced_pin_record_cannot_release_the_kill_switch(env, tmp_path):
     ks.engage(env.home, "test", env.store)
     attacker = _replace_pin_record(env, tmp_path)
-    ks.reset(env.home, env.store, attacker)
+    with pytest.raises(ks.ResetRefused, match="cool-down"):  # refused up front: a key nobody has seen before
+        ks.reset(env.home, env.store, attacker)
     assert ks.status(env.home, env.store).engaged
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -292,6 +291,8 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
         "trading_state": "ACTIVE", "trading_reason": "", "risk_profile": None, "history": []}
     a["kill_switch"] = dict(a["kill_switch"])
     same_home = m is not None and old is not None and _sha(m["instance_id"]) == old["instance_sha"]
+    import secrets  # only when writing: the readers (hooks, on every call) skip its import
+
     instance_id = m["instance_id"] if same_home else secrets.token_hex(16)
     history = list(a.get("history") or [])[-(HISTORY - 1):]
     if view.problem:  # persisted before anything else: only the PIN paths release it
