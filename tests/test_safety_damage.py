@@ -33,7 +33,8 @@ FILES = {
     "anchor": anchor.anchor_path,
     "anchor_id": anchor.mark_path,
 }
-DAMAGE = ["deleted", "empty", "half", "random_bytes", "wrong_shape", "unreadable", "folder", "devnull_link"]
+DAMAGE = ["deleted", "empty", "half", "random_bytes", "wrong_shape", "unreadable", "folder", "devnull_link",
+          "oversized"]
 
 
 def damage(path, kind):
@@ -55,6 +56,8 @@ def damage(path, kind):
         (path / "inside").write_text("{}")
     elif kind == "devnull_link":
         path.symlink_to("/dev/null")
+    elif kind == "oversized":  # 2 MB of valid-looking JSON
+        path.write_text('{"reason": "' + "x" * 2_000_000 + '"}\n')
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from ..fsutil import write_atomic
 from ..paths import StateHome
 
 RESET_ACTION = "kill_switch_reset"
+FLAG_MAX_BYTES = 64_000
 
 
 @dataclass
@@ -96,8 +97,14 @@ def _status(home: StateHome, store) -> KillStatus:
     try:
         if os.path.lexists(flag):
             try:
-                info = json.loads(flag.read_text(encoding="utf-8"))
-                flag_state = KillStatus(True, str(info.get("reason", "engaged")), info.get("ts"), "flag")
+                with open(flag, "rb") as fh:  # bounded: a planted 1 GB flag must not stall every hook
+                    raw = fh.read(FLAG_MAX_BYTES + 1)
+                if len(raw) > FLAG_MAX_BYTES:
+                    raise ValueError("oversized")
+                info = json.loads(raw.decode("utf-8"))
+                ts = info.get("ts")
+                flag_state = KillStatus(True, str(info.get("reason", "engaged"))[:500],
+                                        ts if isinstance(ts, int) and not isinstance(ts, bool) else None, "flag")
             except (OSError, ValueError, AttributeError):
                 flag_state = KillStatus(True, f"flag file {flag} present (unreadable contents)", None, "flag")
     except Exception:
