@@ -387,3 +387,25 @@ def test_run_fresh_does_not_release_an_engaged_switch(tmp_path):
     home.kill_flag.unlink()                                # the flag alone; the database still says engaged
     r = run_cli(["--home", str(root), "run", "--fresh", "--cycles", "1", "--quiet", "--days", "0.05"])
     assert r.exit_code != 0 and "kill switch engaged" in r.output
+
+
+def test_a_home_from_before_the_anchor_keeps_its_signed_reset_and_profile(engaged, key):
+    """Upgrading: a reset made (and signed) before the anchor existed still counts once the anchor meets the
+    home; a forged one (above) does not. The saved profile becomes the anchor's last profile."""
+    import shutil
+
+    from qts.safety import anchor
+    from qts.safety.risk_profile import RiskProfile, load_profile, profile_path, save_profile
+
+    env = engaged
+    ks.reset(env.home, env.store, key)
+    save_profile(env.home, RiskProfile(max_positions=4), log=lambda *a: None)
+    # as if the anchor had never existed: no anchor folder, no id file
+    shutil.rmtree(anchor.anchor_path(env.home).parent)
+    anchor.mark_path(env.home).unlink()
+    assert ks.status(env.home).engaged   # before the library meets it: an unconfirmed reset reads as engaged
+    st = ks.status(env.home, env.store)                       # the library meets the home: registers it
+    assert not st.engaged, st
+    assert anchor.check(env.home).known and not ks.status(env.home).engaged   # one truth afterwards
+    profile_path(env.home).unlink()
+    assert load_profile(env.home).profile.max_positions == 4

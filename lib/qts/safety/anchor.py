@@ -285,6 +285,9 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
     if event == "register" and view.known and not view.problem:
         return old
     first = old is None and view.problem is None          # a home the anchor meets for the first time
+    if event == "register" and first and kw.get("nonce"):  # a reset the home proved before the anchor existed
+        kw = {**kw, "seen_engagements": 0}
+        event = "reset"
     a = dict(old) if old is not None else {
         "format": FORMAT, "home": str(Path(home.root).resolve()), "home_id": _home_id(home.root),
         "created_ts": ts, "kill_switch": {"engaged": False, "reason": "", "since_ts": None},

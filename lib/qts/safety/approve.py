@@ -57,7 +57,7 @@ def key_first_seen(store, home: StateHome, now: int | None = None) -> dict[str, 
                                     "the cool-down. If you did not just set a PIN, engage the kill switch now.",
                     severity="critical", data={"fingerprint": fp}, ts=now)
         row = now
-    if anchored is None or int(row) < anchored:
+    if (view.known or view.problem) and (anchored is None or int(row) < anchored):  # (meeting a home is kill_switch's)
         anchor.try_record(home, "key_seen", now, fingerprint=fp, seen_ts=int(row))
     return {fp: int(row)}
 

@@ -90,7 +90,7 @@ def _status(home: StateHome, store) -> KillStatus:
     if store is not None and not view.known and os.path.isdir(home.root):
         # the library opened this state home: from now on the anchor remembers it (refused inside the
         # sandbox, harmlessly: the home then stays unknown, a fresh install)
-        if anchor.try_record(home, "register") is None:
+        if _register(home, store) is None:
             view = anchor.check(home)
     flag = home.kill_flag
     flag_state = None
@@ -137,6 +137,45 @@ def _status(home: StateHome, store) -> KillStatus:
                                 "confirm it, or it does not cover the last engagement); " + anchor.RESET_HINT,
                           last["ts"], "database")
     return KillStatus(False, "clear")
+
+
+def _register(home: StateHome, store) -> str | None:
+    """The anchor meets a state home: it takes over what the home already proves. A reset recorded before
+    the anchor existed counts when its PIN signature verifies (the check this module made before the anchor
+    confirmed resets), and the saved risk profile, when intact, becomes the anchor's last profile. Only with
+    the library's full imports (a ``store``): the hooks never register."""
+    from . import anchor
+
+    try:
+        kw = {}
+        last, last_engaged_id, err = _db_last(home, store)
+        if err is None and last is not None and last["data"].get("action") == "reset" \
+                and _legacy_reset_valid(home, store, last, last_engaged_id):
+            kw = {"nonce": last["data"]["approval"]["nonce"], "covers": int(last_engaged_id)}
+        err = anchor.try_record(home, "register", **kw)
+        if err is None:
+            from .risk_profile import load_profile
+
+            lp = load_profile(home)
+            if lp.source == "file":
+                anchor.try_record(home, "profile", version=lp.version, hash=lp.record_hash,
+                                  profile=lp.profile.model_dump())
+        return err
+    except Exception as e:  # noqa: BLE001 - the anchor stays as it was; readers fail closed on their own
+        return str(e)
+
+
+def _legacy_reset_valid(home: StateHome, store, last: dict, last_engaged_id: int) -> bool:
+    try:
+        from .approve import key_was_ready
+        from .grants import verify_approval
+
+        approval = last["data"].get("approval") or {}
+        payload = verify_approval(home, approval, RESET_ACTION, now=last["ts"])
+        return bool(payload and key_was_ready(store, home, approval)
+                    and int(payload.get("engaged_event_id", -1)) >= int(last_engaged_id))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _record_flag(store, flag_state: KillStatus) -> None:
