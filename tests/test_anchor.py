@@ -344,3 +344,18 @@ def test_kill_switch_status_with_a_destroyed_database_and_a_clear_switch(env):
     env.home.db_path.write_bytes(b"\xb1" * 4096)
     st = ks.status(env.home)
     assert not st.engaged and "unreadable" in st.reason        # the flag and the anchor suffice
+
+
+def test_a_backdated_database_record_does_not_shorten_a_new_keys_cool_down(env):
+    from qts.safety.approve import key_first_seen
+
+    set_pin(env.home, PIN, scrypt_n=N)                        # a key first seen just now ...
+    key = unlock(env.home, PIN)
+    ks.engage(env.home, "stop", env.store, notify=False)
+    key_first_seen(env.store, env.home)                       # ... and the anchor saw it now
+    # the assistant (which can write the project's database) backdates the first sighting by a day
+    env.store.event("pin_key_seen", "first seen", "critical", {"fingerprint": key.fingerprint},
+                    ts=int(time.time() * 1000) - 24 * HOUR)
+    with pytest.raises(ks.ResetRefused, match="cool-down"):
+        ks.reset(env.home, env.store, key)
+    assert ks.status(env.home, env.store).engaged
