@@ -28,7 +28,7 @@ from qts.safety import kill_switch as ks
 from qts.safety.breaker import HALTED, Breaker
 from qts.safety.pin import set_pin, unlock
 from qts.safety.risk_profile import RiskProfile, load_profile, save_profile
-from test_gate import ETH, N, PIN, T0, buy, make_paper_env
+from test_gate import ETH, N, PIN, buy, make_paper_env
 
 HOUR = 3_600_000
 
@@ -359,3 +359,21 @@ def test_a_backdated_database_record_does_not_shorten_a_new_keys_cool_down(env):
     with pytest.raises(ks.ResetRefused, match="cool-down"):
         ks.reset(env.home, env.store, key)
     assert ks.status(env.home, env.store).engaged
+
+
+def test_the_real_hooks_see_a_deleted_home_as_the_gate_does(env, tmp_path):
+    """The hook scripts, run as Claude Code runs them (python3 -S, standard library only): PreToolUse denies a
+    trade and SessionStart tells the assistant the kill switch is engaged, naming the deletion."""
+    from test_hooks import answer, decision, hook_env, pre_bash, reason, run_hook
+
+    env.store.close()
+    rmtree(env.home.root)
+    henv = hook_env(env.home.root, TMPDIR=tmp_path)
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.01"), henv))
+    assert decision(obj) == "deny" and "KILL_SWITCH" in reason(obj) and "was deleted" in reason(obj)
+    start = {"session_id": "s", "transcript_path": str(tmp_path / "t.jsonl"), "cwd": str(tmp_path),
+             "hook_event_name": "SessionStart", "source": "startup"}
+    obj = answer("session_start", run_hook("session_start", start, henv))
+    text = obj["hookSpecificOutput"]["additionalContext"]
+    assert "kill switch ENGAGED" in text and "was deleted" in text and "paper trading HALTED" in text
+    assert not env.home.root.exists()  # the hooks only read: nothing re-created the home
