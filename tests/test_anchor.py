@@ -377,3 +377,61 @@ def test_the_real_hooks_see_a_deleted_home_as_the_gate_does(env, tmp_path):
     text = obj["hookSpecificOutput"]["additionalContext"]
     assert "kill switch ENGAGED" in text and "was deleted" in text and "paper trading HALTED" in text
     assert not env.home.root.exists()  # the hooks only read: nothing re-created the home
+
+
+def _qts_on_a_terminal(args, typed: str, timeout: float = 60.0) -> tuple[int, str]:
+    """Run `qts ARGS` with a real pseudo-terminal as its controlling terminal (where the PIN is read from
+    /dev/tty, as in the human's own shell), typing ``typed`` after the prompt."""
+    import fcntl
+    import os
+    import select
+    import sys
+    import termios
+
+    master, slave = os.openpty()
+
+    def make_controlling():
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.argv[0]='qts'; from qts.cli import main; main()",
+                          *args], stdin=slave, stdout=slave, stderr=slave, env=env, preexec_fn=make_controlling,
+                         close_fds=True)
+    os.close(slave)
+    out, sent, deadline = b"", False, time.time() + timeout
+    while time.time() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not sent and b"PIN" in out:
+                os.write(master, typed.encode() + b"\n")
+                sent = True
+        elif p.poll() is not None:
+            break
+    p.wait(timeout=10)
+    os.close(master)
+    return p.returncode, out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("key_age_h", [0, 2])
+def test_qts_kill_switch_reset_on_a_terminal_exits_nonzero_while_the_switch_stays_engaged(env, key_age_h):
+    if key_age_h:
+        pin_key(env)                                          # the human's PIN, past its cool-down
+    else:
+        set_pin(env.home, PIN, scrypt_n=N)                    # a PIN set just now
+    ks.engage(env.home, "stop", env.store, notify=False)
+    code, out = _qts_on_a_terminal(["--home", str(env.home.root), "kill-switch", "reset"], PIN)
+    st = ks.status(env.home, env.store)
+    if key_age_h:
+        assert code == 0 and "kill switch reset" in out and not st.engaged, out
+    else:
+        assert code == 1, out
+        assert "NOT reset" in out and "cool-down" in out and "ends at" in out and "Traceback" not in out
+        assert st.engaged and probe.kill_switch(env.home)[0]

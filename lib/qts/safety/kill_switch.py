@@ -304,8 +304,9 @@ def reset_readiness(home: StateHome, store, signing_key, now_ms: int | None = No
     return (f"the PIN key {signing_key.fingerprint[:12]}... is new (first seen "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime((first or ts) / 1000))}): a reset signed with it counts "
             f"only after its cool-down, which ends at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(ends / 1000))} "
-            f"(in {int(ready.remaining_s // 60) + 1} min). If you did not just set a new PIN, someone replaced it: "
-            "leave the switch engaged and set your own with `qts approve set-pin`.")
+            f"(in {int(ready.remaining_s // 60) + 1} min); run `qts kill-switch reset` again then. If you did not just "
+            "set a new PIN (`qts approve set-pin`), someone replaced your PIN record: leave the switch engaged and "
+            "check `qts approve status`.")
 
 
 def reset(home: StateHome, store, signing_key, now_ms: int | None = None) -> None:
