@@ -123,6 +123,11 @@ def test_deleting_the_whole_state_home(env):
     env.store.close()
     rmtree(env.home.root)
     assert "was deleted" in ks.status(env.home).reason          # named before anything re-creates it
+    from qts.reports.status import collect_status                # `qts status` with no database at all
+
+    st = collect_status(env.home, env.settings)
+    assert st["kill_switch"]["engaged"] and "deleted" in st["kill_switch"]["reason"]
+    assert st["breaker"]["trading_state"] == HALTED
     assert_locked(readings(env.home.root), "deleted")
 
 
@@ -140,16 +145,24 @@ def test_git_clean_in_the_project(env):
     assert_locked(readings(env.home.root), "deleted")
 
 
-def test_rolling_back_the_home_from_a_copy_taken_before_an_engagement(env, tmp_path):
+@pytest.mark.parametrize("how", ["tar", "copy"])
+def test_rolling_back_the_home_from_a_copy_taken_before_an_engagement(env, tmp_path, how):
     env.store.close()
     copy = tmp_path / "backup"
-    shutil.copytree(env.home.root, copy)
+    if how == "tar":
+        subprocess.run(["tar", "-C", str(env.home.root.parent), "-cf", str(tmp_path / "home.tar"), ".quant-trading"],
+                       check=True)
+    else:
+        shutil.copytree(env.home.root, copy)
     e2 = make_paper_env(env.home.root)
     ks.engage(e2.home, "the human engaged it", e2.store, notify=False)
     Breaker(e2.home, e2.store).set_trading_state(HALTED, int(time.time() * 1000))
     e2.store.close()
     rmtree(env.home.root)
-    shutil.copytree(copy, env.home.root)                            # the whole home, as it was before
+    if how == "tar":                                                # the whole home, as it was before
+        subprocess.run(["tar", "-C", str(env.home.root.parent), "-xf", str(tmp_path / "home.tar")], check=True)
+    else:
+        shutil.copytree(copy, env.home.root)
     r = readings(env.home.root)
     assert_locked(r, "rolled back")
     assert "generation" in r["gate_ks"].reason and "< anchor" in r["gate_ks"].reason
