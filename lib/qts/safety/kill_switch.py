@@ -7,10 +7,14 @@ engaged), with retries; (4) a report of what was done and what could not be. Run
 safe and retries whatever is left (an unreachable exchange leaves the flag set).
 
 Fail safe: the switch counts as engaged if the flag file exists (whatever it holds, even garbage or
-unreadable) OR the database's last kill-switch record is an engagement. Deleting the flag therefore
-does not release it. A flag set alone (the hook's standard-library first step, or with the database
-unavailable) is recorded in the database by the next status check that has it. Only a reset signed with the PIN (a verified approval recorded in the events
-table) releases it.
+unreadable) OR the database's last kill-switch record is an engagement OR the per-user anchor (anchor.py,
+outside the project) records one or finds the state home deleted, rolled back or re-created. Deleting the
+flag, the database or the whole state home therefore does not release it. A flag set alone (the hook's
+standard-library first step, or with the database unavailable) is recorded in the database by the next
+status check that has it. Only a reset with the PIN releases it: :func:`reset` refuses a key still in its
+cool-down up front, signs the reset, and records it in the anchor, the one record every reader trusts for
+a reset. :func:`status` is THE reading: the gate, the CLI, ``qts status`` and the hooks all call it
+(standard library only on the hooks' path).
 """
 
 from __future__ import annotations
