@@ -12,8 +12,13 @@ BENCHES = ["bench_loop.py", "bench_safety.py", "bench_hooks.py", "bench_backtest
 
 
 def main() -> int:
+    import os
+    import tempfile
+
     only = sys.argv[1:]
     rc = 0
+    # the benchmarks open throw-away state homes: their per-user anchors go to a throw-away folder too
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="qts-bench-state-")
     for b in BENCHES:
         if only and not any(o in b for o in only):
             continue

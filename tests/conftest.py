@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,12 @@ CCXT_STATIC = SHARED_DATA / "ccxt-static"
 CONFIG_VARS = ("EXCHANGE", "EXCHANGE_URL", "EXCHANGE_API_KEY", "EXCHANGE_SECRET", "PAPER_TRADING", "TRADE_INTERVAL",
                "MAX_POSITION_SIZE", "RISK_LIMIT_PERCENT", "SYMBOLS", "STRATEGY", "INITIAL_CASH", "FEE_BPS",
                "SLIPPAGE_BPS", "QTS_HOME", "CLAUDE_PROJECT_DIR")
+
+# Module- and session-scoped fixtures run before the per-test folders below exist: give the whole session
+# its own user folders too, so nothing (the per-user anchor included) ever lands in the real ~/.local/state.
+_SESSION_USER = Path(tempfile.mkdtemp(prefix="qts-test-user-"))
+for _var, _sub in (("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("XDG_RUNTIME_DIR", "run")):
+    os.environ[_var] = str(_SESSION_USER / _sub)
 
 TF_5M = 300_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, on every candle grid

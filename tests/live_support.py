@@ -202,7 +202,7 @@ def approve_live(home, store, symbols, strategy: str = "manual", max_order: floa
         from qts.safety.risk_profile import default_profile, save_profile
 
         prof = default_profile().model_copy(update={"max_orders_per_minute": max_orders_per_minute})
-        rec = save_profile(home, prof, approved_by_pin=True, log=lambda *a: None, now_ms=t)
+        rec = save_profile(home, prof, log=lambda *a: None, now_ms=t, signing_key=key)
         appr = grants.sign_approval(home, key, grants.ACTION_RAISE_RISK_LIMIT, {"hash": rec.record_hash},
                                     ttl_s=24 * 3600, now=t)
         (home.safety_dir / "risk_profile.approval.json").write_text(json.dumps(appr))

@@ -408,7 +408,9 @@ def test_deleted_flag_still_engaged_through_the_database(env, home):
     assert flag.exists()
     flag.unlink()
     obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.01"), env))
-    assert decision(obj) == "deny" and "KILL_SWITCH" in reason(obj) and "database" in reason(obj)
+    # (the per-user anchor holds it too, and names the missing flag)
+    assert decision(obj) == "deny" and "KILL_SWITCH" in reason(obj) and "flag file" in reason(obj)
+    assert "database" in reason(obj) or "anchor" in reason(obj)
 
 
 def _agent_status(home: Path, env: dict, **policy) -> None:

@@ -172,7 +172,7 @@ def test_an_unwritable_verdict_log_does_not_block_flattening(engaged):
 def test_deleting_the_flag_does_not_release(engaged):
     engaged.home.kill_flag.unlink()
     st = ks.status(engaged.home, engaged.store)
-    assert st.engaged and st.source == "database"
+    assert st.engaged and st.source == "anchor"  # the anchor holds it first; the database too (below)
     assert engaged.gate.evaluate(buy(1, symbol=ETH)).code == Reason.KILL_SWITCH
 
 
@@ -228,12 +228,31 @@ def test_reset_needs_this_homes_pin_key(engaged):
     assert ks.status(engaged.home, engaged.store).engaged
 
 
-def test_a_reset_covers_only_the_engagements_before_it(engaged, key):
+def engage_without_anchor(env, monkeypatch, reason="engaged inside the sandbox"):
+    """An engagement whose anchor write fails, as inside Claude Code's sandbox (writes outside the project
+    fail): XDG_STATE_HOME points below a regular file for the duration, so the anchor's mkdir fails for real."""
+    import os
+
+    from qts.safety import anchor
+
+    anchor.record(env.home, "register")
+    blocker = env.home.root.parent / "read-only-fs"
+    blocker.write_text("")
+    real = os.environ["XDG_STATE_HOME"]
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker / "state"))
+    out = ks.engage(env.home, reason, env.store)
+    monkeypatch.setenv("XDG_STATE_HOME", real)
+    assert out["anchor_error"], out
+    assert not anchor.check(env.home).kill_engaged
+    return out
+
+
+def test_a_reset_covers_only_the_engagements_before_it(engaged, key, monkeypatch):
     env = engaged
     ks.reset(env.home, env.store, key)
     assert not ks.status(env.home, env.store).engaged
     old = env.store.one("SELECT ts, data FROM events WHERE kind='kill_switch' ORDER BY id DESC LIMIT 1")
-    ks.engage(env.home, "again", env.store)
+    engage_without_anchor(env, monkeypatch, "again")
     env.home.kill_flag.unlink()
     # the assistant replays the old, genuine reset record
     env.store.event("kill_switch", "reset with the PIN", "warning", json.loads(old["data"]), ts=old["ts"])
@@ -250,8 +269,10 @@ def _self_signed_reset(home, attacker, fingerprint, engaged_id):
 
 
 @pytest.mark.parametrize("forgery", ["garbage", "no_approval", "self_signed", "self_signed_victim_fp", "unsigned_dict"])
-def test_a_forged_reset_event_does_not_release(engaged, key, forgery):
-    env = engaged
+def test_a_forged_reset_event_does_not_release(paper, key, forgery, monkeypatch):
+    env = paper
+    book(env)
+    engage_without_anchor(env, monkeypatch)
     last_engage = env.store.scalar("SELECT MAX(id) FROM events WHERE kind='kill_switch'")
     attacker = SigningKey.generate()
     approval = {
@@ -366,3 +387,25 @@ def test_run_fresh_does_not_release_an_engaged_switch(tmp_path):
     home.kill_flag.unlink()                                # the flag alone; the database still says engaged
     r = run_cli(["--home", str(root), "run", "--fresh", "--cycles", "1", "--quiet", "--days", "0.05"])
     assert r.exit_code != 0 and "kill switch engaged" in r.output
+
+
+def test_a_home_from_before_the_anchor_keeps_its_signed_reset_and_profile(engaged, key):
+    """Upgrading: a reset made (and signed) before the anchor existed still counts once the anchor meets the
+    home; a forged one (above) does not. The saved profile becomes the anchor's last profile."""
+    import shutil
+
+    from qts.safety import anchor
+    from qts.safety.risk_profile import RiskProfile, load_profile, profile_path, save_profile
+
+    env = engaged
+    ks.reset(env.home, env.store, key)
+    save_profile(env.home, RiskProfile(max_positions=4), log=lambda *a: None)
+    # as if the anchor had never existed: no anchor folder, no id file
+    shutil.rmtree(anchor.anchor_path(env.home).parent)
+    anchor.mark_path(env.home).unlink()
+    assert ks.status(env.home).engaged   # before the library meets it: an unconfirmed reset reads as engaged
+    st = ks.status(env.home, env.store)                       # the library meets the home: registers it
+    assert not st.engaged, st
+    assert anchor.check(env.home).known and not ks.status(env.home).engaged   # one truth afterwards
+    profile_path(env.home).unlink()
+    assert load_profile(env.home).profile.max_positions == 4

@@ -65,7 +65,7 @@ def approve_permissive_profile(home) -> None:
                 ts=long_ago)
     store.close()
     profile = default_profile().model_copy(update=PERMISSIVE)
-    saved = save_profile(home, profile, approved_by_pin=True, log=lambda *a, **k: None)
+    saved = save_profile(home, profile, log=lambda *a, **k: None, signing_key=key)
     approval = sign_approval(home, key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash}, ttl_s=3600)
     write_atomic(home.safety_dir / "risk_profile.approval.json", json.dumps(approval))
 

@@ -155,7 +155,10 @@ pin.set_pin(home, "attacker-pin-123", scrypt_n=1024)
 key = pin.unlock(home, "attacker-pin-123")
 now = int(time.time() * 1000)
 grants.issue_live_grant(home, key, max_order_notional=1e6, max_daily_notional=1e7, symbols=["BTC/USDT"], now=now)
-kill_switch.reset(home, Store.open(home), key)
+try:
+    kill_switch.reset(home, Store.open(home), key)
+except kill_switch.ResetRefused:
+    pass  # a PIN key nobody has seen before: refused up front (its cool-down)
 paths = AgentPaths.for_home(home.root)
 out = {{}}
 for action, params in (("grant", {{"max_order_usd": 1e6, "max_daily_usd": 1e7, "symbols": "BTC/USDT", "hours": 8}}),

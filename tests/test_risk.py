@@ -186,7 +186,7 @@ def test_loosening_needs_the_pin(home):
     save_profile(home, RiskProfile(risk_per_trade_pct=1.0), False, log, now_ms=T)
     before = profile_path(home).read_bytes()
     looser = RiskProfile(risk_per_trade_pct=3.0, cooldown_minutes=0)
-    for not_pin in (False, "yes", 1):  # only a real True approves
+    for not_pin in (False, True, "yes", 1):  # no value a caller can pass approves: only the PIN's key
         with pytest.raises(ProfileChangeRefused) as ei:
             save_profile(home, looser, not_pin, log)
         assert ei.value.fields == ["risk_per_trade_pct", "cooldown_minutes"]
@@ -195,16 +195,41 @@ def test_loosening_needs_the_pin(home):
     assert kind == "risk_profile_refused"
     assert data["diff"] == {"risk_per_trade_pct": [1.0, 3.0], "cooldown_minutes": [15, 0]}
 
-    v = save_profile(home, looser, approved_by_pin=True, log=log, now_ms=T + 5)
+    from qts.safety.pin import SigningKey
+
+    with pytest.raises(ProfileChangeRefused):  # a key, but not the one this home's PIN unlocks
+        save_profile(home, looser, log=log, now_ms=T + 4, signing_key=SigningKey.generate())
+    assert profile_path(home).read_bytes() == before
+    v = save_profile(home, looser, log=log, now_ms=T + 5, signing_key=pin_key(home))
     assert v.version == 2 and load_profile(home).profile == looser
     assert log.entries[-1][0] == "risk_profile_changed" and log.entries[-1][2]["approved_by_pin"] is True
+    # the signed approval of exactly this record is where the gate checks it
+    from qts.safety.grants import ACTION_RAISE_RISK_LIMIT, verify_approval
+
+    appr = json.loads((home.safety_dir / "risk_profile.approval.json").read_text())
+    assert verify_approval(home, appr, ACTION_RAISE_RISK_LIMIT, now=T + 5)["hash"] == v.record_hash
+
+
+def pin_key(home):
+    from qts.safety.pin import set_pin, unlock
+
+    set_pin(home, "correct-horse-7", scrypt_n=2 ** 10, now=T - 7_200_000)
+    return unlock(home, "correct-horse-7", now=T)
 
 
 def _loose_record(home):
-    """A PIN-approved loose profile on disk; returns what the file claims."""
+    """A loose profile on disk that the per-user anchor never saw (written with the library's own record
+    format, as a hand-made or pre-anchor file); returns what the file claims."""
+    from qts.fsutil import dumps
+    from qts.safety.risk_profile import record_hash
+
     claimed = RiskProfile(risk_per_trade_pct=10, max_position_usd=50_000, max_total_exposure_pct=100,
                           daily_loss_limit_pct=30, drawdown_reduce_pct=40, drawdown_halt_pct=50, cooldown_minutes=0)
-    save_profile(home, claimed, True, Log(), now_ms=T)
+    prof = claimed.model_dump()
+    rec = {"version": 1, "profile": prof, "changed_ts": T, "previous_hash": None,
+           "hash": record_hash(1, prof, T, None)}
+    home.safety_dir.mkdir(parents=True, exist_ok=True)
+    profile_path(home).write_text(dumps(rec))
     return claimed
 
 
@@ -549,3 +574,29 @@ def test_reason_codes_are_stable():
               "RISK_LOW_PROFIT_LOCK", "RISK_ORDER_RATE", "RISK_ORDER_NOTIONAL", "RISK_NO_STOP",
               "RISK_SHORT_NOT_ALLOWED", "RISK_TOO_SMALL"):
         assert c in codes
+
+
+# ------------------------------------------------------------------------------------ the per-user anchor
+def test_a_deleted_profile_reads_as_the_anchors_last_profile_not_the_defaults(home):
+    save_profile(home, RiskProfile(max_positions=5), log=Log(), now_ms=T)
+    profile_path(home).unlink()
+    log = Log()
+    lp = load_profile(home, log)
+    assert lp.profile.max_positions == 5 and lp.source == "anchor" and str(profile_path(home)) in lp.problem
+    assert log.kinds() == ["risk_profile_anchor"]
+    with pytest.raises(ProfileChangeRefused):  # and saving the defaults over it is a loosening
+        save_profile(home, RiskProfile(), log=Log())
+
+
+def test_a_file_rewritten_looser_with_a_valid_hash_is_tightened_back_field_by_field(home):
+    from qts.fsutil import dumps
+    from qts.safety.risk_profile import record_hash
+
+    save_profile(home, RiskProfile(max_positions=5, cooldown_minutes=60), log=Log(), now_ms=T)
+    rec = json.loads(profile_path(home).read_text())
+    rec["profile"].update(max_positions=50, cooldown_minutes=0, daily_loss_limit_pct=2.0)  # 2 looser, 1 tighter
+    rec["hash"] = record_hash(rec["version"], rec["profile"], rec["changed_ts"], rec["previous_hash"])
+    profile_path(home).write_text(dumps(rec))
+    lp = load_profile(home)
+    assert lp.source == "file+anchor" and "max_positions" in lp.problem and "cooldown_minutes" in lp.problem
+    assert (lp.profile.max_positions, lp.profile.cooldown_minutes, lp.profile.daily_loss_limit_pct) == (5, 60, 2.0)

@@ -251,7 +251,7 @@ def _log(store):
 def approve_profile(env, changes):
     """What `qts risk set` does when the human loosens with the PIN: save, then sign the record's hash."""
     new = validate_profile({**default_profile().model_dump(), **changes})
-    saved = save_profile(env.home, new, approved_by_pin=True, log=_log(env.store), now_ms=env.clock.ms())
+    saved = save_profile(env.home, new, log=_log(env.store), now_ms=env.clock.ms(), signing_key=env.key)
     a = sign_approval(env.home, env.key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash}, ttl_s=24 * 3600,
                       now=env.clock.ms())
     (env.home.safety_dir / "risk_profile.approval.json").write_text(json.dumps(a))
@@ -436,7 +436,8 @@ def test_unlock_from_terminal_with_an_injected_reader(env):
 def test_a_replaced_pin_record_cannot_release_the_kill_switch(env, tmp_path):
     ks.engage(env.home, "test", env.store)
     attacker = _replace_pin_record(env, tmp_path)
-    ks.reset(env.home, env.store, attacker)
+    with pytest.raises(ks.ResetRefused, match="cool-down"):  # refused up front: a key nobody has seen before
+        ks.reset(env.home, env.store, attacker)
     assert ks.status(env.home, env.store).engaged
 
 

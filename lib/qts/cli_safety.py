@@ -101,9 +101,8 @@ def kill_status(ctx, as_json):
     """Is the switch engaged, since when and why."""
     from .safety import kill_switch as ks
 
-    store = _store(ctx)
-    st = ks.status(store.home, store)
-    store.close()
+    # the flag and the per-user anchor suffice: no database is opened (a damaged one cannot stop this)
+    st = ks.status(StateHome.resolve(ctx.obj.get("home")))
     if as_json:
         click.echo(json.dumps(st.__dict__))
     else:
@@ -114,16 +113,26 @@ def kill_status(ctx, as_json):
 @click.pass_context
 @_approval_errors
 def kill_reset(ctx):
-    """Release the switch. Asks for the PIN on the terminal (never as an argument)."""
+    """Release the switch. Asks for the PIN on the terminal (never as an argument). Exit 0 only when the
+    switch is clear afterwards; 1 when it stays engaged (the reason is printed)."""
     from .safety import kill_switch as ks
     from .safety.approve import unlock_from_terminal
 
     store = _store(ctx)
-    key = unlock_from_terminal(store, "PIN to reset the kill switch: ")
-    ks.reset(store.home, store, key)
-    st = ks.status(store.home, store)
-    store.close()
-    click.echo("kill switch reset" if not st.engaged else f"still engaged: {st.reason}")
+    try:
+        key = unlock_from_terminal(store, "PIN to reset the kill switch: ")
+        try:
+            ks.reset(store.home, store, key)
+        except ks.ResetRefused as e:
+            click.echo(f"error: kill switch NOT reset: {e}", err=True)
+            sys.exit(1)
+        st = ks.status(store.home, store)
+    finally:
+        store.close()
+    if st.engaged:
+        click.echo(f"error: the kill switch is still engaged: {st.reason}", err=True)
+        sys.exit(1)
+    click.echo("kill switch reset")
 
 
 # -- breaker -----------------------------------------------------------------------------------------
@@ -496,7 +505,6 @@ def risk_show(ctx, as_json):
 def risk_set(ctx, changes):
     """Change limits. Tightening is free; loosening asks for the PIN on the terminal."""
     from .safety.approve import now_ms, unlock_from_terminal
-    from .safety.grants import ACTION_RAISE_RISK_LIMIT, sign_approval
     from .safety.risk_profile import (ProfileChangeRefused, RiskProfileError, is_loosening, load_profile,
                                       save_profile, validate_profile)
 
@@ -519,16 +527,9 @@ def risk_set(ctx, changes):
     loosened = is_loosening(cur.profile, new)
     key = unlock_from_terminal(store, f"PIN to loosen {', '.join(loosened)}: ") if loosened else None
     log = lambda kind, msg, d=None: store.event("risk", msg, "warning", d)  # noqa: E731
-    try:
-        saved = save_profile(store.home, new, approved_by_pin=key is not None, log=log, now_ms=now_ms())
+    try:  # a loosening is signed with the unlocked key inside save_profile (approval file written there)
+        saved = save_profile(store.home, new, log=log, now_ms=now_ms(), signing_key=key)
     except ProfileChangeRefused as e:
         raise InputError(str(e)) from None
-    if key is not None:
-        from .safety.approve import save_approval  # noqa: F401
-        from .fsutil import write_atomic
-
-        a = sign_approval(store.home, key, ACTION_RAISE_RISK_LIMIT, {"hash": saved.record_hash},
-                          ttl_s=24 * 3600, now=now_ms(), announce=store.event)
-        write_atomic(store.home.safety_dir / "risk_profile.approval.json", json.dumps(a))
     store.close()
     click.echo(f"risk profile v{saved.version} saved" + (f" (loosened with the PIN: {', '.join(loosened)})" if loosened else ""))

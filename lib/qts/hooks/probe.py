@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from ..paths import StateHome
@@ -24,41 +23,44 @@ def _db(home: StateHome):
 
 
 def kill_switch(home: StateHome) -> tuple[bool, str]:
-    if os.path.lexists(home.kill_flag):
-        try:
-            return True, str(json.loads(home.kill_flag.read_text()).get("reason", "engaged"))
-        except Exception:
-            return True, "flag present"
-    try:
-        conn = _db(home)
-        if conn is None:
-            return False, "clear"
-        with conn:
-            row = conn.execute("SELECT json_extract(data, '$.action') FROM events WHERE kind='kill_switch' AND "
-                               "json_extract(data, '$.action') IN ('engaged','reset') ORDER BY id DESC LIMIT 1").fetchone()
-        conn.close()
-    except sqlite3.Error:
-        return True, "database unreadable"
-    if row and row[0] == "engaged":
-        return True, "recorded in the database (flag file missing)"
-    return False, "clear"
+    """The same reading as the gate's (one function: flag, per-user anchor, database), standard library only."""
+    from ..safety import kill_switch as ks
+
+    st = ks.status(home)
+    return st.engaged, st.reason
 
 
 def breaker(home: StateHome) -> dict:
+    out = _breaker_file(home)
+    # the per-user anchor: a deleted, rolled-back or re-created state home reads as HALTED, and a trading
+    # state it recorded counts when it is stricter than the file (as in the gate: breaker.load)
+    from ..safety import anchor
+
+    view = anchor.check(home)
+    rank = anchor.STATES
+    if view.problem:
+        return {**out, "trading_state": "HALTED", "reason": view.problem}
+    if view.known and rank.get(view.trading_state, 2) > rank.get(out.get("trading_state"), 2):
+        out.update(trading_state=view.trading_state,
+                   reason=f"{view.trading_reason or view.trading_state} (recorded in the per-user anchor)")
+    return out
+
+
+def _breaker_file(home: StateHome) -> dict:
     try:
         lines = home.breaker_file.read_text().splitlines()
     except FileNotFoundError:
         return {"state": "open", "trading_state": "ACTIVE", "reason": "no breaker state yet (paper only)"}
-    except OSError:
-        return {"state": "open", "trading_state": "HALTED", "reason": "breaker state unreadable"}
+    except (OSError, UnicodeDecodeError):
+        return {"state": "open", "trading_state": "HALTED", "reason": f"breaker state {home.breaker_file} unreadable"}
     for line in reversed(lines):
         try:
             rec = json.loads(line)
-            if rec.get("state") in ("closed", "open", "half_open"):
+            if isinstance(rec, dict) and rec.get("state") in ("closed", "open", "half_open"):
                 return {k: rec.get(k) for k in ("state", "trading_state", "reason", "since_ts")}
         except ValueError:
             continue
-    return {"state": "open", "trading_state": "HALTED", "reason": "breaker state corrupt"}
+    return {"state": "open", "trading_state": "HALTED", "reason": f"breaker state {home.breaker_file} corrupt"}
 
 
 def agent(home: StateHome) -> tuple[bool, dict | None]:

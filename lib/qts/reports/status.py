@@ -146,14 +146,14 @@ def _loop(home, now_s: float) -> dict:
 def _breaker(home, now_ms: int, store=None) -> dict:
     """The state the gate would see, without recording anything (Breaker.status() records an unreadable
     state as a trip): the file, checked against its copy in the events table when there is a database."""
-    from ..safety.breaker import ACTIVE, Breaker, load
+    from ..safety.breaker import Breaker, load
 
     b = load(home, now_ms)
     if store is not None:
         try:
             brk = Breaker(home, store)
             if not b.readable and not home.breaker_file.exists():
-                b.trading_state = brk._last_recorded_trading_state() or ACTIVE
+                b.trading_state = brk._stricter(b.trading_state, brk._last_recorded_trading_state())
             check = getattr(brk, "_check_against_database", None)
             if check is not None:
                 check(b, now_ms)

@@ -44,11 +44,24 @@ def key_first_seen(store, home: StateHome, now: int | None = None) -> dict[str, 
         return {}
     row = store.scalar("SELECT MIN(ts) FROM events WHERE kind='pin_key_seen' AND json_extract(data,'$.fingerprint')=?",
                        (fp,))
+    # the per-user anchor remembers the first sighting too, outside the project: when it has one, it wins
+    # (a deleted database does not restart the human's key's cool-down, and a backdated database record,
+    # which the sandboxed assistant can write, does not shorten a planted key's)
+    from . import anchor
+
+    view = anchor.check(home)
+    anchored = view.keys.get(fp) if view.known or view.problem else None
+    if isinstance(anchored, int) and not isinstance(anchored, bool):
+        row = anchored
+    else:
+        anchored = None
     if row is None:
         store.event("pin_key_seen", f"a new PIN key {fp[:12]}... was seen for the first time: live trading waits for "
                                     "the cool-down. If you did not just set a PIN, engage the kill switch now.",
                     severity="critical", data={"fingerprint": fp}, ts=now)
         row = now
+    if (view.known or view.problem) and (anchored is None or int(row) < anchored):  # (meeting a home is kill_switch's)
+        anchor.try_record(home, "key_seen", now, fingerprint=fp, seen_ts=int(row))
     return {fp: int(row)}
 
 

@@ -100,13 +100,31 @@ def _effective_trading_state(home: StateHome, records: list[dict], store=None) -
 
 
 def load(home: StateHome, now_ms: int, store=None) -> BreakerState:
+    """The breaker state from its file, made at least as strict as the per-user anchor says: a deleted,
+    rolled-back or re-created state home reads as HALTED (with the reason), and a trading state the anchor
+    recorded counts when it is stricter than the file's."""
+    st = _load_file(home, now_ms, store)
+    from . import anchor
+
+    view = anchor.check(home)
+    if view.problem:
+        st.trading_state, st.reason = HALTED, f"{view.problem}; {anchor.RESET_HINT}"
+    elif view.known and STRICTNESS[view.trading_state] > STRICTNESS.get(st.trading_state, 2):
+        st.trading_state = view.trading_state
+        st.reason = f"{st.reason}; trading {view.trading_state} per the per-user anchor ({view.trading_reason})"
+    return st
+
+
+def _load_file(home: StateHome, now_ms: int, store=None) -> BreakerState:
     path = home.breaker_file
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return BreakerState(OPEN, ACTIVE, now_ms, "breaker state missing: reads as open (paper only)", readable=False)
-    except (OSError, UnicodeDecodeError):
-        return BreakerState(OPEN, HALTED, now_ms, "breaker state unreadable: reads as open and halted",
+        return BreakerState(OPEN, ACTIVE, now_ms, f"breaker state {path} missing: reads as open (paper only)",
+                            readable=False)
+    except (OSError, UnicodeDecodeError) as e:
+        what = "a folder is in its place" if isinstance(e, IsADirectoryError) else e.__class__.__name__
+        return BreakerState(OPEN, HALTED, now_ms, f"breaker state {path} unreadable ({what}): reads as open and halted",
                             readable=False)
     torn = False
     valid = []
@@ -127,11 +145,11 @@ def load(home: StateHome, now_ms: int, store=None) -> BreakerState:
                               str(rec.get("reason", "")), int(rec.get("trips", 0)), int(rec.get("version", 0)))
             if torn:  # the newest transition is unreadable: it may have been a trip, so read as open
                 st.state, st.since_ts, st.readable = OPEN, now_ms, False
-                st.reason = "last breaker transition unreadable (torn write): reads as open"
+                st.reason = f"last breaker transition in {path} unreadable (torn write): reads as open"
             return st
         torn = True
     return BreakerState(OPEN, HALTED if lines else ACTIVE, now_ms,
-                        "breaker state corrupt: reads as open" + (" and halted" if lines else ""), readable=False)
+                        f"breaker state {path} corrupt: reads as open" + (" and halted" if lines else ""), readable=False)
 
 
 class Breaker:
@@ -144,7 +162,7 @@ class Breaker:
         """The current state. Never raises: what cannot be read or recorded reads as open."""
         st = load(self.home, now_ms, self.store)
         if not st.readable and not self.home.breaker_file.exists():
-            st.trading_state = self._last_recorded_trading_state() or ACTIVE
+            st.trading_state = self._stricter(st.trading_state, self._last_recorded_trading_state())
         self._check_against_database(st, now_ms)
         if not st.readable:
             # record what we saw, so the cool-down runs from now and the event is on file
@@ -198,6 +216,10 @@ class Breaker:
             self.on_trip(new)
         return new
 
+    @staticmethod
+    def _stricter(a: str, b: str | None) -> str:
+        return b if b in STRICTNESS and STRICTNESS[b] > STRICTNESS.get(a, 2) else a
+
     def _last_recorded_trading_state(self) -> str | None:
         """A deleted file must not loosen a manual REDUCING/HALTED: the events table has a copy."""
         if self.store is None:
@@ -227,8 +249,18 @@ class Breaker:
 
             approval = sign_approval(self.home, signing_key, LOOSEN_ACTION,
                                      {"target": target, "version": prev.version + 1}, now=now_ms)
-        return self._transition(prev, prev.state, reason or f"trading state {target}", now_ms, trading_state=target,
-                                approval=approval)
+        st = self._transition(prev, prev.state, reason or f"trading state {target}", now_ms, trading_state=target,
+                              approval=approval)
+        from . import anchor
+
+        if approval is None:  # a tightening: inside the sandbox the anchor is out of reach, the file holds it
+            anchor.try_record(self.home, "trading", now_ms, state=target, reason=st.reason)
+        else:  # the PIN-signed loosening must reach the anchor, or every reader stays at the stricter state
+            try:
+                anchor.record(self.home, "trading", now_ms, state=target, reason=st.reason, signed=True)
+            except anchor.AnchorError as e:
+                raise PermissionError(f"{e}: trading stays {prev.trading_state}") from None
+        return st
 
     # -- the check fed by metrics -----------------------------------------------------------------
     def measure(self, now_ms: int) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .risk import PortfolioSnapshot, RiskManager
-from .risk_profile import default_profile, is_loosening, load_profile
+from .risk_profile import default_profile, is_loosening, load_profile, stricter_profile
 
 PROFILE_APPROVAL = "raise_risk_limit"
 _cache: dict = {}
@@ -47,9 +47,13 @@ def effective_profile(gate):
     loaded = load_profile(home, log=lambda kind, msg, data=None: gate.store.event("risk", msg, "warning", data),
                           settings=gate.settings)
     profile = loaded.profile
-    if loaded.source != "file":
+    if loaded.source == "default":
         profile = _last_recorded(gate, base) or profile
-    if loaded.source == "file" and is_loosening(base, profile) and not _approved(home, loaded.record_hash, gate.store):
+    elif loaded.source == "anchor":  # the per-user anchor's copy: a database copy may only tighten it
+        recorded = _last_recorded(gate, base)
+        if recorded is not None:
+            profile = stricter_profile(recorded, profile)
+    if loaded.source in ("file", "file+anchor") and is_loosening(base, profile) and not _approved(home, loaded.record_hash, gate.store):
         gate.store.event("risk", "risk profile looser than the defaults without a PIN approval: defaults apply",
                          "warning", {"loosened": is_loosening(base, profile)})
         profile = base

@@ -53,11 +53,13 @@ of the other four fields and ``previous_hash`` is the hash of the record it repl
 :func:`load_profile` returns the built-in DEFAULT profile, and says why (``source="default"``,
 ``problem``), when the file is missing, truncated, not JSON, fails the hash or fails validation: a
 damaged file can only make the system as strict as the defaults, never looser than them.
-:func:`save_profile` bumps the version, refuses a loosening change unless ``approved_by_pin is True``,
-and reports every change (and every refusal) with its diff through ``log(kind, message, data)``.
-
-Limitation (for the lead): the hash detects damage, not a deliberate edit by someone who recomputes
-it; proving that a loosened file was approved needs a PIN-derived signature from the approval module.
+The per-user anchor (``anchor.py``, outside the project) keeps a copy of every saved profile: a missing or
+damaged file reads as that copy, and a file looser than it is tightened back field by field (never the
+defaults after the user tightened). :func:`save_profile` bumps the version, refuses a loosening change unless
+it is given the key unlocked with the PIN (it signs the new record's hash and verifies the signature; a
+boolean cannot approve), and reports every change (and every refusal) with its diff through
+``log(kind, message, data)``. The hash detects damage; a deliberate edit that recomputes it is caught by the
+anchor's copy (stricter wins) and, for a loosening, by the gate's check of the signed approval.
 Settings passed to :func:`load_profile` can only TIGHTEN the profile (an environment variable must not
 raise a limit the PIN protects).
 """
@@ -308,9 +310,60 @@ def _parse_record(raw: bytes) -> LoadedProfile:
     return LoadedProfile(profile, v, "file", None, h, ts)
 
 
+def stricter_profile(a: RiskProfile, b: RiskProfile) -> RiskProfile:
+    """Field by field the stricter of ``a`` and ``b``; for fields that cannot be ranked ("any change"), ``b``.
+    (Taking the stricter of each keeps the model's own rules: reduce < halt and fraction <= cap hold for the
+    minimum of each pair when they hold for each profile.)"""
+    out = {}
+    for name in type(a).model_fields:
+        x, y = getattr(a, name), getattr(b, name)
+        d = LIMIT_DIRECTIONS.get(name, ANY)
+        if d == HIGHER:
+            out[name] = min(x, y)
+        elif d == LOWER:
+            out[name] = max(x, y)
+        elif d == "sizing":
+            out[name] = x if SIZING_STRICTNESS.get(x, -1) > SIZING_STRICTNESS.get(y, -1) else y
+        else:
+            out[name] = y
+    return validate_profile(out)
+
+
+def _with_anchor(home, loaded: LoadedProfile) -> LoadedProfile:
+    """The per-user anchor keeps the last saved profile outside the project: a deleted or damaged file falls
+    back to it (never to the looser defaults), and a file looser than it is tightened back field by field."""
+    from . import anchor
+
+    view = anchor.check(home)
+    rec = view.profile if isinstance(view.profile, dict) else None
+    if rec is None:
+        return loaded
+    try:
+        anchored = validate_profile(rec.get("profile"))
+    except RiskProfileError as e:
+        return LoadedProfile(loaded.profile, loaded.version, loaded.source,
+                             f"{loaded.problem or 'file in force'}; the anchor's copy is invalid ({e})",
+                             loaded.record_hash, loaded.changed_ts)
+    version = rec.get("version") if _is_int(rec.get("version")) else 0
+    if loaded.is_default:
+        return LoadedProfile(anchored, version, "anchor",
+                             f"{profile_path(home)}: {loaded.problem}; the last saved profile (v{version}, kept in "
+                             f"the per-user anchor {view.path}) is in force, never the looser defaults",
+                             rec.get("hash"), None)
+    loose = is_loosening(anchored, loaded.profile)
+    if not loose:
+        return loaded
+    merged = stricter_profile(loaded.profile, anchored)
+    return LoadedProfile(merged, loaded.version, "file+anchor",
+                         f"{profile_path(home)} is looser than the last saved profile in the per-user anchor "
+                         f"({', '.join(loose)}): the stricter value of each is in force",
+                         loaded.record_hash, loaded.changed_ts)
+
+
 def load_profile(home, log: LogFn | None = None, settings=None) -> LoadedProfile:
-    """The persisted profile, or the DEFAULT profile with ``problem`` saying why. Never raises for a
-    bad file. ``settings`` (optional) can only tighten the result."""
+    """The persisted profile, made at least as strict as the per-user anchor's copy; with no intact file, the
+    anchor's copy, else the DEFAULT profile; ``problem`` says why. Never raises for a bad file. ``settings``
+    (optional) can only tighten the result."""
     path = profile_path(home)
     try:
         with open(path, "rb") as fh:
@@ -320,11 +373,15 @@ def load_profile(home, log: LogFn | None = None, settings=None) -> LoadedProfile
         loaded = _parse_record(raw)
     except FileNotFoundError:
         loaded = LoadedProfile(default_profile(), 0, "default", "missing")
+    except IsADirectoryError:
+        loaded = LoadedProfile(default_profile(), 0, "default", "a folder is in its place")
     except (OSError, ValueError) as e:
         problem = f"unreadable ({e.__class__.__name__}: {e})" if isinstance(e, OSError) else str(e)
         loaded = LoadedProfile(default_profile(), 0, "default", problem)
-    if loaded.is_default and log is not None:
-        log("risk_profile_default", f"risk profile {path}: {loaded.problem}; using the default (safe) profile",
+    loaded = _with_anchor(home, loaded)
+    if loaded.source != "file" and log is not None:
+        log("risk_profile_default" if loaded.is_default else "risk_profile_anchor",
+            f"risk profile {path}: {loaded.problem}" + ("; using the default (safe) profile" if loaded.is_default else ""),
             {"path": str(path), "problem": loaded.problem})
     if settings is not None:
         tightened = loaded.profile.tightened_by_settings(settings)
@@ -334,30 +391,59 @@ def load_profile(home, log: LogFn | None = None, settings=None) -> LoadedProfile
     return loaded
 
 
-def save_profile(home, new, approved_by_pin: bool, log: LogFn, now_ms: int | None = None) -> LoadedProfile:
+def save_profile(home, new, approved_by_pin=None, log: LogFn | None = None, now_ms: int | None = None, *,
+                 signing_key=None) -> LoadedProfile:
     """Persist ``new`` as the next version. Loosening any limit (see :func:`is_loosening`) against the
-    profile in force raises :class:`ProfileChangeRefused` unless ``approved_by_pin is True``;
-    tightening is always allowed. Every change, and every refusal, goes to ``log`` with the diff.
-    Saving the profile already in force writes nothing (unless the file was missing or damaged)."""
+    profile in force (file and anchor) raises :class:`ProfileChangeRefused` unless ``signing_key`` is the
+    key unlocked with this home's PIN: the change is then signed with it (ACTION_RAISE_RISK_LIMIT over the
+    record's hash, written to ``safety/risk_profile.approval.json``, where the gate checks it) and the
+    signature verified before anything is written. A boolean cannot approve: ``approved_by_pin`` is
+    ignored. Tightening is always allowed. Every change, and every refusal, goes to ``log`` with the diff,
+    and every saved profile is recorded in the per-user anchor. Saving the profile already in force writes
+    nothing (unless the file was missing or damaged)."""
+    del approved_by_pin  # kept for old call sites: it never approves anything (a caller can pass any value)
+    log = log or (lambda *a, **k: None)
     new = validate_profile(new)  # also re-checks a RiskProfile built with model_construct
     current = load_profile(home)
     diff = profile_diff(current.profile, new)
     loosened = is_loosening(current.profile, new)
     path = profile_path(home)
     data = {"path": str(path), "previous_version": current.version, "diff": diff, "loosened": loosened,
-            "approved_by_pin": approved_by_pin is True}
-    if loosened and approved_by_pin is not True:
+            "approved_by_pin": False}
+    if loosened and signing_key is None:
         log("risk_profile_refused",
             f"risk profile change refused: loosening {', '.join(loosened)} needs approval with the PIN", data)
         raise ProfileChangeRefused(loosened)
-    if not diff and not current.is_default:
+    if not diff and current.source == "file":
         return current
     version = current.version + 1
     ts = int(time.time() * 1000) if now_ms is None else int(now_ms)
     prof = new.model_dump()
     h = record_hash(version, prof, ts, current.record_hash)
+    approval = None
+    if loosened:
+        from .grants import ACTION_RAISE_RISK_LIMIT, sign_approval, verify_approval
+
+        try:
+            approval = sign_approval(home, signing_key, ACTION_RAISE_RISK_LIMIT, {"hash": h}, ttl_s=24 * 3600, now=ts)
+        except Exception as e:  # noqa: BLE001 - not this home's PIN key, or no PIN set
+            log("risk_profile_refused", f"risk profile change refused: the PIN signature failed ({e})", data)
+            raise ProfileChangeRefused(loosened) from None
+        if (verify_approval(home, approval, ACTION_RAISE_RISK_LIMIT, now=ts) or {}).get("hash") != h:
+            log("risk_profile_refused", "risk profile change refused: the PIN signature does not verify", data)
+            raise ProfileChangeRefused(loosened)
+        data["approved_by_pin"] = True
     record = {"version": version, "profile": prof, "changed_ts": ts, "previous_hash": current.record_hash, "hash": h}
     write_atomic(path, dumps(record) + "\n")
+    if approval is not None:
+        write_atomic(home.safety_dir / "risk_profile.approval.json", json.dumps(approval))
+    from . import anchor
+
+    anchor_error = anchor.try_record(home, "profile", ts, version=version, hash=h, profile=prof)
+    if anchor_error and loosened:
+        # the anchor keeps the stricter profile, and every reader takes the stricter of the two: say so
+        log("risk_profile_anchor", f"the loosened profile could not be recorded in the per-user anchor ({anchor_error}): "
+                                   "the stricter saved profile stays in force", {**data, "error": anchor_error})
     what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()) or "no field changed (rewritten)"
     log("risk_profile_changed", f"risk profile v{current.version} -> v{version}: {what}",
         {**data, "version": version, "hash": h, "replaced_problem": current.problem, "profile": prof})
