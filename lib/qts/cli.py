@@ -52,7 +52,40 @@ def _parse_params(items, option: str = "--param") -> dict:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def state_error_line(e: BaseException, home_opt=None) -> str | None:
+    """The one line for a damaged or unwritable state file (None for any other error): a StateFileError
+    names its file; a SQLite error raised past the checks (disk full mid-cycle, damage found in a page the
+    open did not read) is named after the state home's database."""
+    from .fsutil import StateFileError
+
+    if isinstance(e, StateFileError):
+        return str(e)
+    import sqlite3
+
+    if isinstance(e, sqlite3.DatabaseError):
+        home = StateHome.resolve(home_opt)
+        what = "the disk is full" if "full" in str(e) else f"SQLite says {e}"
+        return (f"{home.db_path}: {what}; the change in progress was rolled back (nothing half-written) and no "
+                "further order was placed")
+    return None
+
+
+class QtsGroup(click.Group):
+    """Turns a damaged state file into one line on stderr and exit code 2, for every command (CliRunner
+    included), instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            line = state_error_line(e, (ctx.obj or {}).get("home"))
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=QtsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="qts")
 @click.option("--home", type=click.Path(file_okay=False), envvar="QTS_HOME",
               help="State home (database, logs, flags). Default: $CLAUDE_PROJECT_DIR/.quant-trading "
@@ -105,17 +138,29 @@ def _source_options(f):
 
 
 def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
-    from .candles_errors import input_errors
-    from .engine.runner import read_pid
-    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
+    from .engine.runner import AlreadyRunning, LoopLock
 
     if data_dir and live_data:
         raise InputError("--data and --live-data: choose one source")
     settings = _settings(ctx, STRATEGY=strategy)
+    try:  # the loop's lock, before touching anything (--fresh moves the database away; the last cycle is read)
+        lock = LoopLock.acquire(settings.home)
+    except AlreadyRunning as e:
+        raise InputError(str(e)) from None
+    try:
+        session, source = _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace)
+    except BaseException:
+        lock.release()
+        raise
+    session.loop_lock = lock  # released by the Runner when the loop ends (or by run_cmd if it does not start)
+    return session, source
+
+
+def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace):
+    from .candles_errors import input_errors
+    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
+
     source = "live-data" if live_data else "replay" if data_dir else "synthetic"
-    other = read_pid(settings.home)
-    if other and other != os.getpid():  # before touching anything (--fresh moves the database away)
-        raise click.ClickException(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
     with input_errors():
         try:
             archived = archive_state(settings) if fresh else None
@@ -211,10 +256,12 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     ks = kill_switch.status(session.store.home, session.store)
     if ks.engaged:
         session.close()
+        session.loop_lock.release()
         raise click.ClickException(f"kill switch engaged ({ks.reason}): the loop does not start. A human resets "
                                    "it with the PIN in their own terminal: qts kill-switch reset")
     started = session.feed.now_ms()
-    runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source)
+    runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source,
+                    lock=session.loop_lock)
     if not quiet and not as_json:
         click.echo(f"paper trading {', '.join(session.settings.SYMBOLS)} with {session.settings.STRATEGY} on "
                    f"{session.feed.source}, every {session.settings.TRADE_INTERVAL} min; state home "
@@ -227,6 +274,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
             mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
         except MonitorError as e:
             session.close()
+            session.loop_lock.release()
             raise InputError(f"--monitor-port: {e}") from None
         click.echo(f"monitor on {mon.url}", err=True)
     try:
@@ -464,10 +512,11 @@ def db_grp():
 @click.pass_context
 def db_migrate(ctx):
     """Create the database or apply pending migrations from db/migrations."""
-    from .store import connect, migrate
+    from .store import migrate
+    from .store.db import open_checked
 
-    home = StateHome.resolve(ctx.obj.get("home")).ensure()
-    conn = connect(home.db_path)
+    home = StateHome.resolve(ctx.obj.get("home"))
+    conn = open_checked(home, check_journal=False)  # damage is refused by name (a new empty database opens no account)
     applied = migrate(conn)
     conn.close()
     click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
@@ -484,6 +533,12 @@ def main(argv=None):
         cli.main(args=argv, prog_name="qts", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # raised outside a command (QtsGroup handles those inside one)
+        line = state_error_line(e, os.environ.get("QTS_HOME"))
+        if line is None:
+            raise
+        click.echo(f"error: {line}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

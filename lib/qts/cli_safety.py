@@ -99,15 +99,29 @@ def _paper_flatten(ctx, home) -> dict:
 @click.pass_context
 def kill_status(ctx, as_json):
     """Is the switch engaged, since when and why."""
+    from .fsutil import StateFileError
     from .safety import kill_switch as ks
 
-    store = _store(ctx)
-    st = ks.status(store.home, store)
-    store.close()
+    home = StateHome.resolve(ctx.obj.get("home"))
+    try:  # the database is optional here: the flag alone says "engaged", and a damaged database must not hide it
+        store = _store(ctx)
+    except StateFileError as e:
+        st = ks.status(home, None)
+        if not st.engaged:  # no flag, and the database's kill-switch records cannot be read: fail closed
+            st = ks.KillStatus(True, "unverified: the database cannot be read, so its kill-switch records are "
+                                     "unknown", None, "database")
+        db_problem = str(e)
+    else:
+        st = ks.status(store.home, store)
+        store.close()
+        db_problem = None
     if as_json:
-        click.echo(json.dumps(st.__dict__))
+        click.echo(json.dumps({**st.__dict__, **({"database_problem": db_problem} if db_problem else {})}))
     else:
         click.echo(("ENGAGED: " if st.engaged else "clear: ") + st.reason)
+    if db_problem:
+        click.echo(f"error: {db_problem}", err=True)
+        sys.exit(0 if st.source == "flag" else 2)
 
 
 @kill_switch_grp.command("reset")

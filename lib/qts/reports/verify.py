@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..fsutil import read_jsonl
 from ..store import Store
+from ..store.db import journal_fills
 
 TOL = 1e-6
 
@@ -21,7 +21,7 @@ TOL = 1e-6
 def verify_books(store: Store, mode: str = "paper") -> list[str]:
     problems: list[str] = []
     fills = store.query("SELECT * FROM fills WHERE mode=? ORDER BY id", (mode,))
-    journal = [r for r in read_jsonl(store.home.trades_log) if r.get("mode") == mode]
+    journal = [r for r in journal_fills(store.home) if r.get("mode") == mode]
     counts = Counter(r.get("fill_id") for r in journal)
     dup = [k for k, n in counts.items() if n > 1]
     if dup:
