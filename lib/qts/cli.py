@@ -486,11 +486,22 @@ def metrics_read(ctx, name, limit, as_json):
 
 @cli.command("verify")
 @click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild the paper books from logs/trades.jsonl when the database is missing, empty or damaged "
+                   "(a damaged one is moved to archive/ first). Cash starts from INITIAL_CASH.")
 @click.pass_context
-def verify_cmd(ctx, mode):
-    """Check that the trades journal, fills, positions, cash and P&L agree. Exit 1 if they do not."""
+def verify_cmd(ctx, mode, rebuild):
+    """Check that the trades journal, fills, positions, cash and P&L agree. Exit 1 if they do not.
+
+    --rebuild recovers lost paper books from the journal; to start a new paper account deliberately
+    instead, use `qts run --fresh` (the old journal is archived, nothing is deleted).
+    """
     from .reports.verify import verify_books
     from .store import Store
+
+    if rebuild:
+        _rebuild(ctx, mode)
+        return
 
     store = Store.open(StateHome.resolve(ctx.obj.get("home")))
     problems = verify_books(store, mode)
@@ -501,6 +512,30 @@ def verify_cmd(ctx, mode):
     if problems:
         sys.exit(1)
     click.echo(f"books agree: {n} fills in trades.jsonl and the database, cash, positions and P&L consistent")
+
+
+def _rebuild(ctx, mode):
+    from .reports.verify import RebuildError, rebuild_books
+
+    if mode != "paper":
+        raise InputError("--rebuild: paper books only (live positions come from the exchange: the trading agent "
+                         "reconciles them when it starts)")
+    settings = _settings(ctx)
+    try:
+        out = rebuild_books(settings.home, settings.INITIAL_CASH)
+    except RebuildError as e:
+        raise InputError(str(e)) from None
+    if out["moved_aside"]:
+        click.echo(f"the damaged database was moved to {out['moved_aside']}")
+    click.echo(f"rebuilt the paper books from {settings.home.trades_log}: {out['fills']} fills, cash "
+               f"{out['cash']:,.2f} (starting from INITIAL_CASH {out['initial_cash']:,.2f}), positions "
+               + (", ".join(f"{k} {v:.6g}" for k, v in out["positions"].items()) or "none"))
+    click.echo("not in the journal, so not rebuilt: the loop's decisions and equity history, and the events of a "
+               "moved database (the kill-switch flag file still counts)")
+    for p in out["problems"]:
+        click.echo(f"MISMATCH: {p}")
+    if out["problems"]:
+        sys.exit(1)
 
 
 @cli.group("db")

@@ -239,10 +239,59 @@ def _orphan_journal(home: StateHome, conn=None) -> None:
         last = max(int(f.get("ts") or 0) for f in fills)
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last / 1000)) if last else "?"
         raise StateFileError(home.db_path, f"the database {'has no fills' if conn is not None else 'is missing'} but "
-                             f"logs/trades.jsonl records {len(fills)} (the last at {when} UTC): the paper books were "
+                             f"logs/trades.jsonl records {len(fills)} fills (the last at {when} UTC): the paper books were "
                              "lost, not emptied",
                              "no new account was opened; rebuild the books from the journal with `qts verify "
                              "--rebuild`, or start a new paper account deliberately with `qts run --fresh`")
+
+
+JSON_COLUMNS = (("events", "data"), ("metrics", "tags"), ("decisions", "inputs"), ("decisions", "outputs"),
+                ("decisions", "reason_codes"))
+NONFINITE_REPAIR = "stored JSON checked for NaN/Infinity"
+
+
+def repair_nonfinite_json(conn) -> int:
+    """Rows an older version (or a writer outside :meth:`Store.insert`) stored with a bare NaN or Infinity in
+    their JSON, which SQLite's json functions reject ("malformed JSON", breaking every report over the table
+    for good), get null instead, the field named under "nonfinite". Incremental: one marker event remembers
+    the last row checked per table, so an open costs three indexed look-ups unless rows were added since."""
+    marker = conn.execute("SELECT id, data FROM events WHERE kind='store' AND message=? ORDER BY id LIMIT 1",
+                          (NONFINITE_REPAIR,)).fetchone()
+    try:
+        upto = json.loads(marker[1]).get("upto", {}) if marker else {}
+    except (TypeError, ValueError, AttributeError):
+        upto = {}
+    newest = {t: conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0]
+              for t in {t for t, _ in JSON_COLUMNS}}
+    if marker and all(newest[t] <= int(upto.get(t, 0)) for t in newest):
+        return 0
+    fixed = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, col in JSON_COLUMNS:
+            rows = conn.execute(f"SELECT id, {col} FROM {table} WHERE id > ? AND json_valid({col}) = 0",
+                                (int(upto.get(table, 0)),)).fetchall()
+            for row_id, text in rows:
+                try:
+                    value = json.loads(text)
+                except (TypeError, ValueError):
+                    value = {"damaged_json": str(text)[:2000]}
+                conn.execute(f"UPDATE {table} SET {col}=? WHERE id=?", (dumps(value), row_id))
+                fixed += 1
+        if fixed:
+            conn.execute("INSERT INTO events (ts, kind, severity, message, data) VALUES (?, 'store', 'warning', ?, ?)",
+                         (now_ms(), f"{fixed} stored row(s) held NaN/Infinity in their JSON: replaced by null",
+                          dumps({"repaired": fixed})))
+        marker_id = marker[0] if marker else conn.execute(
+            "INSERT INTO events (ts, kind, severity, message, data) VALUES (?, 'store', 'debug', ?, '{}')",
+            (now_ms(), NONFINITE_REPAIR)).lastrowid
+        newest["events"] = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]  # our own rows are valid
+        conn.execute("UPDATE events SET data=? WHERE id=?", (dumps({"upto": newest}), marker_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return fixed
 
 
 def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connection:
@@ -265,6 +314,7 @@ def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connect
         _check_schema_before(conn, home)
         migrate(conn)
         _check_schema_after(conn, home)
+        repair_nonfinite_json(conn)
         if check_journal:
             _orphan_journal(home, conn)
     except BaseException as e:
