@@ -70,14 +70,32 @@ def state_error_line(e: BaseException, home_opt=None) -> str | None:
     return None
 
 
+READ_ONLY_COMMANDS = ("status", "report", "perf", "verify", "breaker", "metrics")
+
+
 class QtsGroup(click.Group):
     """Turns a damaged state file into one line on stderr and exit code 2, for every command (CliRunner
-    included), instead of a traceback."""
+    included), instead of a traceback. A stored row with NaN in its JSON (an older version wrote them) is
+    repaired on the spot; a read-only command then runs again, any other asks to be run again."""
 
     def invoke(self, ctx):
+        pending = getattr(ctx, "_protected_args", None)
+        argv = [*(pending if pending is not None else ctx.protected_args), *ctx.args]  # for the one retry below
         try:
             return super().invoke(ctx)
         except Exception as e:
+            if "malformed JSON" in str(e) and e.__class__.__module__ == "sqlite3":
+                from .store.db import repair_home_json
+
+                fixed = repair_home_json(StateHome.resolve((ctx.obj or {}).get("home")))
+                if fixed and ctx.invoked_subcommand in READ_ONLY_COMMANDS:
+                    name, cmd, rest = self.resolve_command(ctx, argv)
+                    with cmd.make_context(name, rest, parent=ctx) as sub:
+                        return cmd.invoke(sub)
+                if fixed:
+                    click.echo(f"error: {fixed} stored value(s) held NaN/Infinity and were repaired (now null); "
+                               "nothing else was changed: run the command again", err=True)
+                    ctx.exit(2)
             line = state_error_line(e, (ctx.obj or {}).get("home"))
             if line is None:
                 raise

@@ -247,31 +247,22 @@ def _orphan_journal(home: StateHome, conn=None) -> None:
 
 JSON_COLUMNS = (("events", "data"), ("metrics", "tags"), ("decisions", "inputs"), ("decisions", "outputs"),
                 ("decisions", "reason_codes"))
-NONFINITE_REPAIR = "stored JSON checked for NaN/Infinity"
+
+
+NONFINITE_CHECKED = 1  # PRAGMA user_version bit: this database's old rows were checked (see below)
 
 
 def repair_nonfinite_json(conn) -> int:
-    """Rows an older version (or a writer outside :meth:`Store.insert`) stored with a bare NaN or Infinity in
-    their JSON, which SQLite's json functions reject ("malformed JSON", breaking every report over the table
-    for good), get null instead, the field named under "nonfinite". Incremental: one marker event remembers
-    the last row checked per table, so an open costs three indexed look-ups unless rows were added since."""
-    marker = conn.execute("SELECT id, data FROM events WHERE kind='store' AND message=? ORDER BY id LIMIT 1",
-                          (NONFINITE_REPAIR,)).fetchone()
-    try:
-        upto = json.loads(marker[1]).get("upto", {}) if marker else {}
-    except (TypeError, ValueError, AttributeError):
-        upto = {}
-    newest = {t: conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0]
-              for t in {t for t, _ in JSON_COLUMNS}}
-    if marker and all(newest[t] <= int(upto.get(t, 0)) for t in newest):
-        return 0
+    """Rows stored with a bare NaN or Infinity in their JSON (older versions wrote them; SQLite's json functions
+    reject them as "malformed JSON", which broke every report over the table for good) get null instead, the
+    field named under "nonfinite". A full scan: run once per database when it is first opened by this
+    version, and again whenever a command meets "malformed JSON" (cli.QtsGroup), never on every open.
+    Returns how many values were repaired."""
     fixed = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, col in JSON_COLUMNS:
-            rows = conn.execute(f"SELECT id, {col} FROM {table} WHERE id > ? AND json_valid({col}) = 0",
-                                (int(upto.get(table, 0)),)).fetchall()
-            for row_id, text in rows:
+            for row_id, text in conn.execute(f"SELECT id, {col} FROM {table} WHERE json_valid({col}) = 0").fetchall():
                 try:
                     value = json.loads(text)
                 except (TypeError, ValueError):
@@ -280,18 +271,24 @@ def repair_nonfinite_json(conn) -> int:
                 fixed += 1
         if fixed:
             conn.execute("INSERT INTO events (ts, kind, severity, message, data) VALUES (?, 'store', 'warning', ?, ?)",
-                         (now_ms(), f"{fixed} stored row(s) held NaN/Infinity in their JSON: replaced by null",
+                         (now_ms(), f"{fixed} stored value(s) held NaN/Infinity (invalid JSON): replaced by null",
                           dumps({"repaired": fixed})))
-        marker_id = marker[0] if marker else conn.execute(
-            "INSERT INTO events (ts, kind, severity, message, data) VALUES (?, 'store', 'debug', ?, '{}')",
-            (now_ms(), NONFINITE_REPAIR)).lastrowid
-        newest["events"] = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]  # our own rows are valid
-        conn.execute("UPDATE events SET data=? WHERE id=?", (dumps({"upto": newest}), marker_id))
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {int(version) | NONFINITE_CHECKED}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return fixed
+
+
+def repair_home_json(home: StateHome) -> int:
+    """:func:`repair_nonfinite_json` on the state home's database (after the damage checks)."""
+    conn = open_checked(home, check_journal=False)
+    try:
+        return repair_nonfinite_json(conn)
+    finally:
+        conn.close()
 
 
 def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connection:
@@ -314,7 +311,8 @@ def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connect
         _check_schema_before(conn, home)
         migrate(conn)
         _check_schema_after(conn, home)
-        repair_nonfinite_json(conn)
+        if not conn.execute("PRAGMA user_version").fetchone()[0] & NONFINITE_CHECKED:
+            repair_nonfinite_json(conn)
         if check_journal:
             _orphan_journal(home, conn)
     except BaseException as e:
