@@ -355,3 +355,87 @@ def test_rows_with_nan_from_before_the_upgrade_are_repaired_on_first_open(base_h
     c = sqlite3.connect(home / "db" / "metrics.db")
     assert c.execute("SELECT COUNT(*) FROM decisions WHERE json_valid(inputs) = 0").fetchone()[0] == 0
     c.close()
+
+
+# -- disk full ------------------------------------------------------------------------------------------------
+
+def _status_file(home: Path) -> dict:
+    return json.loads((home / "run" / "loop.status.json").read_text())
+
+
+def test_disk_full_in_the_database_mid_run(base_home, tmp_path, monkeypatch):
+    """A real SQLITE_FULL: the loop's connection may grow the database by only a few pages (PRAGMA
+    max_page_count on the real file), so a cycle's write fails the way a full disk fails it."""
+    import qts.store.db as dbmod
+
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home, symlinks=True)
+    real_connect = dbmod.connect
+
+    def tight(path, timeout=10.0):
+        conn = real_connect(path, timeout)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 4}")
+        return conn
+
+    monkeypatch.setattr(dbmod, "connect", tight)
+    r = _invoke(home, ["run", "--cycles", "400", "--quiet"], tmp_path)
+    monkeypatch.undo()
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 2, r.output
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: ") and str(home / "db" / "metrics.db") in last and "disk is full" in last
+    st = _status_file(home)
+    assert st["state"] == "crashed" and "full" in st["error"]
+    assert not (home / "run" / "loop.pid").exists()
+    c = sqlite3.connect(home / "db" / "metrics.db")
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # a cycle is on record whole (a decision per symbol and its snapshot) or not at all
+        per_cycle = c.execute("SELECT ts, COUNT(*) FROM decisions WHERE mode='paper' GROUP BY ts").fetchall()
+        snaps = dict(c.execute("SELECT ts, COUNT(*) FROM equity_snapshots WHERE mode='paper' GROUP BY ts"))
+    finally:
+        c.close()
+    assert {n for _, n in per_cycle} == {3}
+    assert {ts for ts, _ in per_cycle} == set(snaps) and set(snaps.values()) == {1}
+    # the journal and the books still agree; the next run carries on
+    r = _invoke(home, ["verify"], tmp_path)
+    assert r.exit_code == 0, r.output
+    r = _invoke(home, ["status", "--json"], tmp_path)
+    assert json.loads(r.stdout)["state"] == "crashed"
+
+
+def test_disk_full_for_the_status_file_never_leaves_running(base_home, tmp_path, monkeypatch):
+    """ENOSPC injected at the write point: after two status writes a new file cannot be created. The loop
+    stops with one line naming the status file, and the status it leaves says crashed, with the reason."""
+    import errno
+
+    import qts.engine.runner as runner
+    from qts.fsutil import write_atomic
+
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home, symlinks=True)
+    calls = []
+
+    def full_after_two(path, data, mode=0o600):
+        calls.append(path)
+        if len(calls) > 2:
+            tmp = Path(path).with_name(".full.tmp")
+            try:  # what the real function meets: creating the temporary file fails with ENOSPC
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            except OSError:
+                from qts.fsutil import StateFileError, describe_os_error
+
+                raise StateFileError(path, f"cannot be written: {describe_os_error(OSError(errno.ENOSPC, 'x'))}",
+                                     "the previous contents are unchanged") from None
+        return write_atomic(path, data, mode)
+
+    monkeypatch.setattr(runner, "write_atomic", full_after_two)
+    r = _invoke(home, ["run", "--cycles", "50", "--quiet"], tmp_path)
+    monkeypatch.undo()
+    assert r.exit_code == 2, r.output
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert str(home / "run" / "loop.status.json") in last and "disk is full" in last
+    st = _status_file(home)  # whole JSON, written in place over the old file's blocks
+    assert st["state"] == "crashed" and "disk is full" in st["error"]
+    assert not (home / "run" / "loop.pid").exists()

@@ -90,10 +90,17 @@ def migrate(conn: sqlite3.Connection, folder: Path | None = None) -> list[int]:
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, now_ms()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         applied.append(version)
     return applied
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends some failed transactions itself (SQLITE_FULL,
+    I/O errors), and a ROLLBACK then would raise "no transaction is active" over the real error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _split_sql(sql: str) -> list[str]:
@@ -277,7 +284,7 @@ def repair_nonfinite_json(conn) -> int:
         conn.execute(f"PRAGMA user_version = {int(version) | NONFINITE_CHECKED}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return fixed
 
@@ -389,7 +396,7 @@ class Store:
                 yield self
             except BaseException:
                 self._depth = 0
-                self.conn.execute("ROLLBACK")
+                _rollback(self.conn)
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
