@@ -232,16 +232,17 @@ def journal_fills(home: StateHome) -> list[dict]:
 
 
 def _orphan_journal(home: StateHome, conn=None) -> None:
-    """A database without fills while the journal has some means the books were lost (deleted, replaced,
-    rolled back): refuse, instead of opening a new 10,000 paper account over them."""
+    """A database without paper fills while the journal has some means the paper books were lost (deleted,
+    replaced, rolled back): refuse, instead of opening a new 10,000 paper account over them."""
     try:
         if not home.trades_log.is_file() or home.trades_log.is_symlink() or home.trades_log.stat().st_size == 0:
             return
     except OSError:
         return  # whoever reads the journal reports that
-    if conn is not None and conn.execute("SELECT 1 FROM fills LIMIT 1").fetchone():
+    if conn is not None and conn.execute("SELECT 1 FROM fills WHERE mode='paper' LIMIT 1").fetchone():
         return
-    fills = journal_fills(home)
+    # paper only: live books are the exchange's (the trading agent reconciles them when it starts)
+    fills = [f for f in journal_fills(home) if f.get("mode") == "paper"]
     if fills:
         last = max(int(f.get("ts") or 0) for f in fills)
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last / 1000)) if last else "?"
