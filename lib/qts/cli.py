@@ -565,13 +565,12 @@ def db_grp():
 @click.pass_context
 def db_migrate(ctx):
     """Create the database or apply pending migrations from db/migrations."""
-    from .store import migrate
     from .store.db import open_checked
 
     home = StateHome.resolve(ctx.obj.get("home"))
-    conn = open_checked(home, check_journal=False)  # damage is refused by name (a new empty database opens no account)
-    applied = migrate(conn)
-    conn.close()
+    applied: list[int] = []
+    # damage is refused by name; a new empty database opens no account (the next command checks the journal)
+    open_checked(home, check_journal=False, applied=applied).close()
     click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
 
 

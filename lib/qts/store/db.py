@@ -299,9 +299,9 @@ def repair_home_json(home: StateHome) -> int:
         conn.close()
 
 
-def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connection:
+def open_checked(home: StateHome, check_journal: bool = True, applied: list | None = None) -> sqlite3.Connection:
     """Connect to the state home's database after the damage checks, migrate, and check the schema.
-    Every failure is a StateFileError naming the file."""
+    Every failure is a StateFileError naming the file. ``applied`` receives the migrations applied now."""
     safe = db_safe_reading(home)
     try:
         home.ensure()
@@ -317,7 +317,9 @@ def open_checked(home: StateHome, check_journal: bool = True) -> sqlite3.Connect
     try:
         conn = connect(home.db_path)
         _check_schema_before(conn, home)
-        migrate(conn)
+        done = migrate(conn)
+        if applied is not None:
+            applied.extend(done)
         _check_schema_after(conn, home)
         if not conn.execute("PRAGMA user_version").fetchone()[0] & NONFINITE_CHECKED:
             repair_nonfinite_json(conn)
