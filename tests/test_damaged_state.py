@@ -90,8 +90,6 @@ def _wrong_schema(name: str, path: Path) -> None:
         c.execute("INSERT INTO notes (text) VALUES ('not ours')")
         c.commit()
         c.close()
-    elif name in ("wal", "shm"):
-        path.write_bytes(b"\x37\x7f\x06\x82" + bytes(28))  # a WAL header and nothing after: no frames
     elif name in ("trades", "pre_trade", "post_trade"):
         path.write_text('[1, 2, 3]\n{"unrelated": true}\n')
     elif name == "pid":
