@@ -157,6 +157,12 @@ def _check_db_files(home: StateHome) -> bool:
     except OSError as e:
         raise StateFileError(path, f"the database cannot be read: {describe_os_error(e)}", safe) from None
     if size == 0:
+        try:  # SQLite writes the main file's first page before any WAL frame: a log beside an empty file is damage
+            wal_size = os.lstat(f"{path}-wal").st_size
+        except OSError:
+            wal_size = 0
+        if wal_size:
+            raise StateFileError(path, "the database is empty but its write-ahead log is not (cut off)", safe)
         return False  # created but never written (SQLite writes the header with the first change): a new file
     if header[:16] != SQLITE_MAGIC:
         raise StateFileError(path, "is not a SQLite database (damaged or overwritten)", safe)
@@ -166,7 +172,7 @@ def _check_db_files(home: StateHome) -> bool:
     header_valid = header[24:28] == header[92:96]  # the in-header page count is current only when these match
     if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
         raise StateFileError(path, f"the database is truncated ({size} bytes, its header says "
-                                   f"{pages * page_size if header_valid else 'whole pages'})", safe)
+                                   f"{f'{pages * page_size} bytes' if header_valid else 'whole pages'})", safe)
     wal = Path(f"{path}-wal")
     try:
         with open(wal, "rb") as fh:
