@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -439,3 +440,56 @@ def test_disk_full_for_the_status_file_never_leaves_running(base_home, tmp_path,
     st = _status_file(home)  # whole JSON, written in place over the old file's blocks
     assert st["state"] == "crashed" and "disk is full" in st["error"]
     assert not (home / "run" / "loop.pid").exists()
+
+
+# -- unreadable (chmod 000) as an ordinary user: root reads through it, so these cells run under setpriv ----------
+
+UNREADABLE_COMMANDS = ("status", "once", "verify", "order", "kill_status")
+
+
+@pytest.mark.parametrize("name", list(STATE_FILES))
+def test_unreadable_files_as_an_ordinary_user(base_home, tmp_path, name):
+    import agent_support
+
+    user = agent_support.test_user()
+    if isinstance(user, str):
+        pytest.skip(user)
+    uid, gid, _ = user
+    must = MUST_REFUSE.get((name, "unreadable"), set())
+    failures = []
+    for cmd in UNREADABLE_COMMANDS:
+        work = Path(tempfile.mkdtemp(prefix="qts-unreadable-", dir="/tmp"))
+        try:
+            os.chmod(work, 0o755)
+            home = work / "home"
+            shutil.copytree(base_home, home, symlinks=True)
+            path = home / STATE_FILES[name]
+            path.touch()
+            for root, dirs, files in os.walk(work):
+                os.chown(root, uid, gid)
+                for f in files:
+                    os.chown(os.path.join(root, f), uid, gid)
+            path.chmod(0)
+            argv = [a.replace("{tmp}", str(work)) for a in COMMANDS[cmd]]
+            code = "import sys; from qts.cli import main; main(sys.argv[1:])"
+            r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
+                                sys.executable, "-c", code, "--home", str(home), *argv],
+                               capture_output=True, text=True, timeout=120, cwd=str(work),
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
+                                    "PYTHONPATH": str(agent_support.REPO / "lib"), "PYTHONDONTWRITEBYTECODE": "1",
+                                    "XDG_CONFIG_HOME": str(work / "xdg"), "XDG_STATE_HOME": str(work / "xdg"),
+                                    "XDG_RUNTIME_DIR": str(work / "xdg")})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out = r.stdout + r.stderr
+        last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [""]
+        if "Traceback" in out:
+            failures.append(f"{cmd}: traceback: {out[-400:]}")
+        elif r.returncode not in ALLOWED_EXITS:
+            failures.append(f"{cmd}: exit {r.returncode}: {out[-300:]}")
+        elif r.returncode == 2 and not (str(path) in out or (name in ("wal", "shm", "env") and
+                                                              ("metrics.db" in out or ".env" in out))):
+            failures.append(f"{cmd}: exit 2 without naming {STATE_FILES[name]}: {last[0][:300]}")
+        elif cmd in must and r.returncode != 2:
+            failures.append(f"{cmd}: must refuse with exit 2, got {r.returncode}: {out[-300:]}")
+    assert not failures, f"{name} unreadable:\n" + "\n".join(failures)
