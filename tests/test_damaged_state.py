@@ -50,7 +50,8 @@ MUST_REFUSE = {
     **{("wal", d): ALL for d in ("random", "folder", "link_devnull", "link_elsewhere")},
     **{("shm", d): ALL for d in ("folder", "link_devnull", "link_elsewhere")},
     **{("trades", d): {"once", "run", "verify"} for d in ("random", "wrong_schema", "unreadable")},
-    **{("trades", d): ALL for d in ("folder", "link_devnull", "link_elsewhere")},
+    # (the kill switch's status reads only events, and `db migrate` never writes a fill: they need no journal)
+    **{("trades", d): ALL - {"kill_status", "db"} for d in ("folder", "link_devnull", "link_elsewhere")},
     **{("pid", d): LOOP for d in ("folder", "link_devnull", "link_elsewhere")},
     ("status", "folder"): LOOP,
 }
@@ -493,3 +494,14 @@ def test_unreadable_files_as_an_ordinary_user(base_home, tmp_path, name):
         elif cmd in must and r.returncode != 2:
             failures.append(f"{cmd}: must refuse with exit 2, got {r.returncode}: {out[-300:]}")
     assert not failures, f"{name} unreadable:\n" + "\n".join(failures)
+
+
+def test_kill_switch_status_reads_the_database_past_a_damaged_journal(base_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home, symlinks=True)
+    r = _invoke(home, ["kill-switch", "engage", "--reason", "stop all"], tmp_path)
+    assert (home / "safety" / "KILL_SWITCH").exists(), r.output
+    (home / "safety" / "KILL_SWITCH").unlink()  # the flag gone: the database's record must still answer
+    damage(home, "trades", "folder", tmp_path / "elsewhere")
+    r = _invoke(home, ["kill-switch", "status"], tmp_path)
+    assert r.exit_code == 0 and r.stdout.startswith("ENGAGED: stop all"), r.output

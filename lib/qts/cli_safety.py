@@ -102,13 +102,20 @@ def kill_status(ctx, as_json):
     from .fsutil import StateFileError
     from .safety import kill_switch as ks
 
+    from .store import Store
+
     home = StateHome.resolve(ctx.obj.get("home"))
     try:  # the database is optional here: the flag alone says "engaged", and a damaged database must not hide it
-        store = _store(ctx)
+        try:
+            store = Store.open(home)
+        except StateFileError as e:
+            if e.path != home.trades_log:
+                raise
+            store = Store.open(home, check_journal=False)  # only events are read: a damaged journal is no matter
     except StateFileError as e:
         st = ks.status(home, None)
         if not st.engaged:  # no flag, and the database's kill-switch records cannot be read: fail closed
-            st = ks.KillStatus(True, "unverified: the database cannot be read, so its kill-switch records are "
+            st = ks.KillStatus(True, "unverified: the database cannot be opened, so its kill-switch records are "
                                      "unknown", None, "database")
         db_problem = str(e)
     else:

@@ -314,9 +314,10 @@ def open_checked(home: StateHome, check_journal: bool = True, applied: list | No
     except OSError as e:
         raise StateFileError(home.root, f"the state home cannot be created: {describe_os_error(e)}", safe) from None
     existed = _check_db_files(home)
-    # a fill is committed first and journaled second: a journal that cannot take the line (a folder, a link to
-    # /dev/null) must stop the order before it is placed, not after (a stat, not a read)
-    check_regular_file(home.trades_log, "the trades journal", journal_safe_reading(home))
+    if check_journal:
+        # a fill is committed first and journaled second: a journal that cannot take the line (a folder, a link
+        # to /dev/null) must stop the order before it is placed, not after (a stat, not a read)
+        check_regular_file(home.trades_log, "the trades journal", journal_safe_reading(home))
     if check_journal and not existed:
         _orphan_journal(home)
     conn = None
@@ -354,7 +355,8 @@ class Store:
     @classmethod
     def open(cls, home: StateHome, check_journal: bool = True) -> "Store":
         """Open (create, migrate) the database. Damage (see :func:`open_checked`) is a StateFileError;
-        ``check_journal`` False skips only the lost-books check (for the commands that recover from it)."""
+        ``check_journal`` False skips the trades journal's checks (lost books, a folder or link in its place):
+        for the commands that recover from them, and for those that never write a fill."""
         return cls(home, open_checked(home, check_journal))
 
     def close(self) -> None:
