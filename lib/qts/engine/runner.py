@@ -51,7 +51,7 @@ class LoopLock:
             try:
                 home.run_dir.mkdir(parents=True, exist_ok=True)
                 check_regular_file(path, "the loop's PID file", safe)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             except StateFileError:
                 raise
             except OSError as e:
