@@ -77,7 +77,8 @@ def base_home(tmp_path_factory):
     (home / ".env").write_text("FEE_BPS=10\n")
     (home / "run" / "loop.pid").write_text("999999\n")  # a stale pid: no lock is held
     code = ("import sqlite3, os, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-            "c.execute(\"INSERT INTO events (ts, kind, severity, message, data) VALUES (1, 'test', 'info', 'wal', '{}')\"); "
+            "c.execute(\"INSERT INTO events (ts, kind, severity, message, data) "
+            "VALUES (1, 'test', 'info', 'wal', '{}')\"); "
             "os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(home / "db" / "metrics.db")], check=True)
     assert (home / "db" / "metrics.db-wal").stat().st_size > 0
@@ -505,3 +506,25 @@ def test_kill_switch_status_reads_the_database_past_a_damaged_journal(base_home,
     damage(home, "trades", "folder", tmp_path / "elsewhere")
     r = _invoke(home, ["kill-switch", "status"], tmp_path)
     assert r.exit_code == 0 and r.stdout.startswith("ENGAGED: stop all"), r.output
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty", "half"])
+def test_a_lost_journal_is_written_again_from_the_database_and_said_so(base_home, tmp_path, how):
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home, symlinks=True)
+    c = sqlite3.connect(home / "db" / "metrics.db")
+    fills = c.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    c.close()
+    damage(home, "trades", how, tmp_path / "elsewhere")
+    r = _invoke(home, ["once"], tmp_path)
+    assert r.exit_code == 0, r.output
+    r = _invoke(home, ["verify"], tmp_path)
+    assert r.exit_code == 0 and "books agree" in r.stdout, r.output
+    c = sqlite3.connect(home / "db" / "metrics.db")
+    said = c.execute("SELECT message FROM events WHERE kind='journal' AND severity='warning'").fetchall()
+    now = c.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    c.close()
+    assert len(said) == 1 and "trades.jsonl: appended" in said[0][0]
+    text = (home / "logs" / "trades.jsonl").read_text().splitlines()
+    lines = [json.loads(x) for x in text if x.startswith("{") and x.endswith("}")]  # (a torn fragment is skipped)
+    assert len({x["fill_id"] for x in lines}) == now >= fills

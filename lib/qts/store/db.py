@@ -252,9 +252,9 @@ def _orphan_journal(home: StateHome, conn=None) -> None:
     if fills:
         last = max(int(f.get("ts") or 0) for f in fills)
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last / 1000)) if last else "?"
-        raise StateFileError(home.db_path, f"the database {'has no fills' if conn is not None else 'is missing'} but "
-                             f"logs/trades.jsonl records {len(fills)} fills (the last at {when} UTC): the paper books were "
-                             "lost, not emptied",
+        raise StateFileError(home.db_path, f"the database {'has no fills' if conn is not None else 'is missing'} "
+                             f"but logs/trades.jsonl records {len(fills)} paper fills (the last at {when} UTC): the "
+                             "paper books were lost, not emptied",
                              "no new account was opened; rebuild the books from the journal with `qts verify "
                              "--rebuild`, or start a new paper account deliberately with `qts run --fresh`")
 

@@ -63,4 +63,7 @@ def sync_trades(store: Store) -> int:
     missing = [f for f in store.query("SELECT * FROM fills ORDER BY id") if f["fill_id"] not in have]
     for f in missing:
         append_trade(store, f)
+    if missing:  # a crash between commit and line, or a journal deleted or cut short: repaired, and said so
+        store.event("journal", f"{len(missing)} fill(s) were in the database but not in {store.home.trades_log.name}: "
+                               "appended", severity="warning", data={"appended": [f["fill_id"] for f in missing[:50]]})
     return len(missing)
