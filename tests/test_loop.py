@@ -373,3 +373,55 @@ def test_refused_fresh_runner_leaves_the_running_loops_state_alone(tmp_path, ohl
     finally:
         loop.send_signal(signal.SIGTERM)
         loop.wait(timeout=30)
+
+
+def test_two_onces_at_the_same_moment_never_run_the_same_cycle_twice(tmp_path, qts_exe, proc_env):
+    """20 pairs of real `qts once` processes started together on one state home: the loop's lock is taken
+    before the session opens, so each pair runs two successive cycles or one cycle and one refusal
+    ("already running", exit 2); never one cycle twice (duplicate decisions or snapshots)."""
+    home = tmp_path / "home"
+    args = qts_exe + ["--home", str(home), "once"]
+    assert subprocess.run(args, env=proc_env, capture_output=True, timeout=120).returncode == 0
+    ran, busy = 1, 0
+    for _ in range(20):
+        procs = [subprocess.Popen(args, env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert "Traceback" not in err
+            if p.returncode == 0:
+                ran += 1
+            else:
+                assert p.returncode == 2 and "already running" in err, err
+                busy += 1
+    conn = db(home)
+    try:
+        per_cycle = conn.execute("SELECT cycle_id, COUNT(*), COUNT(DISTINCT symbol) FROM decisions "
+                                 "GROUP BY cycle_id").fetchall()
+        snaps = conn.execute("SELECT COUNT(*), COUNT(DISTINCT ts) FROM equity_snapshots").fetchone()
+    finally:
+        conn.close()
+    assert all(n == len(SYMBOLS) and d == len(SYMBOLS) for _, n, d in per_cycle), per_cycle
+    assert len(per_cycle) == ran and tuple(snaps) == (ran, ran)
+    assert ran + busy == 41
+
+
+def test_stale_pid_file_is_not_trusted(tmp_path, qts_exe, proc_env):
+    """A pid left in run/loop.pid with no lock held (a crash, or written by hand) is not a running loop:
+    `qts stop` must not signal that process, and a new cycle runs."""
+    home = tmp_path / "home"
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (home / "run").mkdir(parents=True)
+        (home / "run" / "loop.pid").write_text(str(bystander.pid))
+        r = subprocess.run(qts_exe + ["--home", str(home), "stop"], env=proc_env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and "no trading loop is running" in r.stdout
+        assert bystander.poll() is None
+        r = subprocess.run(qts_exe + ["--home", str(home), "once"], env=proc_env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

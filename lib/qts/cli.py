@@ -52,7 +52,58 @@ def _parse_params(items, option: str = "--param") -> dict:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def state_error_line(e: BaseException, home_opt=None) -> str | None:
+    """The one line for a damaged or unwritable state file (None for any other error): a StateFileError
+    names its file; a SQLite error raised past the checks (disk full mid-cycle, damage found in a page the
+    open did not read) is named after the state home's database."""
+    from .fsutil import StateFileError
+
+    if isinstance(e, StateFileError):
+        return str(e)
+    import sqlite3
+
+    if isinstance(e, sqlite3.DatabaseError):
+        home = StateHome.resolve(home_opt)
+        what = "the disk is full" if "full" in str(e) else f"SQLite says {e}"
+        return (f"{home.db_path}: {what}; the change in progress was rolled back (nothing half-written) and no "
+                "further order was placed")
+    return None
+
+
+READ_ONLY_COMMANDS = ("status", "report", "perf", "verify", "breaker", "metrics")
+
+
+class QtsGroup(click.Group):
+    """Turns a damaged state file into one line on stderr and exit code 2, for every command (CliRunner
+    included), instead of a traceback. A stored row with NaN in its JSON (an older version wrote them) is
+    repaired on the spot; a read-only command then runs again, any other asks to be run again."""
+
+    def invoke(self, ctx):
+        pending = getattr(ctx, "_protected_args", None)
+        argv = [*(pending if pending is not None else ctx.protected_args), *ctx.args]  # for the one retry below
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if "malformed JSON" in str(e) and e.__class__.__module__ == "sqlite3":
+                from .store.db import repair_home_json
+
+                fixed = repair_home_json(StateHome.resolve((ctx.obj or {}).get("home")))
+                if fixed and ctx.invoked_subcommand in READ_ONLY_COMMANDS:
+                    name, cmd, rest = self.resolve_command(ctx, argv)
+                    with cmd.make_context(name, rest, parent=ctx) as sub:
+                        return cmd.invoke(sub)
+                if fixed:
+                    click.echo(f"error: {fixed} stored value(s) held NaN/Infinity and were repaired (now null); "
+                               "nothing else was changed: run the command again", err=True)
+                    ctx.exit(2)
+            line = state_error_line(e, (ctx.obj or {}).get("home"))
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=QtsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="qts")
 @click.option("--home", type=click.Path(file_okay=False), envvar="QTS_HOME",
               help="State home (database, logs, flags). Default: $CLAUDE_PROJECT_DIR/.quant-trading "
@@ -105,17 +156,29 @@ def _source_options(f):
 
 
 def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
-    from .candles_errors import input_errors
-    from .engine.runner import read_pid
-    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
+    from .engine.runner import AlreadyRunning, LoopLock
 
     if data_dir and live_data:
         raise InputError("--data and --live-data: choose one source")
     settings = _settings(ctx, STRATEGY=strategy)
+    try:  # the loop's lock, before touching anything (--fresh moves the database away; the last cycle is read)
+        lock = LoopLock.acquire(settings.home)
+    except AlreadyRunning as e:
+        raise InputError(str(e)) from None
+    try:
+        session, source = _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace)
+    except BaseException:
+        lock.release()
+        raise
+    session.loop_lock = lock  # released by the Runner when the loop ends (or by run_cmd if it does not start)
+    return session, source
+
+
+def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace):
+    from .candles_errors import input_errors
+    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
+
     source = "live-data" if live_data else "replay" if data_dir else "synthetic"
-    other = read_pid(settings.home)
-    if other and other != os.getpid():  # before touching anything (--fresh moves the database away)
-        raise click.ClickException(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
     with input_errors():
         try:
             archived = archive_state(settings) if fresh else None
@@ -211,10 +274,12 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     ks = kill_switch.status(session.store.home, session.store)
     if ks.engaged:
         session.close()
+        session.loop_lock.release()
         raise click.ClickException(f"kill switch engaged ({ks.reason}): the loop does not start. A human resets "
                                    "it with the PIN in their own terminal: qts kill-switch reset")
     started = session.feed.now_ms()
-    runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source)
+    runner = Runner(session.settings.home, session.loop, session.broker.mode, session.feed.source,
+                    lock=session.loop_lock)
     if not quiet and not as_json:
         click.echo(f"paper trading {', '.join(session.settings.SYMBOLS)} with {session.settings.STRATEGY} on "
                    f"{session.feed.source}, every {session.settings.TRADE_INTERVAL} min; state home "
@@ -227,6 +292,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
             mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
         except MonitorError as e:
             session.close()
+            session.loop_lock.release()
             raise InputError(f"--monitor-port: {e}") from None
         click.echo(f"monitor on {mon.url}", err=True)
     try:
@@ -438,11 +504,22 @@ def metrics_read(ctx, name, limit, as_json):
 
 @cli.command("verify")
 @click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild the paper books from logs/trades.jsonl when the database is missing, empty or damaged "
+                   "(a damaged one is moved to archive/ first). Cash starts from INITIAL_CASH.")
 @click.pass_context
-def verify_cmd(ctx, mode):
-    """Check that the trades journal, fills, positions, cash and P&L agree. Exit 1 if they do not."""
+def verify_cmd(ctx, mode, rebuild):
+    """Check that the trades journal, fills, positions, cash and P&L agree. Exit 1 if they do not.
+
+    --rebuild recovers lost paper books from the journal; to start a new paper account deliberately
+    instead, use `qts run --fresh` (the old journal is archived, nothing is deleted).
+    """
     from .reports.verify import verify_books
     from .store import Store
+
+    if rebuild:
+        _rebuild(ctx, mode)
+        return
 
     store = Store.open(StateHome.resolve(ctx.obj.get("home")))
     problems = verify_books(store, mode)
@@ -455,6 +532,30 @@ def verify_cmd(ctx, mode):
     click.echo(f"books agree: {n} fills in trades.jsonl and the database, cash, positions and P&L consistent")
 
 
+def _rebuild(ctx, mode):
+    from .reports.verify import RebuildError, rebuild_books
+
+    if mode != "paper":
+        raise InputError("--rebuild: paper books only (live positions come from the exchange: the trading agent "
+                         "reconciles them when it starts)")
+    settings = _settings(ctx)
+    try:
+        out = rebuild_books(settings.home, settings.INITIAL_CASH)
+    except RebuildError as e:
+        raise InputError(str(e)) from None
+    if out["moved_aside"]:
+        click.echo(f"the damaged database was moved to {out['moved_aside']}")
+    click.echo(f"rebuilt the paper books from {settings.home.trades_log}: {out['fills']} fills, cash "
+               f"{out['cash']:,.2f} (starting from INITIAL_CASH {out['initial_cash']:,.2f}), positions "
+               + (", ".join(f"{k} {v:.6g}" for k, v in out["positions"].items()) or "none"))
+    click.echo("not in the journal, so not rebuilt: the loop's decisions and equity history, and the events of a "
+               "moved database (the kill-switch flag file still counts)")
+    for p in out["problems"]:
+        click.echo(f"MISMATCH: {p}")
+    if out["problems"]:
+        sys.exit(1)
+
+
 @cli.group("db")
 def db_grp():
     """The state database (SQLite, WAL) in the state home."""
@@ -464,12 +565,12 @@ def db_grp():
 @click.pass_context
 def db_migrate(ctx):
     """Create the database or apply pending migrations from db/migrations."""
-    from .store import connect, migrate
+    from .store.db import open_checked
 
-    home = StateHome.resolve(ctx.obj.get("home")).ensure()
-    conn = connect(home.db_path)
-    applied = migrate(conn)
-    conn.close()
+    home = StateHome.resolve(ctx.obj.get("home"))
+    applied: list[int] = []
+    # damage is refused by name; a new empty database opens no account (the next command checks the journal)
+    open_checked(home, check_journal=False, applied=applied).close()
     click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
 
 
@@ -484,6 +585,12 @@ def main(argv=None):
         cli.main(args=argv, prog_name="qts", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # raised outside a command (QtsGroup handles those inside one)
+        line = state_error_line(e, os.environ.get("QTS_HOME"))
+        if line is None:
+            raise
+        click.echo(f"error: {line}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

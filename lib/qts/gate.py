@@ -250,8 +250,8 @@ class Gate:
             # kill switch's flattening (a broken log must never keep positions open)
             self._log_error("pre_trade log", e)
             if verdict.allowed and not is_flatten(self, verdict.intent):
-                verdict = Verdict(False, Reason.GATE_ERROR, f"cannot record the verdict ({e.__class__.__name__}); "
-                                                            "order not sent", intent)
+                verdict = Verdict(False, Reason.GATE_ERROR, f"cannot record the verdict ({e.__class__.__name__}: "
+                                                            f"{str(e)[:300]}); order not sent", intent)
         if not verdict.allowed:
             return OrderResult(False, coid, "rejected", reason_code=verdict.code, message=verdict.message)
         try:

@@ -8,11 +8,11 @@ inputs, outputs and reason codes. Then an equity snapshot. The loop never places
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
 from ..broker.models import OrderIntent
+from ..fsutil import dumps
 from ..strategies import Strategy
 
 
@@ -101,6 +101,7 @@ class TradingLoop:
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
         open_syms = {o["symbol"] for o in self.broker.open_orders()}
+        decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
             held = self.broker.position_amount(symbol)
@@ -133,20 +134,23 @@ class TradingLoop:
                 codes.append("ORDER_" + res.status.upper() if res.accepted else f"REFUSED:{res.reason_code}")
                 (report.orders if res.accepted else report.refusals).append(
                     {"symbol": symbol, "side": intent.side, **result})
-            self.store.insert("decisions", {
+            decisions.append({
                 "cycle_id": f"{self.broker.mode}-{ts}", "ts": ts, "mode": self.broker.mode, "symbol": symbol,
                 "strategy": strat.name,
-                "inputs": json.dumps({"params": strat.params.model_dump(), "candles": len(candles),
+                "inputs": dumps({"params": strat.params.model_dump(), "candles": len(candles),
                                       "first_ts": int(candles.ts[0]) if len(candles) else None,
                                       "last_ts": int(candles.ts[-1]) if len(candles) else None,
                                       "held": held, "price": price, "equity": eq["equity"], "source": self.feed.source,
                                       "indicators": {k: v for k, v in info.items() if k != "reason"}}),
-                "outputs": json.dumps({"target": target, "intent": intent.to_dict() if intent else None,
-                                       "result": result}),
-                "reason_codes": json.dumps(codes)})
+                "outputs": dumps({"target": target, "intent": intent.to_dict() if intent else None,
+                                  "result": result}),
+                "reason_codes": dumps(codes)})
         eq = self.broker.equity()
         report.equity, report.cash = eq["equity"], eq["cash"]
-        self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        with self.store.tx():
+            for row in decisions:
+                self.store.insert("decisions", row)
+            self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
         report.elapsed_ms = (time.perf_counter() - t0) * 1000
         return report
 

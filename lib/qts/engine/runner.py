@@ -1,30 +1,131 @@
-"""The long-running loop process: a PID file, a status file other processes read, clean shutdown.
+"""The long-running loop process: a PID lock, a status file other processes read, clean shutdown.
+
+The PID file ``run/loop.pid`` is also the loop's lock: :class:`LoopLock` takes an exclusive ``flock`` on it
+before a session opens (before the last cycle is read, before ``--fresh`` moves anything), so two
+``qts once`` started at the same moment cannot both run the same cycle; the second is refused with
+AlreadyRunning. The kernel drops the lock when the process dies (kill -9 included): no stale lock.
 
 SIGTERM or SIGINT sets a stop flag; the current cycle finishes, the status says ``stopped`` and the
-PID file is removed. A second runner on the same state home is refused while the first is alive.
+PID file is removed. If the cycle fails (disk full, a damaged file) the status says ``crashed`` with the
+reason, even when the disk is too full for a new file (it is then overwritten in place, or removed).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
 import threading
 import time
 
-from ..fsutil import write_atomic
+from ..fsutil import StateFileError, check_regular_file, describe_os_error, write_atomic
 from ..paths import StateHome
 
 
 class AlreadyRunning(RuntimeError):
-    pass
+    exit_code = 2
+
+
+BUSY_WAIT_S = 0.5  # how long a second caller waits for the lock (covers a reader's momentary shared lock)
+
+
+def _busy_message(pid) -> str:
+    return (f"a trading loop is already running on this state home (pid {pid or '?'}): another cycle is in "
+            "progress; wait for it, or stop the loop with `qts stop`")
+
+
+class LoopLock:
+    """The exclusive lock on ``run/loop.pid`` (which then holds this process's pid)."""
+
+    def __init__(self, home: StateHome, fd: int):
+        self.home, self.fd = home, fd
+
+    @classmethod
+    def acquire(cls, home: StateHome, wait_s: float = BUSY_WAIT_S) -> "LoopLock":
+        path = home.pid_file
+        safe = f"no cycle ran; remove it (rm -r {path}) if no loop is running"
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                home.run_dir.mkdir(parents=True, exist_ok=True)
+                check_regular_file(path, "the loop's PID file", safe)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            except StateFileError:
+                raise
+            except OSError as e:
+                raise StateFileError(path, f"the loop's PID file cannot be opened: {describe_os_error(e)}",
+                                     safe) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = _pid_in(path)
+                # a live pid in the file: a loop holds the lock, refuse now. Otherwise it may be a reader's
+                # momentary shared lock (read_pid) or a holder about to write its pid: look again shortly
+                if (holder and holder != os.getpid() and pid_alive(holder)) or time.monotonic() > deadline:
+                    raise AlreadyRunning(_busy_message(holder)) from None
+                time.sleep(0.02)
+                continue
+            try:  # the file we locked must still be the one at the path (a releasing holder unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except OSError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except OSError as e:
+                os.close(fd)
+                raise StateFileError(path, f"the loop's PID file cannot be written: {describe_os_error(e)}",
+                                     "no cycle ran") from None
+            return cls(home, fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:  # unlink while still holding the lock; a waiter that locked the old inode sees it is gone
+            if os.fstat(self.fd).st_ino == os.stat(self.home.pid_file, follow_symlinks=False).st_ino:
+                os.unlink(self.home.pid_file)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _pid_in(path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            return int(fh.read(32).strip())
+    except (OSError, ValueError):
+        return None
 
 
 def read_pid(home: StateHome) -> int | None:
+    """The pid of the process holding the loop's lock; None when nobody holds it (a pid left in the file by
+    a crashed loop, or written there by hand, is not trusted: ``qts stop`` must not signal a stranger)."""
     try:
-        pid = int(home.pid_file.read_text().strip())
-    except (OSError, ValueError):
+        fd = os.open(home.pid_file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: a loop runs
+        except OSError:
+            return None
+        else:
+            return None  # nobody holds it (our shared lock is dropped with the fd below)
+        try:
+            pid = int(os.pread(fd, 32, 0).strip())
+        except (OSError, ValueError):
+            return None
+    finally:
+        os.close(fd)
     return pid if pid_alive(pid) else None
 
 
@@ -43,18 +144,38 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_status(home: StateHome) -> dict:
+    """The loop's status file. Missing: "not running". Damaged (unreadable, not JSON, not a status):
+    state "unknown" with the problem named in ``reason``: never a traceback, never "running"."""
+    path = home.status_file
+
+    def unknown(problem: str) -> dict:
+        return {"state": "unknown", "reason": f"{path}: {problem}", "problem": f"{path}: {problem}"}
+
     try:
-        st = json.loads(home.status_file.read_text())
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return {"state": "not running"}
-    if st.get("state") == "running" and not pid_alive(int(st.get("pid", 0))):
+    except OSError as e:
+        return unknown(f"cannot be read: {describe_os_error(e)}")
+    try:
+        st = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return unknown("not JSON (damaged)" if raw.strip() else "empty")
+    if not isinstance(st, dict) or not isinstance(st.get("state"), str):
+        return unknown("not a loop status (no state)")
+    try:
+        pid = int(st.get("pid") or 0)
+    except (TypeError, ValueError):
+        return unknown(f"pid {st.get('pid')!r} is not a number")
+    if st["state"] == "running" and not pid_alive(pid):
         st["state"] = "dead"  # the process ended without cleaning up (kill -9, crash)
     return st
 
 
 class Runner:
-    def __init__(self, home: StateHome, loop, mode: str, source: str):
+    def __init__(self, home: StateHome, loop, mode: str, source: str, lock: LoopLock | None = None):
         self.home, self.loop, self.mode, self.source = home, loop, mode, source
+        self.lock = lock  # taken before the session opened (cli._open); else run() takes it
         self.stop = threading.Event()
         self.started = time.time()
         self.cycles = 0
@@ -69,17 +190,52 @@ class Runner:
                        "next_cycle_ts": self.last.ts + self.loop.interval_ms})
         write_atomic(self.home.status_file, json.dumps(st, indent=1))
 
+    def _final_status(self, state: str, **extra) -> None:
+        """The last status must not say "running" whatever happened: when a new file cannot be written (disk
+        full), overwrite the old one in place (its blocks are already allocated); failing that, remove it
+        (a missing file reads "not running")."""
+        try:
+            self._status(state, **extra)
+            return
+        except OSError:
+            pass
+        st = {"state": state, "pid": os.getpid(), "mode": self.mode, "updated": time.time(), **extra}
+        raw = json.dumps(st).encode()
+        try:
+            fd = os.open(self.home.status_file, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                if os.pwrite(fd, raw, 0) != len(raw):
+                    raise OSError(errno.ENOSPC, "short write")
+                os.ftruncate(fd, len(raw))
+            finally:
+                os.close(fd)
+            return
+        except OSError:
+            pass
+        try:
+            os.unlink(self.home.status_file)
+        except OSError:
+            pass
+
     def _on_signal(self, signum, frame):
         self.stop.set()
 
     def run(self, max_cycles: int | None = None, on_cycle=None) -> int:
-        self.home.ensure()
-        other = read_pid(self.home)
-        if other and other != os.getpid():
-            raise AlreadyRunning(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
-        write_atomic(self.home.pid_file, str(os.getpid()))
+        if self.lock is None:
+            self.lock = LoopLock.acquire(self.home)
+        try:
+            return self._run_locked(max_cycles, on_cycle)
+        finally:
+            self.lock.release()
+
+    def _run_locked(self, max_cycles, on_cycle) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        self._status("running")
+        try:
+            self._status("running")
+        except BaseException:
+            for s, h in old.items():
+                signal.signal(s, h)
+            raise
 
         def tick(report, n):
             self.cycles, self.last = n, report
@@ -89,19 +245,15 @@ class Runner:
 
         try:
             n = self.loop.run(self.stop, max_cycles=max_cycles, on_cycle=tick)
-            if self.loop.halted:
-                self._status("halted", reason=self.loop.halted)
-            else:
-                self._status("stopped", reason="signal" if self.stop.is_set() else "finished")
-            return n
         except BaseException as e:
-            self._status("crashed", error=f"{e.__class__.__name__}: {e}")
+            self._final_status("crashed", error=f"{e.__class__.__name__}: {e}")
             raise
+        else:
+            if self.loop.halted:
+                self._final_status("halted", reason=self.loop.halted)
+            else:
+                self._final_status("stopped", reason="signal" if self.stop.is_set() else "finished")
+            return n
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            try:
-                if self.home.pid_file.read_text().strip() == str(os.getpid()):
-                    self.home.pid_file.unlink()
-            except OSError:
-                pass

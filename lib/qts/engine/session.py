@@ -48,7 +48,7 @@ def archive_state(settings: Settings) -> Path | None:
         return None
     dest = home.root / "archive" / time.strftime("%Y%m%dT%H%M%S")
     if home.db_path.exists():
-        store = Store.open(home)
+        store = Store.open(home, check_journal=False)  # --fresh is the deliberate answer to lost books
         try:
             if store.scalar("SELECT COUNT(*) FROM orders WHERE mode='live'"):
                 raise SessionError("--fresh resets the paper account only, and this state home has live trading "

@@ -10,10 +10,14 @@ Checks, per mode:
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from collections import Counter
 
-from ..fsutil import read_jsonl
+from ..fsutil import StateFileError
 from ..store import Store
+from ..store.db import journal_fills
 
 TOL = 1e-6
 
@@ -21,7 +25,7 @@ TOL = 1e-6
 def verify_books(store: Store, mode: str = "paper") -> list[str]:
     problems: list[str] = []
     fills = store.query("SELECT * FROM fills WHERE mode=? ORDER BY id", (mode,))
-    journal = [r for r in read_jsonl(store.home.trades_log) if r.get("mode") == mode]
+    journal = [r for r in journal_fills(store.home) if r.get("mode") == mode]
     counts = Counter(r.get("fill_id") for r in journal)
     dup = [k for k, n in counts.items() if n > 1]
     if dup:
@@ -58,3 +62,89 @@ def verify_books(store: Store, mode: str = "paper") -> list[str]:
     if abs(closed - realized) > 1e-6 * max(1.0, abs(realized)):
         problems.append(f"closed trades' P&L {closed:.6f} != realized P&L of their fills {realized:.6f}")
     return problems
+
+
+class RebuildError(RuntimeError):
+    """The books cannot be rebuilt from the journal; the message says why and what to do."""
+
+
+REBUILT_TABLES = ("order_status_history", "fills", "orders", "positions", "balances", "closed_trades")
+
+
+def _move_aside(home, dest_root) -> str:
+    """Move the database and its -wal/-shm (whatever stands at those paths) into ``dest_root``."""
+    dest = dest_root / ("damaged-db-" + time.strftime("%Y%m%dT%H%M%S"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in (home.db_path, home.db_path.with_name(home.db_path.name + "-wal"),
+              home.db_path.with_name(home.db_path.name + "-shm")):
+        if os.path.lexists(p):
+            shutil.move(str(p), str(dest / p.name))
+    return str(dest)
+
+
+def rebuild_books(home, initial_cash: float, quote: str = "USDT") -> dict:
+    """Rebuild the PAPER books (orders, fills, positions, cash, closed trades) from ``logs/trades.jsonl``.
+
+    For a database that is missing, has no fills, or is damaged (moved aside to ``archive/`` first, never
+    deleted). Cash starts from ``initial_cash`` (the journal holds fills, not deposits). Not rebuilt, since
+    the journal does not hold them: decisions, equity snapshots, events of a damaged database. Refused
+    when the database opens and already holds paper fills (nothing was lost: ``qts verify`` compares)."""
+    from ..broker.ledger import Ledger
+
+    fills = journal_fills(home)  # strict: a damaged journal is a StateFileError, nothing is touched
+    paper = [f for f in fills if f.get("mode") == "paper"]
+    if not paper:
+        raise RebuildError(f"{home.trades_log} holds no paper fills: nothing to rebuild from (a new paper account "
+                           "opens by itself with the next `qts run`)")
+    moved = None
+    try:
+        store = Store.open(home, check_journal=False)
+    except StateFileError as e:
+        if e.path.parent != home.db_dir:
+            raise
+        moved = _move_aside(home, home.root / "archive")
+        store = Store.open(home, check_journal=False)
+    try:
+        have = store.scalar("SELECT COUNT(*) FROM fills WHERE mode='paper'")
+        if have:
+            raise RebuildError(f"{home.db_path} already holds {have} paper fills: nothing to rebuild; `qts verify` "
+                               "compares them with the journal")
+        ledger = Ledger(store, "paper", quote)
+        first_ts = min(int(f["ts"]) for f in paper)
+        with store.tx():
+            for t in REBUILT_TABLES:
+                if t == "order_status_history":
+                    store.execute("DELETE FROM order_status_history WHERE client_order_id IN "
+                                  "(SELECT client_order_id FROM orders WHERE mode='paper')")
+                else:
+                    store.execute(f"DELETE FROM {t} WHERE mode='paper'")
+            ledger.set_cash(float(initial_cash), first_ts)
+            store.event("account", f"paper account rebuilt from {home.trades_log.name}: {len(paper)} fills, starting "
+                                   f"with {initial_cash:.2f} {quote}",
+                        data={"initial_cash": float(initial_cash), "rebuilt_from": str(home.trades_log),
+                              "moved_aside": moved}, ts=first_ts)
+            totals: dict[str, float] = {}
+            for f in paper:
+                totals[f["client_order_id"]] = totals.get(f["client_order_id"], 0.0) + float(f["amount"])
+            applied = 0
+            for f in paper:
+                coid = f["client_order_id"]
+                o = store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+                if o is None:
+                    store.insert("orders", {"client_order_id": coid, "mode": "paper", "symbol": f["symbol"],
+                                            "side": f["side"], "type": "market", "amount": totals[coid],
+                                            "status": "sent", "reason": "rebuilt from trades.jsonl",
+                                            "created_ts": int(f["ts"]), "updated_ts": int(f["ts"])})
+                    o = store.one("SELECT * FROM orders WHERE client_order_id=?", (coid,))
+                if ledger.apply_fill(o, float(f["amount"]), float(f["price"]), float(f["fee"]), int(f["ts"]),
+                                     1e-9, fill_id=f["fill_id"]) is not None:
+                    applied += 1
+        problems = verify_books(store, "paper")
+        cash = ledger.cash()
+        positions = {r["symbol"]: r["amount"] for r in store.query(
+            "SELECT symbol, amount FROM positions WHERE mode='paper' AND amount>0 ORDER BY symbol")}
+    finally:
+        store.close()
+    return {"fills": applied, "cash": cash, "positions": positions, "initial_cash": float(initial_cash),
+            "moved_aside": moved, "problems": problems,
+            "live_fills_ignored": len(fills) - len(paper)}

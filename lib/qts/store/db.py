@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..fsutil import StateFileError, check_regular_file, describe_os_error, dumps, read_jsonl_strict
 from ..paths import StateHome, plugin_root
 
 MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -89,10 +90,17 @@ def migrate(conn: sqlite3.Connection, folder: Path | None = None) -> list[int]:
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, now_ms()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         applied.append(version)
     return applied
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends some failed transactions itself (SQLITE_FULL,
+    I/O errors), and a ROLLBACK then would raise "no transaction is active" over the real error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _split_sql(sql: str) -> list[str]:
@@ -111,6 +119,228 @@ def _split_sql(sql: str) -> list[str]:
     return stmts
 
 
+# -- damage checks: a damaged database is refused with one line naming it, never opened half-way ------------
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+WAL_MAGICS = (0x377F0682, 0x377F0683)
+JOURNAL_FILL_KEYS = ("fill_id", "mode", "symbol", "side", "amount", "price", "fee")
+
+
+def db_safe_reading(home: StateHome) -> str:
+    return ("nothing was read from or written to it and no order was placed; `qts verify --rebuild` moves it "
+            f"aside (to {home.root / 'archive'}) and rebuilds the paper books from logs/trades.jsonl")
+
+
+def journal_safe_reading(home: StateHome) -> str:
+    return ("no order was placed and nothing was appended; the database still holds every fill: move the file "
+            f"aside (mv {home.trades_log} {home.trades_log}.damaged) and the next `qts once` or `qts run` "
+            "writes it again from the database")
+
+
+def _check_db_files(home: StateHome) -> bool:
+    """Refuse what cannot be our database before SQLite sees it (SQLite would create a new database over
+    a link to /dev/null, or fail later with 'malformed'). True when a non-empty database file exists."""
+    safe = db_safe_reading(home)
+    path = home.db_path
+    exists = check_regular_file(path, "the database", safe)
+    for suffix in ("-wal", "-shm"):
+        check_regular_file(Path(f"{path}{suffix}"), f"the database's {suffix[1:]} file", safe)
+    if not exists:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+            header = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StateFileError(path, f"the database cannot be read: {describe_os_error(e)}", safe) from None
+    if size == 0:
+        try:  # SQLite writes the main file's first page before any WAL frame: a log beside an empty file is damage
+            wal_size = os.lstat(f"{path}-wal").st_size
+        except OSError:
+            wal_size = 0
+        if wal_size:
+            raise StateFileError(path, "the database is empty but its write-ahead log is not (cut off)", safe)
+        return False  # created but never written (SQLite writes the header with the first change): a new file
+    if header[:16] != SQLITE_MAGIC:
+        raise StateFileError(path, "is not a SQLite database (damaged or overwritten)", safe)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96]  # the in-header page count is current only when these match
+    if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
+        raise StateFileError(path, f"the database is truncated ({size} bytes, its header says "
+                                   f"{f'{pages * page_size} bytes' if header_valid else 'whole pages'})", safe)
+    wal = Path(f"{path}-wal")
+    try:
+        with open(wal, "rb") as fh:
+            wal_head = fh.read(4)
+    except FileNotFoundError:
+        wal_head = b""
+    except OSError as e:
+        raise StateFileError(wal, f"the database's wal file cannot be read: {describe_os_error(e)}", safe) from None
+    if len(wal_head) == 4 and int.from_bytes(wal_head, "big") not in WAL_MAGICS and wal_head.strip(b"\0"):
+        raise StateFileError(wal, "is not a SQLite write-ahead log (damaged): the transactions in it cannot be "
+                                  "read", safe)
+    return True
+
+
+_REFERENCE: dict | None = None
+
+
+def reference_schema() -> dict[str, set[str]]:
+    """{table: columns} that the migrations create (built once per process in memory)."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        migrate(mem)
+        _REFERENCE = _schema(mem)
+        mem.close()
+    return _REFERENCE
+
+
+def _schema(conn) -> dict[str, set[str]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                         "AND name NOT LIKE 'sqlite_%'")]
+    return {t: {r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')} for t in tables}
+
+
+def _check_schema_before(conn, home: StateHome) -> None:
+    """A database with tables of its own but no migration record is someone else's: not adopted."""
+    have = _schema(conn)
+    if have and "schema_migrations" not in have:
+        raise StateFileError(home.db_path, "is not a quant-trading-system database (tables "
+                             f"{', '.join(sorted(have)[:5])}; no schema_migrations)", db_safe_reading(home))
+    if "schema_migrations" in have:
+        newest = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        known = len(available_migrations())
+        if newest > known:
+            raise StateFileError(home.db_path, f"was written by a newer version (schema {newest}, this one knows "
+                                 f"{known})", "nothing was changed; update quant-trading-system")
+
+
+def _check_schema_after(conn, home: StateHome) -> None:
+    have = _schema(conn)
+    for table, cols in reference_schema().items():
+        if table not in have:
+            raise StateFileError(home.db_path, f"wrong schema: table {table} is missing although the migrations "
+                                 "are recorded as applied", db_safe_reading(home))
+        if cols - have[table]:
+            raise StateFileError(home.db_path, f"wrong schema: table {table} lacks column(s) "
+                                 f"{', '.join(sorted(cols - have[table]))}", db_safe_reading(home))
+
+
+def journal_fills(home: StateHome) -> list[dict]:
+    """The fills of ``logs/trades.jsonl``, strictly read (a damaged line is a StateFileError)."""
+    return read_jsonl_strict(home.trades_log, "the trades journal", journal_safe_reading(home), JOURNAL_FILL_KEYS)
+
+
+def _orphan_journal(home: StateHome, conn=None) -> None:
+    """A database without paper fills while the journal has some means the paper books were lost (deleted,
+    replaced, rolled back): refuse, instead of opening a new 10,000 paper account over them."""
+    try:
+        if not home.trades_log.is_file() or home.trades_log.is_symlink() or home.trades_log.stat().st_size == 0:
+            return
+    except OSError:
+        return  # whoever reads the journal reports that
+    if conn is not None and conn.execute("SELECT 1 FROM fills WHERE mode='paper' LIMIT 1").fetchone():
+        return
+    # paper only: live books are the exchange's (the trading agent reconciles them when it starts)
+    fills = [f for f in journal_fills(home) if f.get("mode") == "paper"]
+    if fills:
+        last = max(int(f.get("ts") or 0) for f in fills)
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last / 1000)) if last else "?"
+        raise StateFileError(home.db_path, f"the database {'has no fills' if conn is not None else 'is missing'} "
+                             f"but logs/trades.jsonl records {len(fills)} paper fills (the last at {when} UTC): the "
+                             "paper books were lost, not emptied",
+                             "no new account was opened; rebuild the books from the journal with `qts verify "
+                             "--rebuild`, or start a new paper account deliberately with `qts run --fresh`")
+
+
+JSON_COLUMNS = (("events", "data"), ("metrics", "tags"), ("decisions", "inputs"), ("decisions", "outputs"),
+                ("decisions", "reason_codes"))
+
+
+NONFINITE_CHECKED = 1  # PRAGMA user_version bit: this database's old rows were checked (see below)
+
+
+def repair_nonfinite_json(conn) -> int:
+    """Rows stored with a bare NaN or Infinity in their JSON (older versions wrote them; SQLite's json functions
+    reject them as "malformed JSON", which broke every report over the table for good) get null instead, the
+    field named under "nonfinite". A full scan: run once per database when it is first opened by this
+    version, and again whenever a command meets "malformed JSON" (cli.QtsGroup), never on every open.
+    Returns how many values were repaired."""
+    fixed = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, col in JSON_COLUMNS:
+            for row_id, text in conn.execute(f"SELECT id, {col} FROM {table} WHERE json_valid({col}) = 0").fetchall():
+                try:
+                    value = json.loads(text)
+                except (TypeError, ValueError):
+                    value = {"damaged_json": str(text)[:2000]}
+                conn.execute(f"UPDATE {table} SET {col}=? WHERE id=?", (dumps(value), row_id))
+                fixed += 1
+        if fixed:
+            conn.execute("INSERT INTO events (ts, kind, severity, message, data) VALUES (?, 'store', 'warning', ?, ?)",
+                         (now_ms(), f"{fixed} stored value(s) held NaN/Infinity (invalid JSON): replaced by null",
+                          dumps({"repaired": fixed})))
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {int(version) | NONFINITE_CHECKED}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return fixed
+
+
+def repair_home_json(home: StateHome) -> int:
+    """:func:`repair_nonfinite_json` on the state home's database (after the damage checks)."""
+    conn = open_checked(home, check_journal=False)
+    try:
+        return repair_nonfinite_json(conn)
+    finally:
+        conn.close()
+
+
+def open_checked(home: StateHome, check_journal: bool = True, applied: list | None = None) -> sqlite3.Connection:
+    """Connect to the state home's database after the damage checks, migrate, and check the schema.
+    Every failure is a StateFileError naming the file. ``applied`` receives the migrations applied now."""
+    safe = db_safe_reading(home)
+    try:
+        home.ensure()
+    except OSError as e:
+        raise StateFileError(home.root, f"the state home cannot be created: {describe_os_error(e)}", safe) from None
+    existed = _check_db_files(home)
+    if check_journal:
+        # a fill is committed first and journaled second: a journal that cannot take the line (a folder, a link
+        # to /dev/null) must stop the order before it is placed, not after (a stat, not a read)
+        check_regular_file(home.trades_log, "the trades journal", journal_safe_reading(home))
+    if check_journal and not existed:
+        _orphan_journal(home)
+    conn = None
+    try:
+        conn = connect(home.db_path)
+        _check_schema_before(conn, home)
+        done = migrate(conn)
+        if applied is not None:
+            applied.extend(done)
+        _check_schema_after(conn, home)
+        if not conn.execute("PRAGMA user_version").fetchone()[0] & NONFINITE_CHECKED:
+            repair_nonfinite_json(conn)
+        if check_journal:
+            _orphan_journal(home, conn)
+    except BaseException as e:
+        if conn is not None:
+            conn.close()
+        if isinstance(e, sqlite3.DatabaseError):
+            raise StateFileError(home.db_path, f"the database cannot be used: SQLite says {e}", safe) from None
+        raise
+    return conn
+
+
 class Store:
     """One state home's database. Safe to share across threads of one process (serialized by a lock)."""
 
@@ -123,11 +353,11 @@ class Store:
         self.fsync_journal = True  # trades.jsonl lines fsync'd one by one (store/journal.py)
 
     @classmethod
-    def open(cls, home: StateHome) -> "Store":
-        home.ensure()
-        conn = connect(home.db_path)
-        migrate(conn)
-        return cls(home, conn)
+    def open(cls, home: StateHome, check_journal: bool = True) -> "Store":
+        """Open (create, migrate) the database. Damage (see :func:`open_checked`) is a StateFileError;
+        ``check_journal`` False skips the trades journal's checks (lost books, a folder or link in its place):
+        for the commands that recover from them, and for those that never write a fill."""
+        return cls(home, open_checked(home, check_journal))
 
     def close(self) -> None:
         self.conn.close()
@@ -148,9 +378,7 @@ class Store:
                 self.conn.close()
             except sqlite3.Error:
                 pass
-            self.home.ensure()
-            self.conn = connect(self.home.db_path)
-            migrate(self.conn)
+            self.conn = open_checked(self.home, check_journal=False)
             self._db = None
 
     @property
@@ -179,7 +407,7 @@ class Store:
                 yield self
             except BaseException:
                 self._depth = 0
-                self.conn.execute("ROLLBACK")
+                _rollback(self.conn)
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
@@ -191,8 +419,9 @@ class Store:
     def insert(self, table: str, row: dict) -> int:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        values = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
-                  for v in row.values()]
+        # stored JSON is always valid JSON: NaN/Infinity become null and are named (SQLite's json functions
+        # reject a bare NaN as "malformed JSON", which would break every report over the table for good)
+        values = [dumps(v) if isinstance(v, (dict, list)) else v for v in row.values()]
         with self._lock:
             return self.conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", values).lastrowid
 

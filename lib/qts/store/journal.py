@@ -11,8 +11,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..fsutil import append_jsonl, read_jsonl
-from .db import Store
+from ..fsutil import StateFileError, append_jsonl, describe_os_error
+from .db import Store, journal_fills
 
 
 def fill_record(fill: dict) -> dict:
@@ -43,19 +43,27 @@ def _end_torn_line(path: Path) -> None:
                 return
     except FileNotFoundError:
         return
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            os.write(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StateFileError(path, f"the trades journal cannot be repaired: {describe_os_error(e)}",
+                             "no order was placed") from None
 
 
 def sync_trades(store: Store) -> int:
-    """Append fills that are in the database but not in the journal. Returns how many."""
+    """Append fills that are in the database but not in the journal. Returns how many. A damaged journal
+    (a folder, a link, a line that is neither a record nor a torn write) is a StateFileError, untouched."""
+    have = {r.get("fill_id") for r in journal_fills(store.home)}
     _end_torn_line(store.home.trades_log)
-    have = {r.get("fill_id") for r in read_jsonl(store.home.trades_log)}
     missing = [f for f in store.query("SELECT * FROM fills ORDER BY id") if f["fill_id"] not in have]
     for f in missing:
         append_trade(store, f)
+    if missing:  # a crash between commit and line, or a journal deleted or cut short: repaired, and said so
+        store.event("journal", f"{len(missing)} fill(s) were in the database but not in {store.home.trades_log.name}: "
+                               "appended", severity="warning", data={"appended": [f["fill_id"] for f in missing[:50]]})
     return len(missing)
