@@ -14,7 +14,7 @@ import time
 
 from . import classify, probe
 
-MAX_INPUT = 1_000_000
+MAX_INPUT = 8_000_000   # _hook.py reads at most this much: a 1 MB command even when JSON escapes every character
 READ_ONLY_AGENTS = ("risk-manager", "trade-reviewer")  # subagents (agent_type in the hook input) that never trade
 
 
@@ -329,6 +329,17 @@ def _session_warnings(stdin_text: str, env) -> list[tuple[str, str]]:
         out.append((f"{tag} could not check the sandbox confinement ({e.__class__.__name__}); treat this session as "
                     "NOT confined.", f"{tag} confinement check failed ({e.__class__.__name__}): treat the session as "
                                      "not confined"))
+    try:
+        from ..safety.pin import PIN_RULES, record_rules
+
+        rules = record_rules(home) if paths.pin_record.exists() else None
+        if rules is not None and rules < PIN_RULES:
+            advice = ("The PIN was set under older rules (it may be all digits), so the prompt guard can check only "
+                      "the first few number-like words of a prompt for it. Change it in your own terminal with "
+                      "`qts approve set-pin` (a letter and a digit, e.g. 'blue-7-harbor').")
+            out.append((f"{tag} {advice}", f"{tag} {advice}"))
+    except Exception:
+        pass  # advice only
     try:
         from ..agent.secrets_check import visible_secrets
 

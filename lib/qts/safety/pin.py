@@ -790,7 +790,7 @@ def pin_status(home: StateHome, *, now: int | None = None, recent_failures: int 
         st = _lock_state(_read_attempts(home, state != "missing"), now, recent_failures)
         out = {"state": state, "fingerprint": rec.fingerprint if rec else None,
                "created_ts_untrusted": rec.created_ts if rec else None,
-               "origin": rec.origin if rec else None,
+               "origin": rec.origin if rec else None, "pin_rules": rec.rules if rec else None,
                "scrypt": {k: rec.kdf[k] for k in ("n", "r", "p")} if rec else None,
                "failures": st.failures, "locked": st.locked, "locked_remaining_s": st.remaining_s,
                "attempts_readable": st.attempts_readable, "problem": st.problem}
