@@ -13,7 +13,6 @@ its length (bench/bench_hooks.py measures it against the old patterns).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
