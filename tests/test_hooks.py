@@ -855,3 +855,11 @@ def test_legacy_records_keep_the_bounded_check(pin_home):
     assert json.loads(out)["decision"] == "block"
     ctx = json.loads(entry.session_start(json.dumps(SESSION_START))[1])
     assert "older rules" in ctx["systemMessage"] and "qts approve set-pin" in ctx["systemMessage"]
+
+
+@pytest.mark.parametrize("tool, tin", [("Read", {"file_path": 7}), ("Grep", {"pattern": ["x"]}),
+                                       ("Glob", {"pattern": "*", "path": {"a": 1}}), ("Read", "not an object")])
+def test_unreadable_file_tool_requests_fail_closed(tool, tin, env):
+    pl = {**BASE, "hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": tin, "tool_use_id": "toolu_05"}
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pl, env))
+    assert decision(obj) == "deny" and "could not read" in reason(obj)

@@ -41,6 +41,7 @@ The assistant runs as the same OS user, so it can read, write and delete every f
    verifier; the lockout does nothing against that. Each guess costs one scrypt (about 0.45 s and
    128 MiB on this machine): all 10**6 six-digit PINs take about 5 CPU-days, less on many cores. Only the PIN's own
    strength protects here: use 10+ characters mixing letters, digits and symbols, or a passphrase.
+   (New PINs need a letter and a digit: PIN_RULES below; older all-digit records still unlock.)
 2. The attempts file (and the caller's database) can be EDITED, not just deleted: deletion or
    garbage fails closed, but a well-formed rewrite ("failures": 0) resets the online lockout. It is
    a speed bump and an audit trail, not a wall; see (1) for what actually bounds guessing.
