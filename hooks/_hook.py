@@ -55,7 +55,7 @@ def main() -> int:
                              + "); treat trading as halted and run /quant-trading-system:setup\n")
         return 0
     try:
-        data = sys.stdin.buffer.read(2_000_001).decode("utf-8", "replace")
+        data = sys.stdin.buffer.read(8_000_001).decode("utf-8", "replace")  # a 1 MB command, JSON-escaped
     except Exception:
         data = ""
     try:

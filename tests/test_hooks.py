@@ -313,7 +313,10 @@ TAMPER = [
     "qts pin",
     "qts approve live",
     "qts approve set-pin",
-    "qts risk set max_position_usd 100000",
+    "'q'ts approve set-pin",
+    "bash -c \"q\\ts agent start\"",
+    "qts approve set-pin # harmless, says the comment",
+    "Q=x; \"qts\" kill-switch reset",
     "qts breaker state ACTIVE",
     "python -c \"import ccxt; ccxt.binance({'apiKey': k}).create_order('BTC/USDT', 'market', 'buy', 1)\"",
     "python3 -c 'import ccxt; e=ccxt.binance(); e.create_market_buy_order(\"BTC/USDT\", 1)'",
@@ -449,15 +452,26 @@ def test_halted_trading_state_denies_orders(env, home):
     assert decision(obj) == "deny" and "TRADING_HALTED" in reason(obj)
 
 
-def test_read_only_subagents_cannot_trade(env):
+@pytest.mark.parametrize("cmd", ["qts order buy BTC/USDT 0.01", "qts order buy BTC/USDT 0.01 --dry-run",
+                                 "qts order buy BTC/USDT 0.01 # --dry-run", "'qts' order buy BTC/USDT 0.01",
+                                 "q''ts once", "\"qts\" run --days 1", "bash -c 'q\\ts order sell ETH/USDT 1'"])
+def test_read_only_subagents_cannot_trade(cmd, env):
+    """No pattern to slip past: any trade-class command from these agents is refused, --dry-run or not (a
+    flag in a comment or a quoted command name once placed a paper order from the risk manager)."""
     for agent in ("quant-trading-system:risk-manager", "quant-trading-system:trade-reviewer"):
-        obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash("qts order buy BTC/USDT 0.01",
-                                                                       agent_id="a1", agent_type=agent), env))
-        assert decision(obj) == "deny" and "AGENT_READ_ONLY" in reason(obj)
-        dry = pre_bash("qts order buy BTC/USDT 0.01 --dry-run", agent_id="a1", agent_type=agent)
-        assert answer("pre_tool_use", run_hook("pre_tool_use", dry, env)) is None
-    main = pre_bash("qts order buy BTC/USDT 0.01")
+        obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash(cmd, agent_id="a1", agent_type=agent), env))
+        assert decision(obj) == "deny" and "AGENT_READ_ONLY" in reason(obj), (agent, cmd)
+    main = pre_bash(cmd)
     assert answer("pre_tool_use", run_hook("pre_tool_use", main, env)) is None
+
+
+def test_read_only_agents_have_no_tool_that_can_trade():
+    """By construction: their `tools:` allowlist holds only file readers (Claude Code gives them nothing else)."""
+    for name in ("risk-manager", "trade-reviewer"):
+        front = (REPO / "agents" / f"{name}.md").read_text().split("---")[1]
+        tools = [line.split(":", 1)[1] for line in front.splitlines() if line.startswith("tools:")]
+        assert len(tools) == 1, name
+        assert {t.strip() for t in tools[0].split(",")} <= {"Read", "Grep", "Glob"}, (name, tools)
 
 
 # -- PostToolUse and SessionStart report the state -----------------------------------------------------
@@ -588,4 +602,266 @@ def test_hooks_json_runs_every_event_with_python3_dash_s():
             for h in g["hooks"]:
                 assert h["command"].startswith('python3 -S "${CLAUDE_PLUGIN_ROOT}/hooks/_hook.py" '), h
                 assert h["timeout"] <= 30
-    assert "Bash" in cfg["PreToolUse"][0]["matcher"] and "Write" in cfg["PreToolUse"][0]["matcher"]
+    matcher = cfg["PreToolUse"][0]["matcher"].split("|")
+    # every tool that runs a command or reads or writes files (Claude Code 2.1's tool names; LS, NotebookRead
+    # and MultiEdit for older versions)
+    assert set(matcher) >= {"Bash", "Monitor", "Edit", "Write", "MultiEdit", "NotebookEdit", "Read", "NotebookRead",
+                            "Grep", "Glob", "LS"}, matcher
+
+
+# -- read-only and risk-reducing commands pass; the CLI itself guards loosening ----------------------------
+
+PASSING = ["qts approve status", "qts approve status --json", "qts approve revoke", "qts risk set max_positions=3",
+           "qts risk show", "qts agent status", "qts agent halt", "qts agent revoke", "qts breaker state HALTED",
+           "qts breaker trip --reason news", "qts kill-switch engage --reason news", "qts stop"]
+
+
+@pytest.mark.parametrize("cmd", PASSING)
+def test_read_only_and_risk_reducing_commands_pass(cmd, env):
+    assert answer("pre_tool_use", run_hook("pre_tool_use", pre_bash(cmd), env)) is None
+
+
+def test_risk_set_is_safe_to_let_through_without_a_terminal(home):
+    """Why the hook lets `qts risk set` pass: tightening needs nothing, and loosening asks for the PIN on
+    /dev/tty, which the assistant's commands do not have (start_new_session: no controlling terminal)."""
+    def run(*args):
+        env = hook_env(home)
+        env.pop("CLAUDE_PLUGIN_ROOT")
+        return subprocess.run([sys.executable, "-c", "import sys; sys.argv[0]='qts'; from qts.cli import main; main()",
+                               "--home", str(home), *args], capture_output=True, text=True, env=env, timeout=120,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+
+    p = run("risk", "set", "max_positions=3")
+    assert p.returncode == 0, p.stdout + p.stderr
+    shown = lambda: json.loads(run("risk", "show", "--json").stdout)["profile"]["max_positions"]  # noqa: E731
+    assert shown() == 3
+    p = run("risk", "set", "max_positions=50")              # loosening: the PIN, from a terminal
+    assert p.returncode != 0 and "terminal" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    assert shown() == 3
+
+
+# -- a hard time budget for any input ------------------------------------------------------------------------
+
+# prefixes that made the old patterns quadratic (timed on the old classify: '>' * 5,000 took 3 s,
+# 'python3 -m qts ' * 5,000 took 12 s); repeated to 1 MB they would have run for hours
+ADVERSARIAL = ["qts ", ">", "cat ", "python3 -m qts ", "qts --home x ", "sed -x ", "/proc/", "cp ", "open(", "$(",
+               "`", "\"", "'", "\\", "<<EOF\n", "( ", "bash -c '", "a=b ", "sudo ", "approve "]
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_a_one_megabyte_command_is_refused_as_too_long(unit, env):
+    cmd = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pre_bash(cmd), env, timeout=20))
+    assert decision(obj) == "deny" and "TOO_LONG" in reason(obj) and "1,000,000" in reason(obj)
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_commands_just_under_the_cap_are_still_read(unit):
+    """Below the cap the command is parsed (linear time) and judged: a deny hidden at the end is found."""
+    from qts.hooks import classify
+
+    filler = (unit * (90_000 // len(unit) + 1))[:90_000]
+    tail = "\n; rm .quant-trading/safety/KILL_SWITCH\n"
+    v = classify.classify_command(filler + tail, "/opt/plugin", "/tmp/proj")
+    if unit in ("'", "\"", "<<EOF\n", "bash -c '"):    # an unterminated quote swallows the rest: text checks still see it
+        assert v.kind == classify.DENY, v
+    elif unit == "open(":                                 # 18,000 commands: more than the hook follows
+        assert v.kind == classify.DENY and v.reason == "TOO_COMPLEX", v
+    else:
+        assert v.kind == classify.DENY and v.reason == "TAMPER", v
+
+
+def test_too_complex_is_a_deny_with_that_reason():
+    from qts.hooks import classify
+
+    cmd = "qts order buy BTC/USDT 1"
+    for _ in range(6):   # echo "$(echo \"$(...)\")": each level a quoted command substitution
+        cmd = 'echo "$(' + cmd.replace("\\", "\\\\").replace('"', '\\"') + ')"'
+    v = classify.classify_command(cmd)
+    assert v.kind == classify.DENY and v.reason == "TOO_COMPLEX" and "nested" in v.detail, v
+    v = classify.classify_command("true;" * 6000)
+    assert v.kind == classify.DENY and v.reason == "TOO_COMPLEX"
+
+
+# -- the file tools: reads of secrets, writes by resolved path ------------------------------------------------
+
+def _tool(tool: str, cwd: str, **tin) -> dict:
+    return {**BASE, "cwd": cwd, "hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": tin,
+            "tool_use_id": "toolu_03"}
+
+
+@pytest.fixture
+def world(tmp_path, home):
+    """A project with a .env, a user HOME whose key store holds a PIN record, and links that hide both."""
+    user = tmp_path / "user"
+    project = tmp_path / "proj"
+    (project / ".claude" / "hooks").mkdir(parents=True)
+    (project / ".claude" / "hooks" / "kill_switch.sh").write_text("#!/bin/sh\n")
+    (project / ".env").write_text("EXCHANGE_SECRET=s3cr3t\n")
+    (project / "src").mkdir()
+    keys = user / ".config" / "quant-trading-system" / "keys" / "abc123"
+    keys.mkdir(parents=True)
+    (keys / "pin.json").write_text("{}")
+    (project / "innocent").symlink_to(keys / "pin.json")
+    (project / "docs").symlink_to(REPO / "hooks")
+    (project / "shim").symlink_to(project / ".claude" / "hooks")
+    env = hook_env(home, HOME=user, TMPDIR=tmp_path)
+    for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+        env.pop(k, None)
+    return {"env": env, "project": project, "keys": keys, "user": user}
+
+
+READ_DENIED = [("Read", {"file_path": ".env"}), ("Read", {"file_path": "src/../.env.local"}),
+               ("Read", {"file_path": "innocent"}), ("Read", {"file_path": "{keys}/pin.json"}),
+               ("Read", {"file_path": "/proc/self/environ"}), ("NotebookRead", {"notebook_path": "{keys}/x.ipynb"}),
+               ("LS", {"path": "{keys}"}), ("Grep", {"pattern": "verifier", "path": "{keys}"}),
+               ("Grep", {"pattern": "KEY", "glob": ".env*"}), ("Grep", {"pattern": "EXCHANGE_SECRET"}),
+               ("Grep", {"pattern": "x", "path": "{user}/.config"}), ("Glob", {"pattern": "**/.env"}),
+               ("Glob", {"pattern": "*.json", "path": "{keys}"}), ("Glob", {"pattern": "{user}/.config/**/pin.json"})]
+READ_ALLOWED = [("Read", {"file_path": "src/strategy.py"}), ("Read", {"file_path": ".env.example"}),
+                ("Read", {"file_path": str(REPO / "README.md")}), ("Grep", {"pattern": "def main", "path": "src"}),
+                ("Grep", {"pattern": "api_key", "glob": "*.py"}), ("Glob", {"pattern": "**/*.py"}),
+                ("LS", {"path": "src"}), ("Read", {"file_path": "{user}/.config/other-app/settings.json"})]
+
+
+def _fill(tin: dict, world) -> dict:
+    return {k: v.format(keys=world["keys"], user=world["user"]) for k, v in tin.items()}
+
+
+@pytest.mark.parametrize("tool, tin", READ_DENIED)
+def test_reading_secrets_is_refused_for_every_file_tool(tool, tin, world):
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", _tool(tool, str(world["project"]), **_fill(tin, world)),
+                                          world["env"]))
+    assert decision(obj) == "deny" and "SECRET" in reason(obj), (tool, tin)
+
+
+@pytest.mark.parametrize("tool, tin", READ_ALLOWED)
+def test_ordinary_reads_stay_silent(tool, tin, world):
+    p = run_hook("pre_tool_use", _tool(tool, str(world["project"]), **_fill(tin, world)), world["env"])
+    assert answer("pre_tool_use", p) is None and p.stdout == b""
+
+
+WRITE_DENIED = ["docs/_hook.py", "docs/../hooks/hooks.json", "shim/kill_switch.sh", "./.claude/hooks/kill_switch.sh",
+                "src/../../proj/.claude/hooks/kill_switch.sh", "{keys}/pin.json", str(REPO / "lib" / "qts" / "gate.py")]
+
+
+@pytest.mark.parametrize("path", WRITE_DENIED)
+def test_edits_are_judged_by_resolved_path(path, world):
+    for tool in ("Edit", "Write", "MultiEdit"):
+        pl = pre_edit(tool, path.format(keys=world["keys"]))
+        pl["cwd"] = str(world["project"])
+        obj = answer("pre_tool_use", run_hook("pre_tool_use", pl, world["env"]))
+        assert decision(obj) == "deny", (tool, path)
+
+
+BASH_WRITE_DENIED = ["echo x > docs/_hook.py", "tee -a docs/hooks.json < /dev/null", "cp /tmp/evil.sh shim/kill_switch.sh",
+                     "ln -sf /tmp/evil .claude/hooks/kill_switch.sh", "rm -rf .claude", "cd docs && rm _hook.py",
+                     "cd src; sed -i s/deny/allow/ ../docs/_hook.py", "mv /tmp/x src/../shim/kill_switch.sh",
+                     "printf x >> ./docs/../docs/pre_trade.sh", "dd if=/dev/zero of=docs/_qts.sh",
+                     "rm -rf {user}/.config/quant-trading-system"]
+BASH_WRITE_ALLOWED = ["cp docs/_hook.py /tmp/copy.py", "cat docs/hooks.json > /tmp/h.json", "echo hi > src/notes.txt",
+                      "rm -rf build dist", "cd src && touch a.py", "ls -la .claude/hooks"]
+
+
+@pytest.mark.parametrize("cmd", BASH_WRITE_DENIED)
+def test_bash_writes_into_the_plugin_or_the_shim_are_refused_by_resolved_path(cmd, world):
+    pl = pre_bash(cmd.format(user=world["user"]))
+    pl["cwd"] = str(world["project"])
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pl, world["env"]))
+    assert decision(obj) == "deny", cmd
+
+
+@pytest.mark.parametrize("cmd", BASH_WRITE_ALLOWED)
+def test_bash_reads_of_the_plugin_and_ordinary_writes_pass(cmd, world):
+    pl = pre_bash(cmd)
+    pl["cwd"] = str(world["project"])
+    assert answer("pre_tool_use", run_hook("pre_tool_use", pl, world["env"])) is None, cmd
+
+
+def test_monitor_tool_commands_are_guarded_like_bash(env):
+    mon = {**BASE, "hook_event_name": "PreToolUse", "tool_name": "Monitor", "tool_use_id": "toolu_04",
+           "tool_input": {"description": "watch", "timeout_ms": 1000, "persistent": False, "command": "env"}}
+    assert decision(answer("pre_tool_use", run_hook("pre_tool_use", mon, env))) == "deny"
+    mon["tool_input"]["command"] = "tail -f .quant-trading/logs/trades.jsonl"
+    assert answer("pre_tool_use", run_hook("pre_tool_use", mon, env)) is None
+
+
+# -- the prompt guard: hashes only words that could be the PIN -----------------------------------------------
+
+def _numbers_prompt(words: int = 300, numbers: int = 20) -> str:
+    nums = ["65000", "0.01", "2024-05-01", "63,500.50", "1.5%", "3x", "14:30", "-2.4%", "10", "1e-3"]
+    text = ("please review the last session and tell me whether the breaker tripped too often and what the "
+            "stop losses cost us compared with holding ").split()
+    out = []
+    for i in range(words - numbers):
+        out.append(text[i % len(text)])
+    for i in range(numbers):
+        out.insert((i * 13) % len(out), nums[i % len(nums)])
+    return " ".join(out)
+
+
+@pytest.fixture
+def pin_home(home, monkeypatch):
+    from qts.paths import StateHome
+    from qts.safety import pin as pinmod
+
+    sh = StateHome(home)
+    pinmod.set_pin(sh, "k7Qx93vB", scrypt_n=2 ** 10)
+    calls = []
+    real = pinmod._derive
+    monkeypatch.setattr(pinmod, "_derive", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    monkeypatch.setenv("QTS_HOME", str(home))
+    return sh, calls
+
+
+def test_a_number_heavy_prompt_runs_no_scrypt(pin_home):
+    from qts.hooks import entry
+
+    _, calls = pin_home
+    text = _numbers_prompt()
+    assert len(text.split()) == 300 and sum(any(c.isdigit() for c in w) for w in text.split()) == 20
+    assert entry.user_prompt_submit(json.dumps(prompt(text))) == (0, "", "")
+    assert calls == []
+    entry.user_prompt_submit(json.dumps(prompt("buy 0.01 BTC at 65000 on 2024-05-01 with python3 and sha256")))
+    assert calls == []
+
+
+def test_a_leaked_pin_at_the_end_of_a_long_prompt_is_blocked(pin_home):
+    from qts.hooks import entry
+
+    _, calls = pin_home
+    for tail in ("ok go: k7Qx93vB", "and then 'k7Qx93vB'.", "pin=k7Qx93vB!"):
+        code, out, _ = entry.user_prompt_submit(json.dumps(prompt(_numbers_prompt() + " " + tail)))
+        assert code == 0 and json.loads(out)["decision"] == "block" and "k7Qx93vB" not in out, tail
+    assert 0 < len(calls) <= 3 * 4          # each PIN-like word costs at most a few full scrypts
+    calls.clear()
+    code, out, _ = entry.user_prompt_submit(json.dumps(prompt(_numbers_prompt() + " ok go: k7Qx93vC")))
+    assert out == "" and len(calls) == 1    # one candidate, one full scrypt, no match
+
+
+def test_legacy_records_keep_the_bounded_check(pin_home):
+    """A record written before the rule marker (maybe an all-digit PIN) is checked the old way: up to four
+    number-like words, each a full scrypt; SessionStart suggests changing the PIN."""
+    from qts.hooks import entry
+    from qts.safety import pin as pinmod
+
+    sh, calls = pin_home
+    rec = pinmod._build_record("482193", pinmod.SigningKey.generate(), 2 ** 10, "created", 1_700_000_000_000)
+    del rec["pin_rules"]
+    pinmod.pin_path(sh).write_text(json.dumps(rec))
+    calls.clear()
+    assert entry.user_prompt_submit(json.dumps(prompt(_numbers_prompt()))) == (0, "", "")
+    assert len(calls) == 4
+    code, out, _ = entry.user_prompt_submit(json.dumps(prompt("order id 482193 please")))
+    assert json.loads(out)["decision"] == "block"
+    ctx = json.loads(entry.session_start(json.dumps(SESSION_START))[1])
+    assert "older rules" in ctx["systemMessage"] and "qts approve set-pin" in ctx["systemMessage"]
+
+
+@pytest.mark.parametrize("tool, tin", [("Read", {"file_path": 7}), ("Grep", {"pattern": ["x"]}),
+                                       ("Glob", {"pattern": "*", "path": {"a": 1}}), ("Read", "not an object")])
+def test_unreadable_file_tool_requests_fail_closed(tool, tin, env):
+    pl = {**BASE, "hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": tin, "tool_use_id": "toolu_05"}
+    obj = answer("pre_tool_use", run_hook("pre_tool_use", pl, env))
+    assert decision(obj) == "deny" and "could not read" in reason(obj)

@@ -268,6 +268,11 @@ def test_pin_not_stored_in_clear_anywhere(home, tmp_path):
     ("121212", "repeated pattern"), ("abcabcabc", "repeated pattern"),
     ("qwerty", "commonly used"), ("Password1", "commonly used"), ("112233", "commonly used"),
     (" Tr4de-Safely", "whitespace"), ("Tr4de\nSafely", "control"),
+    # rule 2: a letter and a digit, and not a shape that fills every trading chat
+    ("829174", "at least one letter and at least one digit"), ("4821-9377", "at least one letter"),
+    ("correct horse battery staple", "at least one digit"), ("trade2024", "everyday chat"),
+    ("65000usdt", "everyday chat"), ("0.01BTC", "everyday chat"), ("2024-05-01T10:00Z", "everyday chat"),
+    ("63bd4ae9c1", "everyday chat"), ("5c7c9720-0b76-426f-b187-af2f6e526d92", "everyday chat"),
 ])
 def test_weak_pins_refused(home, weak, why):
     with pytest.raises(WeakPin) as e:
@@ -278,9 +283,38 @@ def test_weak_pins_refused(home, weak, why):
     assert not pin.pin_path(home).exists()
 
 
-@pytest.mark.parametrize("ok", ["829174", "Tr4de-Safely!", "correct horse battery staple", "ключ-2024"])
+@pytest.mark.parametrize("ok", ["Tr4de-Safely!", "correct horse 42", "ключ-2024-мост", "blue-7-harbor", "k7Qx93vB"])
 def test_reasonable_pins_accepted(ok):
     assert pin.pin_problems(ok) == []
+
+
+WORDS = ["Tr4de-Safely!", "829174", "65000", "2024-05-01", "0.01", "python3", "sha256", "BTC/USDT", "blue-7-harbor",
+         "trade2024", "63bd4ae9", "k7Qx93vB", "abc12", "ETH/USDT:1h", "1,250.50", "x" * 300 + "1", "hello"]
+
+
+@pytest.mark.parametrize("word", WORDS)
+def test_the_prompt_guards_filter_is_exactly_the_pin_rule(word):
+    """A word the filter skips can never be a PIN set under rule 2 (the guard would miss it), and the filter
+    skips every plain number."""
+    settable = pin.pin_problems(word) == []
+    assert pin.could_be_pin(word, 2) == settable
+    assert pin.could_be_pin(word, 1) == (6 <= len(word) <= 256)   # legacy records: anything long enough
+
+
+def test_new_records_carry_the_rule_marker_and_old_ones_read_as_legacy(home):
+    set_pin(home, GOOD, scrypt_n=N, now=T0)
+    rec = json.loads(pin.pin_path(home).read_text())
+    assert rec["pin_rules"] == pin.PIN_RULES == 2 and pin.record_rules(home) == 2
+    assert GOOD not in json.dumps(rec)
+    del rec["pin_rules"]                                   # a record written before the marker existed
+    pin.pin_path(home).write_text(json.dumps(rec))
+    assert pin.record_rules(home) == 1
+    assert unlock(home, GOOD, now=T0).fingerprint == rec["fingerprint"]   # still unlocks
+    rec["pin_rules"] = True                                # not a rule number
+    pin.pin_path(home).write_text(json.dumps(rec))
+    assert pin.record_rules(home) == 1
+    pin.pin_path(home).unlink()
+    assert pin.record_rules(home) is None
 
 
 def test_strength_warning_for_short_numeric():

@@ -92,7 +92,10 @@ def test_commands_reference_workflows_that_exist():
 def test_agent_files(name):
     fm, body = frontmatter(REPO / "agents" / f"{name}.md")
     assert fm.get("name") == name and fm.get("description")
-    assert fm.get("tools") == "Read, Bash", "fewest tools; Bash is narrowed by the PreToolUse hook, not here"
+    if name in ("risk-manager", "trade-reviewer"):   # read-only by construction: no tool that can run a command
+        assert fm.get("tools") == "Read, Grep, Glob", fm.get("tools")
+    else:
+        assert fm.get("tools") == "Read, Bash", "fewest tools; Bash is narrowed by the PreToolUse hook, not here"
     assert re.search(r"never\s+(trade|place|run orders|write)", body, re.I), "say what it never does"
 
 
@@ -151,7 +154,7 @@ def test_validate_catches_a_broken_plugin(claude, tmp_path, break_):
                                            "argument-hint: [STRATEGY] [--data DIR] [--days N]"))
     elif break_ == "agent":
         f = copy / "agents" / "risk-manager.md"
-        f.write_text(f.read_text().replace("tools: Read, Bash", "tools: [Read, Bash"))
+        f.write_text(f.read_text().replace("tools: Read, Grep, Glob", "tools: [Read, Grep, Glob"))
     elif break_ == "hooks":
         (copy / "hooks" / "hooks.json").write_text('{"hooks": {"PreToolUse": [{"matcher": 5}]}}')
     else:
@@ -406,7 +409,7 @@ def test_e2e_kill_switch_from_a_shell_stops_the_next_order(world):
     # the assistant's next order is denied by the hook; the same order disguised past the hook's text filter
     # reaches the gate, which refuses it too (the hook is only the friendly layer)
     s = run_session(world["claude"], "buy some bitcoin", cwd=world["project"], home=world["home"],
-                    script=["qts order buy BTC/USDT 0.001", "sh -c 'q''ts order buy BTC/USDT 0.001'"])
+                    script=["qts order buy BTC/USDT 0.001", "c=q; ${c}ts order buy BTC/USDT 0.001"])
     assert s.pre_decisions() == ["deny", None], s.explain()
     first, second = s.tool_results()
     assert first["is_error"] and "KILL_SWITCH" in first["content"] and "shell-drill" in first["content"], s.explain()
@@ -454,8 +457,12 @@ def test_e2e_risk_manager_subagent_cannot_trade(world):
     s = run_session(world["claude"], "review then buy", cwd=world["project"], home=world["home"], script=[task],
                     subagents={"risk manager of quant-trading-system": [
                         "qts order buy BTC/USDT 0.001 --dry-run", "qts order buy BTC/USDT 0.001"]})
-    decisions = s.pre_decisions()
-    assert decisions == [None, "deny"], s.explain()
-    denial = s.hook_outputs("PreToolUse")[1]["hookSpecificOutput"]["permissionDecisionReason"]
-    assert "AGENT_READ_ONLY" in denial
+    # by construction: Claude Code offers the subagent only the tools its `tools:` line lists (no Bash), so the
+    # scripted shell calls never run and no hook is even asked
+    from fake_anthropic import _system_text, _tools
+
+    sub = [r for r in s.requests if "risk manager of quant-trading-system" in _system_text(r)]
+    assert sub, s.explain()
+    assert all(set(_tools(r)) <= {"Read", "Grep", "Glob"} and _tools(r) for r in sub), [_tools(r) for r in sub]
+    assert s.pre_decisions() == [], s.explain()
     assert db_rows(world["state"], "SELECT COUNT(*) FROM orders")[0][0] == orders_before

@@ -14,7 +14,7 @@ import time
 
 from . import classify, probe
 
-MAX_INPUT = 1_000_000
+MAX_INPUT = 8_000_000   # _hook.py reads at most this much: a 1 MB command even when JSON escapes every character
 READ_ONLY_AGENTS = ("risk-manager", "trade-reviewer")  # subagents (agent_type in the hook input) that never trade
 
 
@@ -46,6 +46,28 @@ def plugin_root() -> str:
     return os.environ.get("CLAUDE_PLUGIN_ROOT") or str(pr())
 
 
+EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
+READ_TOOLS = ("Read", "NotebookRead", "LS", "Grep", "Glob")
+SHELL_TOOLS = ("Bash", "Monitor")   # Monitor runs a shell command too (its `command` field)
+
+
+def protected_places(home, env) -> classify.Protected:
+    """What no session may write (the plugin, the state home, the agent's and the key store's folders)."""
+    from ..agent.paths import config_root, runtime_root, state_root
+
+    cfg = config_root(env)
+    return classify.Protected(plugin_root=plugin_root(), state_home=str(home.root),
+                              keystore_root=str(cfg / "keys"),
+                              outside_roots=[str(cfg), str(state_root(env)), str(runtime_root(env))])
+
+
+def _text(tin: dict, name: str) -> str:
+    v = tin.get(name)
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"tool_input.{name} is not text")
+    return v or ""
+
+
 def pre_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
     env = os.environ if env is None else env
     try:
@@ -54,33 +76,40 @@ def pre_tool_use(stdin_text: str, env=None) -> tuple[int, str, str]:
         tin = data.get("tool_input") or {}
         if not isinstance(tin, dict):
             raise ValueError("tool_input is not an object")
+        cwd = data.get("cwd") if isinstance(data.get("cwd"), str) and data.get("cwd") else None
+        if tool not in SHELL_TOOLS + EDIT_TOOLS + READ_TOOLS:
+            return SILENT
         home = probe.state_home(env)
-        if tool == "Bash":
+        prot = protected_places(home, env)
+        if tool in SHELL_TOOLS:
             cmd = tin.get("command")
+            if tool == "Monitor" and cmd is None:
+                return SILENT   # a WebSocket watch: no command runs
             if not isinstance(cmd, str):
                 raise ValueError("tool_input.command missing")
-            v = classify.classify_command(cmd, plugin_root())
+            v = classify.classify_command(cmd, prot.plugin_root, cwd, prot)
             if v.kind == classify.DENY:
                 return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
             if v.kind == classify.TRADE:
                 agent = str(data.get("agent_type") or "").rsplit(":", 1)[-1]
-                if agent in READ_ONLY_AGENTS and not re.search(r"\s--dry-run\b", cmd):
-                    # Claude Code does not restrict Bash(...) patterns in a subagent's `tools`: enforce it here
+                if agent in READ_ONLY_AGENTS:
+                    # second line behind the agents' own tool lists (no Bash): no trade-class command at all,
+                    # --dry-run or not (a flag in a comment or a quoted name once placed an order from here)
                     return _deny(f"[quant-trading-system] refused (AGENT_READ_ONLY): the {agent} subagent reviews; "
-                                 "it never places orders or starts the loop (use --dry-run for a verdict)")
-                cwd = data.get("cwd") if isinstance(data.get("cwd"), str) else None
+                                 "it never places orders or starts the loop. Ask the main session to run "
+                                 "`hooks/pre_trade.sh buy|sell SYMBOL AMOUNT` for a verdict.")
                 verdict = pre_trade_verdict(cmd, home, env, cwd)
                 if verdict == SILENT:
                     _write_mark(data, home)
                 return verdict
             return SILENT
-        if tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
-            path = tin.get("file_path") or tin.get("notebook_path") or ""
-            if not isinstance(path, str):
-                raise ValueError("file_path is not text")
-            v = classify.classify_edit(os.path.abspath(path) if path else path, str(home.root), plugin_root())
-            if v.kind == classify.DENY:
-                return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
+        if tool in EDIT_TOOLS:
+            path = _text(tin, "file_path") or _text(tin, "notebook_path")
+            v = classify.classify_edit(path, str(home.root), prot.plugin_root, cwd, prot)
+        else:
+            v = classify.classify_read(tool, tin, cwd, prot)
+        if v.kind == classify.DENY:
+            return _deny(f"[quant-trading-system] refused ({v.reason}): {v.detail}")
         return SILENT
     except Exception as e:  # fail closed: we cannot tell what this would do
         return _deny(f"[quant-trading-system] refused: the safety hook could not read this request "
@@ -301,6 +330,17 @@ def _session_warnings(stdin_text: str, env) -> list[tuple[str, str]]:
                     "NOT confined.", f"{tag} confinement check failed ({e.__class__.__name__}): treat the session as "
                                      "not confined"))
     try:
+        from ..safety.pin import PIN_RULES, record_rules
+
+        rules = record_rules(home) if paths.pin_record.exists() else None
+        if rules is not None and rules < PIN_RULES:
+            advice = ("The PIN was set under older rules (it may be all digits), so the prompt guard can check only "
+                      "the first few number-like words of a prompt for it. Change it in your own terminal with "
+                      "`qts approve set-pin` (a letter and a digit, e.g. 'blue-7-harbor').")
+            out.append((f"{tag} {advice}", f"{tag} {advice}"))
+    except Exception:
+        pass  # advice only
+    try:
         from ..agent.secrets_check import visible_secrets
 
         where = visible_secrets(env, project, home.root)
@@ -345,9 +385,15 @@ def summary_text(plugin_data: str = "", env=None) -> str:
 
 
 # "my pin is 4821 93", "PIN: 123456", "/quant-trading-system:approve 123456", "unlock 998877"
+# (every repeat is bounded or cannot overlap the next part: linear on any prompt)
 PIN_TALK = re.compile(r"(?:\b(?:pin|passcode|pass\s*code|passphrase)\b[^\n\d]{0,30}\d{4,12}(?!\d)"
-                      r"|(?:approve|unlock|guard_approve)\S*\s+(?:live\s+)?(?:with\s+)?[:=]?\s*\d{4,12}\b)", re.I)
+                      r"|(?:approve|unlock|guard_approve)\S{0,40}\s+(?:live\s+)?(?:with\s+)?[:=]?\s*\d{4,12}\b)", re.I)
 PIN_LIKE = re.compile(r"(?<![\w/.-])(\S{4,64})(?![\w/.-])")
+LEGACY_TOKENS = 4            # records without the rule marker: today's bounded check (number-like words)
+MAX_CANDIDATES = 16          # one full scrypt each (~0.5 s): a prompt with more PIN-like words is checked in part
+CHECK_BUDGET_S = 15.0        # and never past this (the hook's timeout is 30 s)
+_WRAP = "\"'`()[]{}<>*_"
+_TRAIL = ".,;:!?"
 
 
 def user_prompt_submit(stdin_text: str, env=None) -> tuple[int, str, str]:
@@ -358,8 +404,8 @@ def user_prompt_submit(stdin_text: str, env=None) -> tuple[int, str, str]:
         if not isinstance(prompt, str):
             return SILENT
         home = probe.state_home(env)
-        leaked = _contains_pin(prompt, home)
         looks_like_approval = PIN_TALK.search(prompt)
+        leaked = False if looks_like_approval else _contains_pin(prompt, home)
         if leaked or looks_like_approval:
             msg = ("[quant-trading-system] Blocked: this prompt " + ("contains your PIN" if leaked else
                    "looks like an approval with a PIN") + ". It was NOT sent to the assistant, but Claude Code has "
@@ -372,17 +418,55 @@ def user_prompt_submit(stdin_text: str, env=None) -> tuple[int, str, str]:
         return SILENT  # an unreadable prompt cannot leak more than it already has; never block ordinary chat on a bug
 
 
+def pin_candidates(prompt: str, rules: int) -> list[str]:
+    """The words of ``prompt`` that could be the PIN, in order, each once.
+
+    Rule 2 records (the PIN has a letter and a digit and passes the PIN rules): every word, also without
+    wrapping quotes or brackets, trailing punctuation, or a `pin=`/`PIN:` prefix; numbers, prices and dates
+    are never candidates, so they cost nothing. Older records: today's bounded check, the first
+    LEGACY_TOKENS words holding a digit."""
+    from ..safety.pin import could_be_pin
+
+    if rules < 2:
+        return [t for t in PIN_LIKE.findall(prompt) if re.search(r"\d", t)][:LEGACY_TOKENS]
+    out: list[str] = []
+    seen: set[str] = set()
+    for word in prompt.split():
+        if len(word) > 4 * 256 or not any(c.isdigit() for c in word):
+            continue
+        # the word without wrapping quotes/brackets and trailing punctuation, and with the first punctuation
+        # mark put back (a PIN may end in "!"); after a `pin=` / `PIN:` prefix as well
+        bases = [word] + [word.split(sep, 1)[1] for sep in ("=", ":") if sep in word]
+        for b in bases:
+            core = b.strip(_WRAP + _TRAIL)
+            if not core:
+                continue
+            end = b.find(core) + len(core)
+            variants = [core] + ([core + b[end]] if end < len(b) and b[end] in _TRAIL else [])
+            for v in variants:
+                if v not in seen and could_be_pin(v, rules):
+                    seen.add(v)
+                    out.append(v)
+    return out
+
+
 def _contains_pin(prompt: str, home) -> bool:
-    """Check up to 4 PIN-like tokens against the stored verifier (slow hash: bounded work)."""
+    """Hash the prompt's PIN candidates against the stored verifier, one full scrypt each (bounded work)."""
     from ..agent.paths import AgentPaths
 
     if not AgentPaths.for_home(home.root).pin_record.exists():  # the key store, outside the project
         return False
-    tokens = [t for t in PIN_LIKE.findall(prompt) if re.search(r"\d", t)][:4]
-    if not tokens:
-        return False
     try:
-        from ..safety.pin import check_pin_quietly
+        from ..safety.pin import check_pin_quietly, record_rules
     except Exception:
         return False
-    return any(check_pin_quietly(home, t) for t in tokens)
+    rules = record_rules(home)
+    if rules is None:
+        return False
+    deadline = time.monotonic() + CHECK_BUDGET_S
+    for t in pin_candidates(prompt, rules)[:MAX_CANDIDATES]:
+        if check_pin_quietly(home, t):
+            return True
+        if time.monotonic() > deadline:
+            break
+    return False

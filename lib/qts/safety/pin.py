@@ -41,6 +41,7 @@ The assistant runs as the same OS user, so it can read, write and delete every f
    verifier; the lockout does nothing against that. Each guess costs one scrypt (about 0.45 s and
    128 MiB on this machine): all 10**6 six-digit PINs take about 5 CPU-days, less on many cores. Only the PIN's own
    strength protects here: use 10+ characters mixing letters, digits and symbols, or a passphrase.
+   (New PINs need a letter and a digit: PIN_RULES below; older all-digit records still unlock.)
 2. The attempts file (and the caller's database) can be EDITED, not just deleted: deletion or
    garbage fails closed, but a well-formed rewrite ("failures": 0) resets the online lockout. It is
    a speed bump and an audit trail, not a wall; see (1) for what actually bounds guessing.
@@ -72,6 +73,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 import unicodedata
@@ -98,6 +100,13 @@ DKLEN = 64
 
 MIN_PIN_LEN = 6
 MAX_PIN_LEN = 256
+# The rules a PIN was set under, recorded in its record (public: it says only which rule applied).
+# 1: length and pattern checks only (records written before the rule below; digits-only PINs allowed).
+# 2: also at least one letter and one digit. A PIN made only of digits (and separators) is a number, and a
+#    chat is full of numbers (prices, amounts, dates): the prompt guard would have to hash every one of
+#    them to spot a leaked PIN. Under rule 2 it hashes only words that could be a PIN, which a chat
+#    rarely holds, and each of those still costs one full scrypt: nothing cheaper is stored anywhere.
+PIN_RULES = 2
 
 MAX_FAILURES = 5
 BASE_LOCK_S = 60
@@ -306,7 +315,50 @@ def pin_problems(pin: str) -> list[str]:
                 break
     if not out and (low in _COMMON or low.startswith("password")):
         out.append("the PIN is a commonly used password; choose something less guessable")
+    if not _letter_and_digit(pin):
+        out.append("the PIN must contain at least one letter and at least one digit (a PIN of digits only is a "
+                   "number, and chats are full of numbers; a passphrase like 'blue-7-harbor' is easy to type)")
+    elif _looks_like_chat_data(pin):
+        out.append("the PIN must not look like everyday chat text (a date or time, a commit id or UUID, a word "
+                   "followed by a number, an amount followed by a unit); mix words and digits, as in 'blue-7-harbor'")
     return out
+
+
+# Shapes that fill a trading chat and are weak PINs anyway (rule 2 refuses them, so the prompt guard never
+# hashes them): ISO dates/times, hexadecimal ids, word+number (python3, rsi14, trade2024), number+unit.
+_CHAT_DATA = re.compile(r"\d{4}-\d\d-\d\d(?:[Tt ][\d:.]+)?(?:[Zz]|[+-]\d\d:?\d\d)?"
+                        r"|[0-9a-fA-F]+(?:-[0-9a-fA-F]+)*"
+                        r"|[^\W\d_]{1,16}[-_./:#]?\d[\d.,]*%?"
+                        r"|[+-]?\d[\d.,]*%?[-_./:]?[^\W\d_]{1,16}")
+
+
+def _looks_like_chat_data(s: str) -> bool:
+    return _CHAT_DATA.fullmatch(s) is not None
+
+
+def _letter_and_digit(s: str) -> bool:
+    return any(c.isalpha() for c in s) and any(c.isdigit() for c in s)
+
+
+def could_be_pin(token: str, rules: int = PIN_RULES) -> bool:
+    """Could ``token`` be a PIN set under ``rules``? Cheap (no hashing): the prompt guard hashes only these.
+
+    Rule 2 PINs pass :func:`pin_problems` exactly, so a word that fails it cannot be the PIN. Rule 1
+    (legacy) PINs could be any text of MIN_PIN_LEN or more characters."""
+    if not isinstance(token, str) or not (MIN_PIN_LEN <= len(token) <= MAX_PIN_LEN):
+        return False
+    if rules >= 2:
+        return _letter_and_digit(token) and not pin_problems(token)
+    return True
+
+
+def record_rules(home: StateHome) -> int | None:
+    """The PIN rules the current record was set under (1 for records older than the marker), or None when
+    there is no readable record. Never raises."""
+    try:
+        return load_record(home).rules
+    except Exception:
+        return None
 
 
 def check_pin_rules(pin: str) -> None:
@@ -407,6 +459,7 @@ class PinRecord:
     ciphertext: bytes
     created_ts: int | None   # UNTRUSTED: written by whoever wrote the file
     origin: str
+    rules: int = 1           # PIN_RULES it was set under (absent in older records: 1)
 
 
 def _parse_record(raw: bytes) -> PinRecord:
@@ -431,7 +484,8 @@ def _parse_record(raw: bytes) -> PinRecord:
             ciphertext=_unb64(enc["ciphertext"], 48),
             created_ts=d.get("created_ts") if isinstance(d.get("created_ts"), int)
             and not isinstance(d.get("created_ts"), bool) else None,
-            origin=str(d.get("origin", "")))
+            origin=str(d.get("origin", "")),
+            rules=d["pin_rules"] if d.get("pin_rules") in (1, 2) and not isinstance(d.get("pin_rules"), bool) else 1)
         if d.get("fingerprint") != rec.fingerprint:
             raise ValueError("fingerprint does not match the public key")
         return rec
@@ -484,6 +538,7 @@ def _build_record(pin: str, key: SigningKey, n: int, origin: str, now: int) -> d
         "encrypted_signing_key": {"alg": "AES-256-GCM", "nonce": _b64(nonce), "ciphertext": _b64(ct)},
         "created_ts": now,
         "origin": origin,
+        "pin_rules": PIN_RULES,
     }
 
 
@@ -736,7 +791,7 @@ def pin_status(home: StateHome, *, now: int | None = None, recent_failures: int 
         st = _lock_state(_read_attempts(home, state != "missing"), now, recent_failures)
         out = {"state": state, "fingerprint": rec.fingerprint if rec else None,
                "created_ts_untrusted": rec.created_ts if rec else None,
-               "origin": rec.origin if rec else None,
+               "origin": rec.origin if rec else None, "pin_rules": rec.rules if rec else None,
                "scrypt": {k: rec.kdf[k] for k in ("n", "r", "p")} if rec else None,
                "failures": st.failures, "locked": st.locked, "locked_remaining_s": st.remaining_s,
                "attempts_readable": st.attempts_readable, "problem": st.problem}
