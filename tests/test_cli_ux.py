@@ -1,0 +1,159 @@
+"""What a new user and a trader see from the CLI: manual paper orders trade in the session's own market,
+the gate's adjustments are shown in text output, negative amounts are refused like zero."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CONFIG_VARS
+from qts.cli import cli
+
+NO_ENV = {k: None for k in CONFIG_VARS}
+
+
+def invoke(args, **env):
+    return CliRunner().invoke(cli, args, env={**NO_ENV, **env})
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def _db(home):
+    conn = sqlite3.connect(home / "db" / "metrics.db")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _last_cycle(home) -> dict:
+    """{symbol: (price the loop recorded, held)} at the last paper cycle, from the real database."""
+    with _db(home) as conn:
+        ts = conn.execute("SELECT MAX(ts) FROM decisions WHERE mode='paper'").fetchone()[0]
+        rows = conn.execute("SELECT symbol, inputs FROM decisions WHERE mode='paper' AND ts=?", (ts,)).fetchall()
+    return {r["symbol"]: (json.loads(r["inputs"])["price"], json.loads(r["inputs"])["held"]) for r in rows}
+
+
+def _flat_symbol(home) -> tuple[str, float]:
+    """A symbol the paper account holds none of after the last cycle, and the loop's price for it."""
+    with _db(home) as conn:
+        held = {r[0] for r in conn.execute("SELECT symbol FROM positions WHERE mode='paper' AND amount>0")}
+    return next((s, v[0]) for s, v in sorted(_last_cycle(home).items()) if s not in held)
+
+
+def _order_row(home, coid) -> sqlite3.Row:
+    with _db(home) as conn:
+        return conn.execute("SELECT * FROM orders WHERE client_order_id=?", (coid,)).fetchone()
+
+
+# -- item 1: the session's own market --------------------------------------------------------------------
+
+@pytest.mark.parametrize("cycles_before", [1, 3])
+def test_manual_order_fills_at_the_price_the_loop_recorded(home, cycles_before):
+    """After `qts once` (and after resumed runs, which regenerate the market further on), a manual market
+    order fills at the price the loop recorded for the current cycle: same feed, same seed, same cursor.
+    SLIPPAGE_BPS=0 so the fill price is the market price itself."""
+    env = {"SLIPPAGE_BPS": "0"}
+    for _ in range(cycles_before):
+        r = invoke(["--home", str(home), "once"], **env)
+        assert r.exit_code == 0, r.output
+    prices = _last_cycle(home)
+    assert set(prices) == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
+    filled = 0
+    for i, (sym, (price, _held)) in enumerate(sorted(prices.items())):
+        amount = round(50 / price, 4)  # about 50 USD: well inside every default limit
+        coid = f"ux-test-{i}"
+        r = invoke(["--home", str(home), "order", "buy", sym, str(amount), "--client-order-id", coid, "--json"], **env)
+        out = json.loads(r.output)
+        if not out["accepted"]:  # e.g. the loop itself filled the position this cycle
+            continue
+        row = _order_row(home, coid)
+        assert row["avg_price"] == pytest.approx(price, rel=1e-12), sym
+        filled += 1
+    assert filled >= 2
+
+
+def test_with_slippage_a_buy_fills_above_the_mark_and_a_sell_below(home):
+    invoke(["--home", str(home), "once"])
+    sym, price = _flat_symbol(home)
+    amount = round(100 / price, 4)
+    r = invoke(["--home", str(home), "order", "buy", sym, str(amount), "--client-order-id", "ux-b", "--json"])
+    assert json.loads(r.output)["accepted"], r.output
+    r = invoke(["--home", str(home), "order", "sell", sym, str(amount / 2), "--client-order-id", "ux-s", "--json"])
+    assert json.loads(r.output)["accepted"], r.output
+    # SLIPPAGE_BPS defaults to 5: buys pay 5 bp more than the loop's price, sells get 5 bp less
+    assert _order_row(home, "ux-b")["avg_price"] == pytest.approx(price * 1.0005, rel=1e-9)
+    assert _order_row(home, "ux-s")["avg_price"] == pytest.approx(price * 0.9995, rel=1e-9)
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"], ["--json"]])
+def test_order_before_any_session_says_so_and_how_to_start_one(home, extra):
+    r = invoke(["--home", str(home), "order", "buy", "BTC/USDT", "0.001", *extra])
+    assert r.exit_code == 3
+    text = r.output
+    if "--json" in extra:
+        out = json.loads(text)
+        assert out["accepted"] is False and out["reason_code"] == "NO_PAPER_SESSION"
+        text = out["message"]
+    assert "no paper session yet" in text and "`qts once`" in text
+    assert "UNKNOWN_SYMBOL" not in text
+    if (home / "db" / "metrics.db").exists():
+        with _db(home) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
+
+
+# -- item 2: the gate's adjustments in text output --------------------------------------------------------
+
+@pytest.mark.parametrize("requested", ["5", "1e30"])
+def test_text_output_shows_requested_sent_and_why(home, requested):
+    invoke(["--home", str(home), "once"])
+    sym, _ = _flat_symbol(home)
+    r = invoke(["--home", str(home), "order", "buy", sym, requested, "--client-order-id", "ux-big"])
+    assert r.exit_code == 0, r.output
+    row = _order_row(home, "ux-big")
+    assert row["amount"] < float(requested)
+    assert f"requested {float(requested):.8g} -> sent {row['amount']:.8g}" in r.output
+    # each step the gate took, with its reason code (read back from the gate's own log, not from the code)
+    rec = [json.loads(line) for line in (home / "logs" / "pre_trade.json").read_text().splitlines()][-1]
+    assert rec["final"]["client_order_id"] == "ux-big" and rec["adjustments"]
+    for note in rec["adjustments"]:
+        assert note in r.output
+    assert "RISK_ORDER_NOTIONAL" in r.output or "RISK_SIZING" in r.output
+
+
+def test_dry_run_shows_the_adjustment_too(home):
+    invoke(["--home", str(home), "once"])
+    sym, _ = _flat_symbol(home)
+    r = invoke(["--home", str(home), "order", "buy", sym, "1e30", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("ALLOWED") and "requested 1e+30 -> sent " in r.output
+    with _db(home) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders WHERE client_order_id LIKE 'qtsc%'").fetchone()[0] == 0
+
+
+def test_an_order_sent_as_asked_prints_no_adjustment(home):
+    invoke(["--home", str(home), "once"])
+    sym, price = _flat_symbol(home)
+    r = invoke(["--home", str(home), "order", "buy", sym, str(round(50 / price, 3))])
+    assert r.exit_code == 0, r.output
+    assert "requested" not in r.output
+
+
+@pytest.mark.parametrize("amount", ["-1", "-0.5", "-1e30", "-inf", "0"])
+def test_negative_amounts_get_the_same_refusal_as_zero(home, amount):
+    invoke(["--home", str(home), "once"])
+    r = invoke(["--home", str(home), "order", "buy", "BTC/USDT", amount])
+    assert r.exit_code == 3, r.output
+    assert r.output.startswith("REFUSED BAD_ORDER: amount must be a positive finite number")
+    assert "No such option" not in r.output
+
+
+def test_unknown_options_are_still_errors(home):
+    r = invoke(["--home", str(home), "order", "buy", "BTC/USDT", "1", "--limt", "3"])
+    assert r.exit_code == 2 and "No such option '--limt'" in r.output
+    r = invoke(["--home", str(home), "order", "buy", "BTC/USDT", "-x"])
+    assert r.exit_code == 2 and "No such option '-x'" in r.output
