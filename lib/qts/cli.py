@@ -34,6 +34,22 @@ def _settings(ctx: click.Context, **overrides):
         raise InputError(f"configuration: {e}") from None
 
 
+def _network_errors(fn):
+    """An exchange that cannot be reached is one line naming the exchange, the endpoint and why ("offline?"),
+    exit code 1: never a page of traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from .market.ccxt_feed import ExchangeFailed
+
+        try:
+            return fn(*a, **kw)
+        except ExchangeFailed as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
 def _iso(ts_ms) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ts_ms else "-"
 
@@ -93,6 +109,9 @@ def _source_options(f):
                      help="Replay real candle files from DIR (named like BTC_USDT-5m.csv).")(f)
     f = click.option("--live-data", is_flag=True,
                      help="Follow the exchange's live public data (network, no keys) on the wall clock.")(f)
+    f = click.option("--or-generated", "or_generated", is_flag=True,
+                     help="With --live-data: if the exchange cannot be reached at start, say so and replay the "
+                          "generated (SYNTHETIC, offline) market instead of stopping.")(f)
     f = click.option("--days", type=click.FloatRange(min=0.01, max=3650), default=None,
                      help="Replay length in days (default: 2 for the generated market, all of --data).")(f)
     f = click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated market.")(f)
@@ -104,7 +123,7 @@ def _source_options(f):
     return f
 
 
-def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
+def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0, or_generated=False):
     from .candles_errors import input_errors
     from .engine.runner import read_pid
     from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
@@ -116,13 +135,30 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
     other = read_pid(settings.home)
     if other and other != os.getpid():  # before touching anything (--fresh moves the database away)
         raise click.ClickException(f"a trading loop is already running (pid {other}); stop it with `qts stop`")
+    if or_generated and not live_data:
+        raise InputError("--or-generated goes with --live-data (the fallback when the exchange cannot be reached)")
+    probed = None
+    if live_data:  # reach the exchange before anything is archived or opened
+        from .market.ccxt_feed import ExchangeUnreachable
+
+        try:
+            with input_errors():
+                probed = make_feed(settings, "live-data")
+                probed.markets()
+        except ExchangeUnreachable as e:
+            if not or_generated:
+                raise click.ClickException(f"{e}. Without the network: `qts run` replays the generated market "
+                                           "(offline), `qts run --data DIR` real candle files") from None
+            click.echo(f"{e}: falling back to the generated market (SYNTHETIC prices, offline). Run "
+                       "`qts run --live-data` again when the network is back.", err=True)
+            source, live_data, probed = "synthetic", False, None
     with input_errors():
         try:
             archived = archive_state(settings) if fresh else None
         except SessionError as e:
             raise InputError(str(e)) from None
         resume = None if source == "live-data" else last_cycle_ts(settings.home)
-        feed = make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
+        feed = probed or make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
         try:
             session = open_session(settings, feed, _parse_params(params))
         except SessionError as e:
@@ -192,8 +228,9 @@ def _print_summary(summary: dict, synthetic: bool) -> None:
               help="Serve /health, /metrics (Prometheus), /positions and a token-guarded POST /kill-switch on "
                    "127.0.0.1:PORT while the loop runs (0 picks a free port).")
 @click.pass_context
+@_network_errors
 def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json,
-            monitor_port=None):
+            monitor_port=None, or_generated=False):
     """Run the paper-trading loop.
 
     With no source option it replays a generated (SYNTHETIC, seeded) market offline: no network, no
@@ -205,7 +242,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     from .engine.runner import AlreadyRunning, Runner
     from .reports.summary import summarize
 
-    session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace)
+    session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace, or_generated)
     from .safety import kill_switch
 
     ks = kill_switch.status(session.store.home, session.store)
@@ -333,6 +370,7 @@ def _market_opts(f):
 @click.argument("symbol")
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_ticker(ctx, symbol, data_dir, synthetic):
     """Last price, bid and ask of SYMBOL (e.g. BTC/USDT)."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -342,6 +380,7 @@ def market_ticker(ctx, symbol, data_dir, synthetic):
 @market_grp.command("markets")
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_markets(ctx, data_dir, synthetic):
     """Trading rules (precision, minimum amount and notional) of the configured SYMBOLS."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -356,6 +395,7 @@ def market_markets(ctx, data_dir, synthetic):
 @click.option("--depth", type=click.IntRange(1, 100), default=5, show_default=True)
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_orderbook(ctx, symbol, depth, data_dir, synthetic):
     """Best bids and asks of SYMBOL."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -367,6 +407,7 @@ def market_orderbook(ctx, symbol, depth, data_dir, synthetic):
 @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_ohlcv(ctx, symbol, limit, data_dir, synthetic):
     """The last closed candles of SYMBOL at TRADE_INTERVAL, as CSV."""
     feed = _market_feed(ctx, data_dir, synthetic)
