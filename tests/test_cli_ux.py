@@ -157,3 +157,55 @@ def test_unknown_options_are_still_errors(home):
     assert r.exit_code == 2 and "No such option '--limt'" in r.output
     r = invoke(["--home", str(home), "order", "buy", "BTC/USDT", "-x"])
     assert r.exit_code == 2 and "No such option '-x'" in r.output
+
+
+# -- item 4: a fresh state home explains itself -----------------------------------------------------------
+
+def test_fresh_state_home_explains_itself_in_status(home):
+    r = invoke(["--home", str(home), "status"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # the notes are wrapped
+    assert "new state home: paper only" in text
+    assert "refuses LIVE orders only; paper trading runs normally" in text
+    assert "`qts breaker check`" in text and "closes after 15 more healthy minutes" in text
+    assert "no paper account yet" in text and "INITIAL_CASH = 10,000.00" in text and "`qts run --fresh`" in text
+    # a database without an account (a read-only command created it) shows no 0.00 equity
+    invoke(["--home", str(home), "breaker"])
+    r = invoke(["--home", str(home), "status"])
+    assert "no paper account yet" in r.output and "equity        0.00" not in r.output
+
+
+def test_the_notes_follow_the_setting_and_go_away_when_they_no_longer_apply(home):
+    r = invoke(["--home", str(home), "status", "--json"], INITIAL_CASH="2500")
+    notes = json.loads(r.output)["first_run"]
+    assert len(notes) == 2 and "2,500.00" in notes[1]
+    invoke(["--home", str(home), "once"], INITIAL_CASH="2500")
+    d = json.loads(invoke(["--home", str(home), "status", "--json"]).output)
+    assert d["paper_account_open"] is True and d["initial_cash"] == 2500
+    assert len(d["first_run"]) == 1 and d["first_run"][0].startswith("new state home")
+    invoke(["--home", str(home), "breaker", "trip", "--reason", "test"])  # the breaker moved: no longer new
+    d = json.loads(invoke(["--home", str(home), "status", "--json"]).output)
+    assert d["first_run"] == []
+    assert "new here" not in invoke(["--home", str(home), "status"]).output
+
+
+def test_the_hooks_status_line_says_it_with_the_standard_library_only(home, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lib = Path(__file__).resolve().parents[1] / "lib"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from qts.hooks import probe; from qts.paths import StateHome; "
+            "print(probe.summary_line(StateHome(sys.argv[2]))); "
+            "print(sorted(m for m in ('numpy', 'pydantic', 'click', 'ccxt', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(lib), str(home)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    line, mods = out.stdout.splitlines()
+    assert "breaker OPEN = new state home, paper only" in line and "no paper account yet" in line
+    assert mods == "[]"
+    invoke(["--home", str(home), "once"])
+    invoke(["--home", str(home), "breaker", "trip", "--reason", "test"])
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(lib), str(home)], capture_output=True, text=True,
+                         timeout=30)
+    assert "new state home" not in out.stdout and "no paper account yet" not in out.stdout
