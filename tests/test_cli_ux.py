@@ -209,3 +209,54 @@ def test_the_hooks_status_line_says_it_with_the_standard_library_only(home, tmp_
     out = subprocess.run([sys.executable, "-S", "-c", code, str(lib), str(home)], capture_output=True, text=True,
                          timeout=30)
     assert "new state home" not in out.stdout and "no paper account yet" not in out.stdout
+
+
+# -- item 5: a bad setting stops every command with one line and exit 2 -------------------------------------
+
+BAD = [("TRADE_INTERVAL", "abc"), ("MAX_POSITION_SIZE", "-1"), ("PAPER_TRADING", "maybe"), ("SYMBOLS", "BTCUSDT")]
+COMMANDS = [["status"], ["verify"], ["breaker"], ["breaker", "status"], ["kill-switch", "status"], ["config"],
+            ["once"], ["order", "buy", "BTC/USDT", "0.001"], ["report", "--out", "r.html"], ["perf"],
+            ["metrics", "read", "x"], ["db", "migrate"], ["risk", "show"], ["approve", "status"], ["agent", "status"],
+            ["market", "ticker", "BTC/USDT", "--synthetic"], ["registry", "list"]]
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+@pytest.mark.parametrize("var,value", BAD)
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a))
+def test_a_bad_setting_is_one_line_naming_it_and_exit_2(home, where, var, value, args):
+    env = {}
+    if where == ".env":
+        home.mkdir(parents=True, exist_ok=True)
+        (home / ".env").write_text(f"{var}={value}\n")
+    else:
+        env[var] = value
+    r = invoke(["--home", str(home), *args], **env)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: configuration: {var}: "), r.output
+    assert value in lines[0]
+
+
+def test_help_still_works_with_a_bad_setting(home):
+    r = invoke(["--home", str(home), "status", "--help"], TRADE_INTERVAL="abc")
+    assert r.exit_code == 0 and "Usage:" in r.output
+
+
+def test_risk_reducing_commands_run_with_a_bad_setting_and_warn(home):
+    """A .env is a file the assistant can write: a bad value there must not keep the kill switch from flattening
+    the paper account or a breaker trip from happening."""
+    assert invoke(["--home", str(home), "once"]).exit_code == 0
+    sym, price = _flat_symbol(home)
+    assert invoke(["--home", str(home), "order", "buy", sym, str(round(100 / price, 3))]).exit_code == 0
+    (home / ".env").write_text("TRADE_INTERVAL=abc\nMAX_POSITION_SIZE=-1\n")
+    r = invoke(["--home", str(home), "breaker", "trip", "--reason", "test"])
+    assert r.exit_code == 0 and "warning: configuration: TRADE_INTERVAL" in r.output
+    assert "manual" not in r.output and "test" in r.output
+    r = invoke(["--home", str(home), "kill-switch", "--reason", "test"])
+    assert "warning: configuration: TRADE_INTERVAL" in r.output
+    assert r.exit_code == 0, r.output  # confirmed flat
+    assert (home / "safety" / "KILL_SWITCH").exists()
+    with _db(home) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM positions WHERE mode='paper' AND amount>0").fetchone()[0] == 0
+    r = invoke(["--home", str(home), "stop"])
+    assert r.exit_code == 0 and "no trading loop is running" in r.output

@@ -68,7 +68,55 @@ def _parse_params(items, option: str = "--param") -> dict:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands that only reduce risk run even when a setting is bad (a .env is a file the assistant can write: a
+# typo there must not keep the kill switch or a halt from working); they warn instead. Every other command
+# stops on a bad setting with one line naming it, exit code 2.
+RISK_REDUCING = {("kill-switch",), ("kill-switch", "engage"), ("stop",), ("breaker", "trip"),
+                 ("breaker", "state", "HALTED"), ("breaker", "state", "REDUCING"), ("approve", "revoke"),
+                 ("agent", "halt"), ("agent", "reduce"), ("agent", "revoke"), ("agent", "lower"), ("agent", "stop")}
+
+
+class _Root(click.Group):
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["qts.command_path"] = _command_path(cmd, name, rest)
+        return name, cmd, rest
+
+
+def _command_path(cmd, name, rest) -> tuple:
+    """("breaker", "state", "HALTED"): the command names typed after ``qts`` (options left out), or () for help."""
+    if any(a in ("-h", "--help") for a in rest):
+        return ()
+    path = [name]
+    words = [a for a in rest if not a.startswith("-")]
+    while isinstance(cmd, click.Group) and words:
+        sub = cmd.get_command(None, words[0]) if words[0] in cmd.list_commands(None) else None
+        if sub is None:
+            break
+        path.append(words.pop(0))
+        cmd = sub
+    if tuple(path) == ("breaker", "state") and words:
+        path.append(words[0].upper())
+    return tuple(path)
+
+
+def _check_settings(ctx) -> None:
+    path = ctx.meta.get("qts.command_path", ())
+    if not path or path[0] in ("config",):  # help; `qts config` reports the bad setting itself
+        return
+    if path in RISK_REDUCING:
+        from .config import ConfigError, load_settings
+
+        try:
+            load_settings(home=ctx.obj.get("home"))
+        except ConfigError as e:
+            click.echo(f"warning: configuration: {e} (carrying on: `qts {' '.join(path)}` only reduces risk)",
+                       err=True)
+        return
+    _settings(ctx)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="qts")
 @click.option("--home", type=click.Path(file_okay=False), envvar="QTS_HOME",
               help="State home (database, logs, flags). Default: $CLAUDE_PROJECT_DIR/.quant-trading "
@@ -83,6 +131,7 @@ def cli(ctx, home):
     """
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    _check_settings(ctx)  # a bad setting: one line naming it, exit 2, before any command runs
 
 
 @cli.command("config")

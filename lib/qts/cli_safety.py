@@ -19,12 +19,17 @@ def _approval_errors(fn):
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         from .safety.approve import ApprovalError
+        from .safety.tty import PROMPT_ENDED, SecretCancelled
 
         try:
             return fn(*a, **kw)
         except ApprovalError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except PROMPT_ENDED as e:  # no terminal, Ctrl-C / Ctrl-D at a prompt, two PIN entries that differ
+            msg = str(e) if "nothing was changed" in str(e) else f"{e}; nothing was changed"
+            click.echo(("cancelled: " if isinstance(e, SecretCancelled) else "error: ") + msg, err=True)
+            sys.exit(2)
     return wrapper
 
 
@@ -81,9 +86,14 @@ def _paper_flatten(ctx, home) -> dict:
     from .safety import kill_switch as ks
     from .safety.session_tools import paper_tools, session_feed
 
+    from .config import load_settings_reducing_risk
+
     store = _store(ctx)
     try:
-        settings = _settings(ctx)
+        # a bad setting (a .env the assistant can write) must not keep positions open: defaults stand in
+        settings, replaced = load_settings_reducing_risk(home=ctx.obj.get("home"))
+        for line in replaced:
+            click.echo(f"warning: configuration: {line}", err=True)
         gate, broker = paper_tools(settings, store, session_feed(settings, store))
         rep = ks.flatten(gate, broker)
         store.event("kill_switch", f"paper flatten: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "

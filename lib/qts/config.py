@@ -174,11 +174,13 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def load_settings(environ: dict | None = None, home: str | os.PathLike | None = None, **overrides) -> Settings:
+def load_settings(environ: dict | None = None, home: str | os.PathLike | None = None, ignore: frozenset = frozenset(),
+                  **overrides) -> Settings:
+    """``ignore``: settings read as unset wherever they are given (see load_settings_reducing_risk)."""
     env = dict(os.environ if environ is None else environ)
     root = resolve_home(home, env)
     values: dict = {}
-    names = set(Settings.model_fields)
+    names = set(Settings.model_fields) - set(ignore)
     for k, v in parse_env_file(StateHome(root).env_file).items():
         if k in names:
             values[k] = v
@@ -198,3 +200,20 @@ def load_settings(environ: dict | None = None, home: str | os.PathLike | None = 
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             msg = f"{msg} (got {shown!r})"
         raise ConfigError(var, msg) from None
+
+
+
+def load_settings_reducing_risk(environ: dict | None = None, home=None) -> tuple[Settings, list[str]]:
+    """Settings for a command that only reduces risk (the kill switch's flatten): a bad value must not block it
+    (a .env is a file the assistant can write), so each bad setting falls back to its default and is
+    reported. Returns (settings, one line per setting that was replaced)."""
+    dropped: list[str] = []
+    ignore: set[str] = set()
+    while True:
+        try:
+            return load_settings(environ, home, ignore=frozenset(ignore)), dropped
+        except ConfigError as e:
+            if e.variable not in Settings.model_fields or e.variable == HOME_ENV or e.variable in ignore:
+                raise
+            ignore.add(e.variable)
+            dropped.append(f"{e}: the default is used")

@@ -448,7 +448,7 @@ def load_record(home: StateHome) -> PinRecord:
     try:
         raw = path.read_bytes() if path.stat().st_size <= 64 * 1024 else None
     except FileNotFoundError:
-        raise NoPin("no PIN is set: set one in your own terminal with `qts pin set`") from None
+        raise NoPin("no PIN is set: set one in your own terminal with `qts approve set-pin`") from None
     except OSError as e:
         raise PinRecordCorrupt(f"cannot read the PIN record: {e.__class__.__name__}") from None
     if raw is None:
