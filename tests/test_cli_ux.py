@@ -260,3 +260,11 @@ def test_risk_reducing_commands_run_with_a_bad_setting_and_warn(home):
         assert conn.execute("SELECT COUNT(*) FROM positions WHERE mode='paper' AND amount>0").fetchone()[0] == 0
     r = invoke(["--home", str(home), "stop"])
     assert r.exit_code == 0 and "no trading loop is running" in r.output
+
+
+def test_qts_breaker_on_a_new_state_home_says_what_open_means(home):
+    r = invoke(["--home", str(home), "breaker"])
+    assert r.exit_code == 0
+    assert "new state home: paper only" in " ".join(r.output.split())
+    d = json.loads(invoke(["--home", str(home), "breaker", "status", "--json"]).output)
+    assert d["state"] == "open"  # --json stays one JSON document

@@ -171,11 +171,18 @@ def _print_breaker(st, m=None, as_json=False):
 @click.pass_context
 def breaker_status(ctx, as_json=False):
     """Show the breaker state without changing it."""
+    from .reports.first_run import breaker_note
+
     store = _store(ctx)
     b = _breaker(store)
     now = int(time.time() * 1000)
     _print_breaker(b.status(now), b.measure(now), as_json)
     store.close()
+    note = None if as_json else breaker_note(store.home, now)
+    if note:
+        import textwrap
+
+        click.echo(textwrap.fill(note, 100, initial_indent="  ", subsequent_indent="  "))
 
 
 @breaker_grp.command("check")
@@ -295,8 +302,10 @@ class NumbersMayBeNegative(click.Command):
 def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, as_json):
     """Place one order through the gate. AMOUNT is in base units.
 
-    Paper (the default): the order trades in the market of the last paper session, at its last
-    cycle (the same replay or generated market, or the exchange's live public data). With
+    Paper (the default): the order trades in the market of the last paper session, at its current
+    cycle: the price the loop recorded there (the same replay or generated market, or the exchange's
+    live public data). Before any paper session it is refused with NO_PAPER_SESSION and how to start
+    one. Text output shows every adjustment the gate made (requested -> sent, and why). With
     PAPER_TRADING=false it goes to the exchange, and the gate's live checks (breaker, PIN grant,
     scope) apply. The verdict (allowed, or the refusal's reason code) is printed and logged to
     logs/pre_trade.json. Exit code 3 when refused.
@@ -457,7 +466,8 @@ def approve_revoke(ctx):
     from .agent import protocol
     from .agent.paths import AgentPaths
 
-    paths = AgentPaths.for_home(_settings(ctx).QTS_HOME)
+    # the state home alone: a bad setting must not keep a revocation from reaching the agent
+    paths = AgentPaths.for_home(StateHome.resolve(ctx.obj.get("home")).root)
     try:
         ans = protocol.call(paths, "revoke", {"reason": "qts approve revoke"}, timeout_s=30)
     except protocol.AgentUnavailable:
