@@ -268,3 +268,11 @@ def test_qts_breaker_on_a_new_state_home_says_what_open_means(home):
     assert "new state home: paper only" in " ".join(r.output.split())
     d = json.loads(invoke(["--home", str(home), "breaker", "status", "--json"]).output)
     assert d["state"] == "open"  # --json stays one JSON document
+
+
+def test_a_deleted_breaker_file_on_a_used_state_home_is_not_called_new(home):
+    invoke(["--home", str(home), "once"])
+    invoke(["--home", str(home), "breaker", "trip", "--reason", "test"])
+    (home / "logs" / "circuit_breaker.json").unlink()
+    d = json.loads(invoke(["--home", str(home), "status", "--json"]).output)
+    assert not any(n.startswith("new state home") for n in d["first_run"])

@@ -21,9 +21,27 @@ def _hhmm(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _breaker_events(home) -> int | None:
+    """How many breaker transitions the database records (None: unreadable)."""
+    if not home.db_path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{home.db_path}?mode=ro", uri=True, timeout=2)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM events WHERE kind='breaker'").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
 def breaker_is_new(home) -> tuple[bool, int | None]:
     """(True, since) when the breaker has never moved past its starting OPEN state on this state home:
-    no file yet, or only the record written when it first found no file."""
+    no file yet, or only the record written when it first found no file, and no other transition in the
+    database (a deleted breaker file on a used state home is not a new start)."""
+    events = _breaker_events(home)
+    if events is None or events > 1:
+        return False, None
     try:
         lines = [x for x in home.breaker_file.read_text(encoding="utf-8").splitlines() if x.strip()]
     except FileNotFoundError:
