@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -45,7 +46,14 @@ def run_in_pty(args: list[str], steps: list[tuple[str, bytes]], env: dict, timeo
                     break
                 out += chunk
     finally:
-        _, status = os.waitpid(pid, 0)
+        grace = time.monotonic() + 30
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < grace:  # let it finish; a hung child is killed, not waited on forever
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
         os.close(fd)
     assert not pending, f"the prompt never came: {pending[0][0]!r}; output so far: {out!r}"
     return out.decode("utf-8", "replace").replace("\r\n", "\n"), os.waitstatus_to_exitcode(status)
