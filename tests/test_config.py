@@ -154,3 +154,20 @@ def test_bad_value_in_env_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_settings(environ={}, home=tmp_path)
     assert ei.value.variable == "PAPER_TRADING"
+
+
+def test_risk_reducing_settings_stand_in_defaults_for_bad_values(tmp_path):
+    """The kill switch's flatten reads settings this way: a bad value (or a garbled .env) must not block it."""
+    from qts.config import load_settings_reducing_risk
+
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / ".env").write_text("MAX_POSITION_SIZE=-1\nSYMBOLS=ETH/USDT\n")
+    s, replaced = load_settings_reducing_risk({"TRADE_INTERVAL": "abc"}, home=home)
+    assert s.TRADE_INTERVAL == 5 and s.MAX_POSITION_SIZE == 1000 and s.SYMBOLS == ("ETH/USDT",)
+    assert len(replaced) == 2 and {r.split(":")[0] for r in replaced} == {"TRADE_INTERVAL", "MAX_POSITION_SIZE"}
+    (home / ".env").write_text("this is not a setting\n")
+    s, replaced = load_settings_reducing_risk({"RISK_LIMIT_PERCENT": "1"}, home=home)
+    assert s.RISK_LIMIT_PERCENT == 1 and len(replaced) == 1 and "the .env file is left out" in replaced[0]
+    s, replaced = load_settings_reducing_risk({}, home=tmp_path / "none")
+    assert replaced == []

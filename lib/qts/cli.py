@@ -34,6 +34,22 @@ def _settings(ctx: click.Context, **overrides):
         raise InputError(f"configuration: {e}") from None
 
 
+def _network_errors(fn):
+    """An exchange that cannot be reached is one line naming the exchange, the endpoint and why ("offline?"),
+    exit code 1: never a page of traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from .market.ccxt_feed import ExchangeFailed
+
+        try:
+            return fn(*a, **kw)
+        except ExchangeFailed as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
 def _iso(ts_ms) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ts_ms else "-"
 
@@ -103,7 +119,55 @@ class QtsGroup(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=QtsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands that only reduce risk run even when a setting is bad (a .env is a file the assistant can write: a
+# typo there must not keep the kill switch or a halt from working); they warn instead. Every other command
+# stops on a bad setting with one line naming it, exit code 2.
+RISK_REDUCING = {("kill-switch",), ("kill-switch", "engage"), ("stop",), ("breaker", "trip"),
+                 ("breaker", "state", "HALTED"), ("breaker", "state", "REDUCING"), ("approve", "revoke"),
+                 ("agent", "halt"), ("agent", "reduce"), ("agent", "revoke"), ("agent", "lower"), ("agent", "stop")}
+
+
+class _Root(QtsGroup):
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["qts.command_path"] = _command_path(cmd, name, rest)
+        return name, cmd, rest
+
+
+def _command_path(cmd, name, rest) -> tuple:
+    """("breaker", "state", "HALTED"): the command names typed after ``qts`` (options left out), or () for help."""
+    if any(a in ("-h", "--help") for a in rest):
+        return ()
+    path = [name]
+    words = [a for a in rest if not a.startswith("-")]
+    while isinstance(cmd, click.Group) and words:
+        sub = cmd.get_command(None, words[0]) if words[0] in cmd.list_commands(None) else None
+        if sub is None:
+            break
+        path.append(words.pop(0))
+        cmd = sub
+    if tuple(path) == ("breaker", "state") and words:
+        path.append(words[0].upper())
+    return tuple(path)
+
+
+def _check_settings(ctx) -> None:
+    path = ctx.meta.get("qts.command_path", ())
+    if not path or path[0] in ("config",):  # help; `qts config` reports the bad setting itself
+        return
+    if path in RISK_REDUCING:
+        from .config import ConfigError, load_settings
+
+        try:
+            load_settings(home=ctx.obj.get("home"))
+        except ConfigError as e:
+            click.echo(f"warning: configuration: {e} (carrying on: `qts {' '.join(path)}` only reduces risk)",
+                       err=True)
+        return
+    _settings(ctx)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="qts")
 @click.option("--home", type=click.Path(file_okay=False), envvar="QTS_HOME",
               help="State home (database, logs, flags). Default: $CLAUDE_PROJECT_DIR/.quant-trading "
@@ -118,6 +182,7 @@ def cli(ctx, home):
     """
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    _check_settings(ctx)  # a bad setting: one line naming it, exit 2, before any command runs
 
 
 @cli.command("config")
@@ -144,6 +209,9 @@ def _source_options(f):
                      help="Replay real candle files from DIR (named like BTC_USDT-5m.csv).")(f)
     f = click.option("--live-data", is_flag=True,
                      help="Follow the exchange's live public data (network, no keys) on the wall clock.")(f)
+    f = click.option("--or-generated", "or_generated", is_flag=True,
+                     help="With --live-data: if the exchange cannot be reached at start, say so and replay the "
+                          "generated (SYNTHETIC, offline) market instead of stopping.")(f)
     f = click.option("--days", type=click.FloatRange(min=0.01, max=3650), default=None,
                      help="Replay length in days (default: 2 for the generated market, all of --data).")(f)
     f = click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated market.")(f)
@@ -155,7 +223,7 @@ def _source_options(f):
     return f
 
 
-def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0):
+def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0, or_generated=False):
     from .engine.runner import AlreadyRunning, LoopLock
 
     if data_dir and live_data:
@@ -166,7 +234,8 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
     except AlreadyRunning as e:
         raise InputError(str(e)) from None
     try:
-        session, source = _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace)
+        session, source = _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace,
+                                       or_generated)
     except BaseException:
         lock.release()
         raise
@@ -174,18 +243,35 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
     return session, source
 
 
-def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace):
+def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace, or_generated=False):
     from .candles_errors import input_errors
     from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
 
     source = "live-data" if live_data else "replay" if data_dir else "synthetic"
+    if or_generated and not live_data:
+        raise InputError("--or-generated goes with --live-data (the fallback when the exchange cannot be reached)")
+    probed = None
+    if live_data:  # reach the exchange before anything is archived or opened
+        from .market.ccxt_feed import ExchangeUnreachable
+
+        try:
+            with input_errors():
+                probed = make_feed(settings, "live-data")
+                probed.markets()
+        except ExchangeUnreachable as e:
+            if not or_generated:
+                raise click.ClickException(f"{e}. Without the network: `qts run` replays the generated market "
+                                           "(offline), `qts run --data DIR` real candle files") from None
+            click.echo(f"{e}: falling back to the generated market (SYNTHETIC prices, offline). Run "
+                       "`qts run --live-data` again when the network is back.", err=True)
+            source, live_data, probed = "synthetic", False, None
     with input_errors():
         try:
             archived = archive_state(settings) if fresh else None
         except SessionError as e:
             raise InputError(str(e)) from None
         resume = None if source == "live-data" else last_cycle_ts(settings.home)
-        feed = make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
+        feed = probed or make_feed(settings, source, data_dir, days=days, seed=seed, resume_after=resume)
         try:
             session = open_session(settings, feed, _parse_params(params))
         except SessionError as e:
@@ -255,8 +341,9 @@ def _print_summary(summary: dict, synthetic: bool) -> None:
               help="Serve /health, /metrics (Prometheus), /positions and a token-guarded POST /kill-switch on "
                    "127.0.0.1:PORT while the loop runs (0 picks a free port).")
 @click.pass_context
+@_network_errors
 def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json,
-            monitor_port=None):
+            monitor_port=None, or_generated=False):
     """Run the paper-trading loop.
 
     With no source option it replays a generated (SYNTHETIC, seeded) market offline: no network, no
@@ -268,7 +355,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     from .engine.runner import AlreadyRunning, Runner
     from .reports.summary import summarize
 
-    session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace)
+    session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace, or_generated)
     from .safety import kill_switch
 
     ks = kill_switch.status(session.store.home, session.store)
@@ -399,6 +486,7 @@ def _market_opts(f):
 @click.argument("symbol")
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_ticker(ctx, symbol, data_dir, synthetic):
     """Last price, bid and ask of SYMBOL (e.g. BTC/USDT)."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -408,6 +496,7 @@ def market_ticker(ctx, symbol, data_dir, synthetic):
 @market_grp.command("markets")
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_markets(ctx, data_dir, synthetic):
     """Trading rules (precision, minimum amount and notional) of the configured SYMBOLS."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -422,6 +511,7 @@ def market_markets(ctx, data_dir, synthetic):
 @click.option("--depth", type=click.IntRange(1, 100), default=5, show_default=True)
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_orderbook(ctx, symbol, depth, data_dir, synthetic):
     """Best bids and asks of SYMBOL."""
     feed = _market_feed(ctx, data_dir, synthetic)
@@ -433,6 +523,7 @@ def market_orderbook(ctx, symbol, depth, data_dir, synthetic):
 @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
 @_market_opts
 @click.pass_context
+@_network_errors
 def market_ohlcv(ctx, symbol, limit, data_dir, synthetic):
     """The last closed candles of SYMBOL at TRADE_INTERVAL, as CSV."""
     feed = _market_feed(ctx, data_dir, synthetic)

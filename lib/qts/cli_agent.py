@@ -177,18 +177,18 @@ def agent_account(ctx, as_json):
 
 def _unlock_here(home):
     """The PIN from this terminal (never argv, env or the chat), and the signing key it unlocks; exits
-    2 without a terminal, 1 when cancelled or wrong."""
+    2 without a terminal, when cancelled (Ctrl-C, Ctrl-D) or on unusable input, 1 when wrong."""
     from .safety import pin as pinmod
-    from .safety.tty import NoTerminal, SecretCancelled, read_secret
+    from .safety.tty import NoTerminal, SecretCancelled, SecretInputError, read_secret
 
     try:
         secret = read_secret("PIN: ")
-    except NoTerminal as e:
+    except (NoTerminal, SecretInputError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except (SecretCancelled, KeyboardInterrupt):
         click.echo("cancelled; nothing done", err=True)
-        sys.exit(1)
+        sys.exit(2)
     try:
         return pinmod.unlock(home, secret)
     except pinmod.PinError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -18,12 +19,17 @@ def _approval_errors(fn):
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         from .safety.approve import ApprovalError
+        from .safety.tty import PROMPT_ENDED, SecretCancelled
 
         try:
             return fn(*a, **kw)
         except ApprovalError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except PROMPT_ENDED as e:  # no terminal, Ctrl-C / Ctrl-D at a prompt, two PIN entries that differ
+            msg = str(e) if "nothing was changed" in str(e) else f"{e}; nothing was changed"
+            click.echo(("cancelled: " if isinstance(e, SecretCancelled) else "error: ") + msg, err=True)
+            sys.exit(2)
     return wrapper
 
 
@@ -80,9 +86,14 @@ def _paper_flatten(ctx, home) -> dict:
     from .safety import kill_switch as ks
     from .safety.session_tools import paper_tools, session_feed
 
+    from .config import load_settings_reducing_risk
+
     store = _store(ctx)
     try:
-        settings = _settings(ctx)
+        # a bad setting (a .env the assistant can write) must not keep positions open: defaults stand in
+        settings, replaced = load_settings_reducing_risk(home=ctx.obj.get("home"))
+        for line in replaced:
+            click.echo(f"warning: configuration: {line}", err=True)
         gate, broker = paper_tools(settings, store, session_feed(settings, store))
         rep = ks.flatten(gate, broker)
         store.event("kill_switch", f"paper flatten: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
@@ -169,11 +180,18 @@ def _print_breaker(st, m=None, as_json=False):
 @click.pass_context
 def breaker_status(ctx, as_json=False):
     """Show the breaker state without changing it."""
+    from .reports.first_run import breaker_note
+
     store = _store(ctx)
     b = _breaker(store)
     now = int(time.time() * 1000)
     _print_breaker(b.status(now), b.measure(now), as_json)
     store.close()
+    note = None if as_json else breaker_note(store.home, now)
+    if note:
+        import textwrap
+
+        click.echo(textwrap.fill(note, 100, initial_indent="  ", subsequent_indent="  "))
 
 
 @breaker_grp.command("check")
@@ -253,7 +271,33 @@ def breaker_state(ctx, target):
 
 # -- orders ------------------------------------------------------------------------------------------
 
-@cli.command("order")
+class NumbersMayBeNegative(click.Command):
+    """Reads ``-1`` or ``-1e30`` as a number, not as an unknown option, so a negative amount reaches the gate
+    and gets the same clear refusal as zero. Any other unknown option is still an error."""
+
+    NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|infinity|nan)", re.I)
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("context_settings", {})["ignore_unknown_options"] = True
+        super().__init__(*a, **kw)
+
+    def parse_args(self, ctx, args):
+        takes_value = {o for p in self.get_params(ctx) if isinstance(p, click.Option) and not p.is_flag
+                       for o in p.opts + p.secondary_opts}
+        known = {o for p in self.get_params(ctx) for o in p.opts + p.secondary_opts}
+        rest = iter(args)
+        for a in rest:
+            name = a.split("=", 1)[0]
+            if a == "--":
+                break
+            if name in takes_value and "=" not in a:
+                next(rest, None)  # the option's value, whatever it looks like
+            elif a.startswith("-") and not self.NUMBER.fullmatch(a) and name not in known:
+                raise click.NoSuchOption(name, ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
+@cli.command("order", cls=NumbersMayBeNegative)
 @click.argument("side", type=click.Choice(["buy", "sell"]))
 @click.argument("symbol")
 @click.argument("amount", type=float)
@@ -267,8 +311,10 @@ def breaker_state(ctx, target):
 def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, as_json):
     """Place one order through the gate. AMOUNT is in base units.
 
-    Paper (the default): the order trades in the market of the last paper session, at its last
-    cycle (the same replay or generated market, or the exchange's live public data). With
+    Paper (the default): the order trades in the market of the last paper session, at its current
+    cycle: the price the loop recorded there (the same replay or generated market, or the exchange's
+    live public data). Before any paper session it is refused with NO_PAPER_SESSION and how to start
+    one. Text output shows every adjustment the gate made (requested -> sent, and why). With
     PAPER_TRADING=false it goes to the exchange, and the gate's live checks (breaker, PIN grant,
     scope) apply. The verdict (allowed, or the refusal's reason code) is printed and logged to
     logs/pre_trade.json. Exit code 3 when refused.
@@ -278,7 +324,6 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
 
     settings = _settings(ctx)
     try:
-        import re
         import secrets
 
         if client_order_id and not re.fullmatch(r"[A-Za-z0-9_.:/-]{1,36}", client_order_id):
@@ -292,6 +337,14 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
         _live_order(settings, intent, client_order_id or coid, dry_run, as_json)
         return
     store = _store(ctx)
+    if not store.one("SELECT 1 FROM decisions WHERE mode='paper' LIMIT 1"):
+        # a paper order trades in the market of a paper session (its feed, seed and clock): without one there
+        # is no market to trade in, and guessing one would fill at prices the loop never sees
+        store.close()
+        out = {"accepted": False, "allowed": False, "reason_code": NO_PAPER_SESSION, "code": NO_PAPER_SESSION,
+               "message": NO_PAPER_SESSION_HINT, "client_order_id": coid}
+        click.echo(json.dumps(out, indent=2) if as_json else f"REFUSED {NO_PAPER_SESSION}: {NO_PAPER_SESSION_HINT}")
+        sys.exit(3)
     try:
         gate, _ = paper_tools(settings, store, session_feed(settings, store))
     except Exception as e:
@@ -300,9 +353,11 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
     if dry_run:
         v = gate.evaluate(intent)
         out = {"allowed": v.allowed, "code": v.code, "message": v.message, "adjustments": v.adjustments,
-               "amount": v.intent.amount if v.intent else None}
+               "amount": v.intent.amount if v.intent else None, "requested": amount}
     else:
         out = gate.submit(intent).to_dict()
+        sent = store.one("SELECT amount FROM orders WHERE client_order_id=?", (out["client_order_id"],))
+        out.update(requested=amount, amount=sent["amount"] if sent else None)
     store.close()
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
@@ -312,8 +367,30 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
         click.echo((f"{out['status'].upper()} {side} {symbol} {out['filled']:.6g}"
                     + (f" @ {out['avg_price']:.2f}" if out.get("avg_price") else ""))
                    if out["accepted"] else f"REFUSED {out['reason_code']}: {out['message']}")
+    if not as_json:
+        for line in adjustment_lines(amount, out.get("amount"), out.get("adjustments") or []):
+            click.echo(line)
     ok = out.get("allowed", out.get("accepted"))
     sys.exit(0 if ok else 3)
+
+
+NO_PAPER_SESSION = "NO_PAPER_SESSION"
+NO_PAPER_SESSION_HINT = ("there is no paper session yet: a paper order trades in the market of the last paper "
+                         "session, at its current cycle. Start one with `qts once` (the generated market, offline), "
+                         "`qts once --data DIR` (candle files) or `qts once --live-data` (the exchange's public data), "
+                         "then place the order")
+
+
+def adjustment_lines(requested: float, sent: float | None, adjustments: list) -> list[str]:
+    """What the gate changed, for a trader reading text output: requested -> sent, then each step and why.
+    Nothing when the order went out as asked."""
+    changed = sent is not None and abs(sent - requested) > 1e-15
+    if not changed and not adjustments:
+        return []
+    lines = [f"  requested {requested:.8g} -> sent {sent:.8g}: the gate adjusted the amount" if changed
+             else f"  requested {requested:.8g}; the gate noted:"]
+    lines += [f"    {a}" for a in adjustments]
+    return lines
 
 
 def _live_order(settings, intent, caller_id: str, dry_run: bool, as_json: bool) -> None:
@@ -398,7 +475,8 @@ def approve_revoke(ctx):
     from .agent import protocol
     from .agent.paths import AgentPaths
 
-    paths = AgentPaths.for_home(_settings(ctx).QTS_HOME)
+    # the state home alone: a bad setting must not keep a revocation from reaching the agent
+    paths = AgentPaths.for_home(StateHome.resolve(ctx.obj.get("home")).root)
     try:
         ans = protocol.call(paths, "revoke", {"reason": "qts approve revoke"}, timeout_s=30)
     except protocol.AgentUnavailable:

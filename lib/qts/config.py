@@ -174,12 +174,15 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def load_settings(environ: dict | None = None, home: str | os.PathLike | None = None, **overrides) -> Settings:
+def load_settings(environ: dict | None = None, home: str | os.PathLike | None = None, ignore: frozenset = frozenset(),
+                  **overrides) -> Settings:
+    """``ignore``: settings read as unset wherever they are given, and ".env" to skip the state home's .env
+    file (see load_settings_reducing_risk)."""
     env = dict(os.environ if environ is None else environ)
     root = resolve_home(home, env)
     values: dict = {}
-    names = set(Settings.model_fields)
-    for k, v in parse_env_file(StateHome(root).env_file).items():
+    names = set(Settings.model_fields) - set(ignore)
+    for k, v in ({} if ".env" in ignore else parse_env_file(StateHome(root).env_file)).items():
         if k in names:
             values[k] = v
     for k in names:
@@ -198,3 +201,23 @@ def load_settings(environ: dict | None = None, home: str | os.PathLike | None = 
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             msg = f"{msg} (got {shown!r})"
         raise ConfigError(var, msg) from None
+
+
+def load_settings_reducing_risk(environ: dict | None = None, home=None) -> tuple[Settings, list[str]]:
+    """Settings for a command that only reduces risk (the kill switch's flatten): a bad value must not block it
+    (a .env is a file the assistant can write), so each bad setting falls back to its default and is
+    reported. Returns (settings, one line per setting that was replaced)."""
+    dropped: list[str] = []
+    ignore: set[str] = set()
+    while True:
+        try:
+            return load_settings(environ, home, ignore=frozenset(ignore)), dropped
+        except ConfigError as e:
+            if e.variable in Settings.model_fields and e.variable != HOME_ENV and e.variable not in ignore:
+                ignore.add(e.variable)
+                dropped.append(f"{e}: the default is used")
+            elif ".env" not in ignore:  # the .env file itself is unreadable or malformed: do without it
+                ignore.add(".env")
+                dropped.append(f"{e}: the .env file is left out")
+            else:
+                raise

@@ -99,7 +99,8 @@ def make_feed(settings: Settings, source: str, data_dir=None, days: float | None
     if source == "live-data":
         from ..market.ccxt_feed import CcxtFeed, public_exchange
 
-        return CcxtFeed(exchange or public_exchange(settings.EXCHANGE), settings.SYMBOLS, settings.TRADE_INTERVAL)
+        exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL)
+        return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL)
     raise ValueError(f"source: unknown {source!r}")
 
 

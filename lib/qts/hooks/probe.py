@@ -159,6 +159,9 @@ def summary_line(home: StateHome) -> str:
                      "`qts agent start` in their own terminal)")
     parts += [f"paper breaker {b['state']} ({b.get('reason', '')})", f"paper trading {b['trading_state']}",
               "kill switch ENGAGED: " + why if ks else "kill switch clear"]
+    from ..reports.first_run import status_line_note  # a new state home says what its OPEN breaker means
+
+    parts += [n for n in (status_line_note(home),) if n]
     if pf.get("equity") is not None:
         parts.append(f"equity {pf['equity']:.2f} cash {pf['cash']:.2f}")
     if pf["positions"]:

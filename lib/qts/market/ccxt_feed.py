@@ -6,6 +6,7 @@ forming candle is dropped) so a live paper session sees exactly what a replay wo
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -15,13 +16,62 @@ from .feed import Quote, WallClock
 from .rules import MarketRules
 
 
-def public_exchange(exchange_id: str, timeout_ms: int = 10_000):
+class ExchangeFailed(RuntimeError):
+    """The exchange's public API failed. ``str()`` is one line naming the exchange and what failed."""
+
+
+class ExchangeUnreachable(ExchangeFailed, ConnectionError):
+    """The exchange's public API did not answer. ``str()`` is one line: the exchange, the endpoint, why."""
+
+
+def describe_network_error(exchange_id: str, e: BaseException) -> str:
+    """One line for a ccxt NetworkError: "binance: cannot reach GET https://.../api/v3/exchangeInfo
+    (connection refused; offline?)". ccxt puts the method and URL in the message; the cause says why."""
+    import ccxt
+
+    text = str(e)
+    m = re.search(r"\b(GET|POST|PUT|DELETE)\s+(https?://[^\s?]+)", text)
+    endpoint = f"{m.group(1)} {m.group(2)}" if m else "its API"
+    chain, c = [], e
+    while c is not None and len(chain) < 8:
+        chain.append(f"{c.__class__.__name__} {c}".lower())
+        c = c.__cause__ or c.__context__
+    causes = " ".join(chain)
+    if isinstance(e, ccxt.DDoSProtection):
+        why = "rate limited by the exchange; wait a minute"
+    elif isinstance(e, ccxt.ExchangeNotAvailable):
+        why = "the exchange answered that it is unavailable; try again later"
+    elif isinstance(e, ccxt.RequestTimeout) or "timed out" in causes or "timeout" in causes:
+        why = "timed out; offline?"
+    elif "refused" in causes:
+        why = "connection refused; offline?"
+    elif "name" in causes and ("resolv" in causes or "known" in causes):
+        why = "host name not resolved; offline?"
+    else:
+        why = "offline?"
+    return f"{exchange_id}: cannot reach {endpoint} ({why})"
+
+
+def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None = None):
+    """A ccxt client for public data (no keys); ``url`` (EXCHANGE_URL) points it at a local test exchange
+    or a proxy."""
     import ccxt  # heavy (~0.4 s): only the commands that talk to an exchange pay for it
 
     cls = getattr(ccxt, exchange_id, None)
     if cls is None:
         raise ValueError(f"EXCHANGE: ccxt has no exchange {exchange_id!r}")
-    return cls({"enableRateLimit": True, "timeout": timeout_ms})
+    ex = cls({"enableRateLimit": True, "timeout": timeout_ms})
+    if exchange_id.startswith("binance"):  # spot markets only: paper trading needs no futures or margin lists
+        ex.options["fetchMarkets"] = {"types": ["spot"], "loadAllOptions": False}
+        ex.options["fetchMargins"] = False
+        ex.options["fetchCurrencies"] = False
+        ex.has["fetchCurrencies"] = False
+    if url:
+        from .exchange_url import apply_exchange_url
+
+        apply_exchange_url(ex, url)
+        ex.options["adjustForTimeDifference"] = False
+    return ex
 
 
 class CcxtFeed:
@@ -43,12 +93,24 @@ class CcxtFeed:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
+    def _api(self, method: str, *args, **kwargs):
+        """Call the exchange; a network failure becomes one ExchangeUnreachable line, not a traceback."""
+        import ccxt
+
+        try:
+            return getattr(self.exchange, method)(*args, **kwargs)
+        except ccxt.NetworkError as e:
+            raise ExchangeUnreachable(describe_network_error(self.exchange.id, e)) from None
+        except ccxt.ExchangeError as e:  # it answered, with an error (unknown symbol, bad request, ...)
+            text = " ".join(str(e).split())
+            raise ExchangeFailed(f"{self.exchange.id}: {method} failed: {text[:300]}") from None
+
     def wait_next_cycle(self, interval_ms: int, stop) -> int | None:
         return self.clock.wait_next_cycle(interval_ms, stop)
 
     def markets(self) -> dict[str, dict]:
         if self._markets is None:
-            all_markets = self.exchange.load_markets()
+            all_markets = self._api("load_markets")
             missing = [s for s in self.symbols if s not in all_markets]
             if missing:
                 raise ValueError(f"SYMBOLS: {', '.join(missing)} not listed on {self.exchange.id}")
@@ -64,7 +126,7 @@ class CcxtFeed:
         if hit and hit[0] == boundary and len(hit[1]) >= limit:
             c = hit[1]
             return c.slice(max(0, len(c) - limit), len(c))
-        rows = self.exchange.fetch_ohlcv(symbol, self.timeframe, limit=min(limit + 1, 1000))
+        rows = self._api("fetch_ohlcv", symbol, self.timeframe, limit=min(limit + 1, 1000))
         c = self._closed(rows)
         self._candles[symbol] = (boundary, c)
         if len(c):
@@ -72,7 +134,7 @@ class CcxtFeed:
         return c.slice(max(0, len(c) - limit), len(c))
 
     def closed_since(self, symbol: str, since_ms: int) -> Candles:
-        return self._closed(self.exchange.fetch_ohlcv(symbol, self.timeframe, since=since_ms, limit=1000))
+        return self._closed(self._api("fetch_ohlcv", symbol, self.timeframe, since=since_ms, limit=1000))
 
     def _closed(self, rows) -> Candles:
         now = self.now_ms()
@@ -80,16 +142,16 @@ class CcxtFeed:
         return Candles.from_rows(rows if rows else np.empty((0, 6)), self.timeframe_ms)
 
     def ticker(self, symbol: str) -> dict:
-        return self.exchange.fetch_ticker(symbol)
+        return self._api("fetch_ticker", symbol)
 
     def order_book(self, symbol: str, depth: int = 10) -> dict:
-        return self.exchange.fetch_order_book(symbol, depth)
+        return self._api("fetch_order_book", symbol, depth)
 
     def quote(self, symbol: str) -> Quote:
         hit = self._quotes.get(symbol)
         if hit and time.monotonic() - hit[0] < self.quote_ttl_s:
             return hit[1]
-        t = self.exchange.fetch_ticker(symbol)
+        t = self._api("fetch_ticker", symbol)
         price = t.get("last") or t.get("close")
         if not price or price <= 0:
             raise LookupError(f"{self.exchange.id} gave no last price for {symbol}")

@@ -186,6 +186,13 @@ def collect_status(home, settings=None, now_ms: int | None = None, decisions: in
     lp = load_profile(home, settings=settings)
     prof = lp.profile
     out["risk_profile"] = {"version": lp.version, "source": lp.source, "problem": lp.problem}
+    from .first_run import account_note, breaker_note, paper_account_open
+
+    # a new state home explains itself: the breaker's starting OPEN, and the paper account not opened yet
+    out["paper_account_open"] = paper_account_open(home)
+    out["first_run"] = [n for n in (breaker_note(home, now_ms),
+                                    account_note(home, settings.INITIAL_CASH if settings else None)
+                                    if mode == "paper" else None) if n]
     own = store is None
     if own and not home.db_path.exists():
         ks = kill_switch.status(home, None)
@@ -277,6 +284,12 @@ def _bar(used_pct, width: int = 20) -> str:
     return "[" + "#" * n + "." * (width - n) + f"] {used_pct:.0f}% of limit"
 
 
+def _wrap(text: str, first: str, width: int = 110) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=" " * len(first))
+
+
 def render_status(d: dict) -> str:
     L = []
     L.append(f"QTS status  {iso(d['generated_ts'])} UTC   state home {d['home']}")
@@ -313,8 +326,13 @@ def render_status(d: dict) -> str:
              + (f" since {iso(ks['since_ts'])}: {ks['reason']}" if ks["engaged"] else ""))
     rp = d["risk_profile"]
     L.append(f"  risk profile  v{rp['version']} ({rp['source']}" + (f": {rp['problem']}" if rp.get("problem") else "") + ")")
+    for i, note in enumerate(d.get("first_run") or []):
+        L.extend(_wrap(note, ("  new here      " if i == 0 else "                ")))
     if d.get("database") is None:
-        L.append("  database      none yet (run `qts run` to start paper trading)")
+        L.append("  database      none yet (run `qts once` or `qts run` to start paper trading)")
+        return "\n".join(L)
+    if d.get("mode") == "paper" and d.get("paper_account_open") is False:
+        L.append("  equity        no paper account yet (see above): nothing to value")
         return "\n".join(L)
     L.append(f"  equity        {money(d['equity'])}   cash {money(d['cash'])}   positions {money(d['positions_value'])}"
              f"   unrealized {money(d['unrealized_pnl'], True)}   open orders {d['open_orders']}")

@@ -41,7 +41,19 @@ class NoTerminal(RuntimeError):
 
 
 class SecretCancelled(RuntimeError):
-    """The user ended input (Ctrl-D) before typing a line."""
+    """The user cancelled the prompt: Ctrl-D on an empty line, or Ctrl-C."""
+
+
+class SecretInputError(ValueError):
+    """What was typed cannot be used (too long, not UTF-8, two entries that differ). ``str()`` says which."""
+
+
+class SecretMismatch(SecretInputError):
+    """The two entries of a new secret differ."""
+
+
+# what a command turns into one line on stderr and exit code 2 (nothing was changed)
+PROMPT_ENDED = (NoTerminal, SecretCancelled, SecretInputError)
 
 
 def _read_line(fd: int) -> bytes:
@@ -50,13 +62,13 @@ def _read_line(fd: int) -> bytes:
         chunk = os.read(fd, 1)
         if not chunk:  # EOF (Ctrl-D on an empty line, or the terminal went away)
             if not buf:
-                raise SecretCancelled("input cancelled")
+                raise SecretCancelled("input cancelled (Ctrl-D)")
             return bytes(buf)
         if chunk in (b"\n", b"\r"):
             return bytes(buf)
         buf += chunk
         if len(buf) > MAX_SECRET_BYTES:
-            raise ValueError(f"input longer than {MAX_SECRET_BYTES} bytes")
+            raise SecretInputError(f"input longer than {MAX_SECRET_BYTES} bytes")
 
 
 def read_secret(prompt: str, *, reader: Callable[[str], str] | None = None) -> str:
@@ -64,7 +76,8 @@ def read_secret(prompt: str, *, reader: Callable[[str], str] | None = None) -> s
 
     ``reader`` (tests only, a function argument): called as ``reader(prompt)`` instead of using the
     terminal. Raises :class:`NoTerminal` when /dev/tty cannot be opened or is not a terminal,
-    :class:`SecretCancelled` on Ctrl-D, ``KeyboardInterrupt`` on Ctrl-C (the terminal is restored).
+    :class:`SecretCancelled` on Ctrl-D or Ctrl-C (the terminal is restored), :class:`SecretInputError` for
+    input that cannot be used. :data:`PROMPT_ENDED` lists the three for a caller's ``except``.
     """
     if reader is not None:
         value = reader(prompt)
@@ -91,6 +104,8 @@ def read_secret(prompt: str, *, reader: Callable[[str], str] | None = None) -> s
         try:
             os.write(fd, prompt.encode("utf-8", "replace"))
             raw = _read_line(fd)
+        except KeyboardInterrupt:
+            raise SecretCancelled("input cancelled (Ctrl-C)") from None
         finally:
             termios.tcsetattr(fd, termios.TCSAFLUSH, old)
             try:
@@ -102,7 +117,7 @@ def read_secret(prompt: str, *, reader: Callable[[str], str] | None = None) -> s
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError("the terminal sent input that is not UTF-8") from None
+        raise SecretInputError("the terminal sent input that is not UTF-8") from None
 
 
 def read_new_secret(prompt: str, confirm_prompt: str, *,
@@ -111,5 +126,5 @@ def read_new_secret(prompt: str, confirm_prompt: str, *,
     first = read_secret(prompt, reader=reader)
     second = read_secret(confirm_prompt, reader=reader)
     if first != second:
-        raise ValueError("the two entries do not match; nothing was changed")
+        raise SecretMismatch("the two entries do not match; nothing was changed")
     return first
