@@ -149,7 +149,7 @@ def test_processes_opening_a_new_state_home_at_once_do_not_collide(tmp_path):
     from qts.store import Store
 
     errors = []
-    for trial in range(10):
+    for trial in range(40):
         home = StateHome(tmp_path / f"h{trial}").ensure()
 
         def worker():

@@ -261,3 +261,48 @@ def file_lock(path: Path, timeout_s: float = 30.0):
         yield
     finally:
         os.close(fd)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_file_problem(path) -> str | None:
+    """What is wrong with a SQLite database file's size and header, read without SQLite: None when nothing,
+    "" when the file is empty (created, never written: a new database), else the problem in words. Another
+    process creating or checkpointing the database passes through states that look damaged (page 1 with the
+    new page count is written before the pages themselves), so only a problem that persists for about 0.4 s
+    counts. Standard library only: the hooks' kill-switch reading uses it."""
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2):
+        time.sleep(delay)
+        problem = _sqlite_file_problem_now(path)
+        if not problem:
+            return problem
+    return problem
+
+
+def _sqlite_file_problem_now(path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+            header = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return f"the database cannot be read: {describe_os_error(e)}"
+    if size == 0:
+        try:  # SQLite writes the main file's first page before any WAL frame: a log beside an empty file is damage
+            wal_size = os.lstat(f"{path}-wal").st_size
+        except OSError:
+            wal_size = 0
+        return "the database is empty but its write-ahead log is not (cut off)" if wal_size else ""
+    if header[:16] != SQLITE_MAGIC:
+        return "is not a SQLite database (damaged or overwritten)"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96]  # the in-header page count is current only when these match
+    if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
+        return (f"the database is truncated ({size} bytes, its header says "
+                f"{f'{pages * page_size} bytes' if header_valid else 'whole pages'})")
+    return None

@@ -17,7 +17,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..fsutil import StateFileError, check_regular_file, describe_os_error, dumps, read_jsonl_strict
+from ..fsutil import (StateFileError, check_regular_file, describe_os_error, dumps, read_jsonl_strict,
+                      sqlite_file_problem)
 from ..paths import StateHome, plugin_root
 
 MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -121,7 +122,6 @@ def _split_sql(sql: str) -> list[str]:
 
 # -- damage checks: a damaged database is refused with one line naming it, never opened half-way ------------
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 JOURNAL_FILL_KEYS = ("fill_id", "mode", "symbol", "side", "amount", "price", "fee")
 
@@ -147,32 +147,11 @@ def _check_db_files(home: StateHome) -> bool:
         check_regular_file(Path(f"{path}{suffix}"), f"the database's {suffix[1:]} file", safe)
     if not exists:
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            size = os.fstat(fd).st_size
-            header = os.pread(fd, 100, 0)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise StateFileError(path, f"the database cannot be read: {describe_os_error(e)}", safe) from None
-    if size == 0:
-        try:  # SQLite writes the main file's first page before any WAL frame: a log beside an empty file is damage
-            wal_size = os.lstat(f"{path}-wal").st_size
-        except OSError:
-            wal_size = 0
-        if wal_size:
-            raise StateFileError(path, "the database is empty but its write-ahead log is not (cut off)", safe)
+    problem = sqlite_file_problem(path)
+    if problem == "":
         return False  # created but never written (SQLite writes the header with the first change): a new file
-    if header[:16] != SQLITE_MAGIC:
-        raise StateFileError(path, "is not a SQLite database (damaged or overwritten)", safe)
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    header_valid = header[24:28] == header[92:96]  # the in-header page count is current only when these match
-    if page_size < 512 or size % page_size or (header_valid and size < pages * page_size):
-        raise StateFileError(path, f"the database is truncated ({size} bytes, its header says "
-                                   f"{f'{pages * page_size} bytes' if header_valid else 'whole pages'})", safe)
+    if problem is not None:
+        raise StateFileError(path, problem, safe)
     wal = Path(f"{path}-wal")
     try:
         with open(wal, "rb") as fh:
