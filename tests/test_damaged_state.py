@@ -42,13 +42,17 @@ LOOP = {"once", "run"}
 # Which commands MUST refuse (exit 2 naming the file) for each damage; the others may refuse the same way or
 # read around the damage with a documented safe default (exit 0, 1 = verify's mismatch, 3 = a gate refusal).
 BROKEN_DB = ("half", "random", "wrong_schema", "unreadable", "folder", "link_devnull", "link_elsewhere")
+# `qts kill-switch status` reads the flag and the per-user anchor, never needs the database, and exits 0 with
+# whatever it reads: with the database damaged it must read ENGAGED unless the anchor confirms "clear"
+# (KILL_READS_ENGAGED; test_kill_switch_status_with_the_database_destroyed covers engagements the anchor holds).
+NEEDS_DB = ALL - {"kill_status"}
 MUST_REFUSE = {
-    **{("db", d): ALL for d in BROKEN_DB},
+    **{("db", d): NEEDS_DB for d in BROKEN_DB},
     # the books are gone, not empty: no new 10,000 account (`db migrate` may create the empty file, no account)
-    ("db", "deleted"): {"once", "run", "verify", "order", "breaker", "kill_status"},
-    ("db", "empty"): ALL - {"db"},
-    **{("wal", d): ALL for d in ("random", "folder", "link_devnull", "link_elsewhere")},
-    **{("shm", d): ALL for d in ("folder", "link_devnull", "link_elsewhere")},
+    ("db", "deleted"): {"once", "run", "verify", "order", "breaker"},
+    ("db", "empty"): NEEDS_DB - {"db"},
+    **{("wal", d): NEEDS_DB for d in ("random", "folder", "link_devnull", "link_elsewhere")},
+    **{("shm", d): NEEDS_DB for d in ("folder", "link_devnull", "link_elsewhere")},
     **{("trades", d): {"once", "run", "verify"} for d in ("random", "wrong_schema", "unreadable")},
     # (the kill switch's status reads only events, and `db migrate` never writes a fill: they need no journal)
     **{("trades", d): ALL - {"kill_status", "db"} for d in ("folder", "link_devnull", "link_elsewhere")},
@@ -56,6 +60,7 @@ MUST_REFUSE = {
     ("status", "folder"): LOOP,
 }
 ALLOWED_EXITS = {0, 1, 2, 3}
+KILL_READS_ENGAGED = {("db", d) for d in BROKEN_DB} | {("wal", d) for d in ("folder", "link_devnull", "link_elsewhere")}
 
 
 def _invoke(home: Path, args: list[str], tmp: Path):
@@ -180,6 +185,8 @@ def test_damage_matrix(base_home, tmp_path, name, how):
         last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [""]
         if r.exit_code == 2 and not _named(r, path, name):
             failures.append(f"{cmd}: exit 2 without naming {STATE_FILES[name]}: {last[0][:300]}")
+        if cmd == "kill_status" and (name, how) in KILL_READS_ENGAGED and not r.stdout.startswith("ENGAGED: "):
+            failures.append(f"kill_status: reads {r.stdout[:200]!r} with {STATE_FILES[name]} {how} (not ENGAGED)")
         if cmd in must:
             if r.exit_code != 2:
                 failures.append(f"{cmd}: must refuse with exit 2, got {r.exit_code}: {out[-300:]}")
@@ -221,6 +228,12 @@ def test_damage_through_the_real_entry_point(base_home, tmp_path, name, how, arg
 
 @pytest.mark.parametrize("how", ["random", "half", "wrong_schema", "folder", "link_devnull", "deleted"])
 def test_kill_switch_status_with_the_database_destroyed(base_home, tmp_path, how):
+    """`qts kill-switch status` reads the flag and the per-user anchor only: a destroyed database neither
+    crashes it nor releases an engagement (the reading is the answer, so it exits 0 either way)."""
+    from qts.paths import StateHome
+    from qts.safety import kill_switch as ks
+    from qts.store import Store
+
     home = tmp_path / "home"
     shutil.copytree(base_home, home, symlinks=True)
     (home / "safety").mkdir(exist_ok=True)
@@ -229,15 +242,30 @@ def test_kill_switch_status_with_the_database_destroyed(base_home, tmp_path, how
     r = _invoke(home, ["kill-switch", "status"], tmp_path)
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert r.stdout.startswith("ENGAGED: human stop"), r.output
-    assert r.exit_code == 0  # the flag alone answers; the database's problem is named on stderr
-    # without the flag and with the database unreadable, it cannot be "clear"
+    assert r.exit_code == 0
+
+    # a copy the anchor has never seen, flag gone, records unreadable: never "clear" unless there is no file
     (home / "safety" / "KILL_SWITCH").unlink()
-    r = _invoke(home, ["kill-switch", "status", "--json"], tmp_path)
-    if how == "deleted":  # lost books: refused to open, so the records are unknown too
-        assert r.exit_code == 2
+    d = json.loads(_invoke(home, ["kill-switch", "status", "--json"], tmp_path).stdout)
+    if how != "deleted":
+        assert d["engaged"] is True and "metrics.db" in d["reason"], d
+
+    # an engagement made through the library (so the anchor recorded it), then the database AND the flag
+    # destroyed: still ENGAGED, from the anchor
+    home2 = tmp_path / "home2"
+    shutil.copytree(base_home, home2, symlinks=True)
+    store = Store.open(StateHome(home2))
+    try:
+        out = ks.engage(StateHome(home2), "drawdown stop", store, notify=False)
+    finally:
+        store.close()
+    assert out["anchor_error"] is None, out
+    damage(home2, "db", how, tmp_path / "elsewhere2")
+    (home2 / "safety" / "KILL_SWITCH").unlink()
+    r = _invoke(home2, ["kill-switch", "status", "--json"], tmp_path)
+    assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    if r.exit_code == 2:
-        assert d["engaged"] is True and "metrics.db" in d["database_problem"]
+    assert d["engaged"] is True and "drawdown stop" in d["reason"] and d["source"] == "anchor", d
 
 
 # -- lost books: refused, then rebuilt from the journal, or a new account deliberately -----------------------
@@ -494,6 +522,8 @@ def test_unreadable_files_as_an_ordinary_user(base_home, tmp_path, name):
             failures.append(f"{cmd}: exit 2 without naming {STATE_FILES[name]}: {last[0][:300]}")
         elif cmd in must and r.returncode != 2:
             failures.append(f"{cmd}: must refuse with exit 2, got {r.returncode}: {out[-300:]}")
+        elif cmd == "kill_status" and name == "db" and not r.stdout.startswith("ENGAGED: "):
+            failures.append(f"kill_status: reads {r.stdout[:200]!r} with the database unreadable (not ENGAGED)")
     assert not failures, f"{name} unreadable:\n" + "\n".join(failures)
 
 

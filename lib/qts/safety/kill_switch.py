@@ -55,6 +55,11 @@ def _db_last(home: StateHome, store) -> tuple[dict | None, int, str | None]:
         else:
             if not os.path.lexists(home.db_path):
                 return None, 0, None
+            from ..fsutil import sqlite_file_problem
+
+            problem = sqlite_file_problem(home.db_path)  # SQLite reads a truncated file's surviving pages as if whole
+            if problem:
+                return None, 0, f"{home.db_path}: {problem}"
             import sqlite3
 
             conn = sqlite3.connect(f"file:{home.db_path}?mode=ro", uri=True, timeout=2)
