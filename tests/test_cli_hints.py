@@ -16,8 +16,8 @@ SOURCES = [*sorted((REPO / "lib" / "qts").rglob("*.py")), *sorted((REPO / "comma
            *sorted((REPO / "workflows").glob("*.md")), *sorted((REPO / "agents").glob("*.md")),
            *sorted((REPO / "hooks").glob("*")), REPO / "README.md", REPO / "Makefile"]
 WORD = r"[a-z][a-z0-9-]*"
-# "qts" used as a noun in prose: "the names qts reads", "through qts commands"
-PROSE = {"reads", "commands", "command"}
+# "qts" used as a noun in prose: "the names qts reads", "through qts commands", "every qts invocation"
+PROSE = {"reads", "commands", "command", "invocation", "is", "call", "or"}
 
 
 def _mentions():

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from datetime import datetime, timezone
 
-FIRST_RECORD = "breaker state missing"  # the reason the breaker records when it starts without a file
+# the reason the breaker records when it starts without a file ("breaker state <path> missing: ..."; older
+# versions wrote "breaker state missing")
+FIRST_RECORD = re.compile(r"breaker state (?:\S.* )?missing\b")
 
 
 def _hhmm(ts_ms: int) -> str:
@@ -55,7 +58,7 @@ def breaker_is_new(home) -> tuple[bool, int | None]:
     except ValueError:
         return False, None
     if (isinstance(rec, dict) and rec.get("state") == "open" and rec.get("trading_state") == "ACTIVE"
-            and str(rec.get("reason", "")).startswith(FIRST_RECORD)):
+            and FIRST_RECORD.match(str(rec.get("reason", "")))):
         since = rec.get("since_ts")
         return True, int(since) if isinstance(since, (int, float)) else None
     return False, None
