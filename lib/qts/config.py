@@ -78,7 +78,7 @@ class Settings(BaseModel):
         v = v.strip().lower()
         known = ccxt_exchange_ids()
         if known and v not in known:
-            raise ValueError(f"unknown exchange; allowed: any ccxt exchange id, e.g. binance, kraken, coinbase")
+            raise ValueError("unknown exchange; allowed: any ccxt exchange id, e.g. binance, kraken, coinbase")
         if not re.fullmatch(r"[a-z0-9_]+", v):
             raise ValueError("allowed: a ccxt exchange id (lowercase letters, digits, _)")
         return v

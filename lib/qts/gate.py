@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
 from .broker.models import OrderIntent, OrderResult, make_client_order_id

@@ -115,7 +115,7 @@ class ChallengeBook:
             raise ChallengeError("the signed action or parameters differ from the challenge")
         exp = req.get("expires_ts")
         if isinstance(exp, bool) or not isinstance(exp, int) or exp > ch.expires_ts or exp > now + MAX_TTL_S * 1000:
-            raise ChallengeError(f"expires_ts: must be an integer no later than the challenge's expiry")
+            raise ChallengeError("expires_ts: must be an integer no later than the challenge's expiry")
         if exp <= now:
             raise ChallengeError("the signed approval has expired")
         try:
