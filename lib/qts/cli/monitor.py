@@ -10,8 +10,8 @@ import time
 
 import click
 
-from .cli import InputError, _iso, cli, metrics_grp
-from .paths import StateHome
+from . import InputError, _iso, cli, metrics_grp
+from ..paths import StateHome
 
 
 def _home(ctx) -> StateHome:
@@ -19,7 +19,7 @@ def _home(ctx) -> StateHome:
 
 
 def _open_store(home: StateHome):
-    from .store import Store
+    from ..store import Store
 
     if not home.db_path.exists():
         raise click.ClickException(f"no database at {home.db_path} yet: run `qts run` first")
@@ -27,7 +27,7 @@ def _open_store(home: StateHome):
 
 
 def _range(store, since, until, mode="paper", table="equity_snapshots"):
-    from .reports.performance import TimeSpecError, parse_time
+    from ..reports.performance import TimeSpecError, parse_time
 
     if table == "metrics":
         now = store.scalar("SELECT MAX(ts) FROM metrics") or int(time.time() * 1000)
@@ -55,7 +55,7 @@ def _range_options(f):
 # -- status (called by `qts status` in cli.py) -------------------------------------------------------------
 
 def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
-    from .reports.status import collect_status, render_status
+    from ..reports.status import collect_status, render_status
 
     d = collect_status(_home(ctx), decisions=decisions)
     if as_json:
@@ -69,12 +69,12 @@ def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
 def _mode(ctx, mode):
     if mode:
         return mode
-    from .engine.runner import read_status
+    from ..engine.runner import read_status
 
     st = read_status(_home(ctx))
     if st.get("mode") in ("paper", "live"):
         return st["mode"]
-    from .config import ConfigError, load_settings
+    from ..config import ConfigError, load_settings
 
     try:
         return "paper" if load_settings(home=_home(ctx).root).PAPER_TRADING else "live"
@@ -96,7 +96,7 @@ def perf_cmd(ctx, since, until, mode, strategies, symbols, as_json):
     drawdown, exposure, fees, and predicted (strategy registry) vs realized. Definitions:
     `python -c "import qts.reports.performance as p; print(p.__doc__)"`.
     """
-    from .reports.performance import performance, render_performance
+    from ..reports.performance import performance, render_performance
 
     mode = _mode(ctx, mode)
     store = _open_store(_home(ctx))
@@ -127,7 +127,7 @@ def report_cmd(ctx, since, until, out, png, mode, title, as_json):
     performance by strategy and symbol, predicted vs realized, open positions, closed trades,
     gate refusals and safety events.
     """
-    from .reports.html import write_report
+    from ..reports.html import write_report
 
     home = _home(ctx)
     mode = _mode(ctx, mode)
@@ -152,7 +152,7 @@ def report_cmd(ctx, since, until, out, png, mode, title, as_json):
 # -- custom metrics: list and chart ------------------------------------------------------------------------
 
 def _tag_filter(tags) -> tuple[str, list]:
-    from .metrics import TAG_RE
+    from ..metrics import TAG_RE
 
     sql, params = "", []
     for t in tags:
@@ -187,7 +187,7 @@ def list_metrics(store, tags=()) -> list[dict]:
 
 
 def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit: int = 100_000) -> list[dict]:
-    from .metrics import NAME_RE
+    from ..metrics import NAME_RE
 
     if not NAME_RE.match(name or ""):
         raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
@@ -211,7 +211,7 @@ def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit
 @click.pass_context
 def metrics_list(ctx, tags, as_json):
     """Every metric name with its count, last value and the tag keys seen."""
-    from .reports.status import table
+    from ..reports.status import table
 
     home = _home(ctx)
     if not home.db_path.exists():
@@ -246,8 +246,8 @@ def metrics_list(ctx, tags, as_json):
 @click.pass_context
 def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     """Chart metric NAME: a PNG with --out, else an inline sparkline with min / last / max."""
-    from .metrics import NAME_RE
-    from .reports import charts
+    from ..metrics import NAME_RE
+    from ..reports import charts
 
     if not NAME_RE.match(name or ""):
         raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
@@ -292,7 +292,7 @@ def notify_grp():
 
 
 def _notifier(ctx):
-    from .notify import NotifyConfigError, from_env
+    from ..notify import NotifyConfigError, from_env
 
     try:
         return from_env(_home(ctx).ensure())
@@ -328,7 +328,7 @@ def notify_status(ctx, as_json):
 @click.pass_context
 def notify_test(ctx, message, timeout, as_json):
     """Send one test notification through every sink and report each result (exit 1 if any failed)."""
-    from .notify import Event
+    from ..notify import Event
 
     n = _notifier(ctx)
     n.notify(Event("test", message, f"state home {_home(ctx).root}", "info"))
@@ -368,7 +368,7 @@ def monitor_serve(ctx, port, host, allow_remote, duration):
     $QTS_MONITOR_TOKEN` (unset: refused). Standalone, the kill switch also stops a running loop
     (SIGTERM) and flattens paper positions, like `qts kill-switch`.
     """
-    from .monitor import MonitorError, start_monitor
+    from ..monitor import MonitorError, start_monitor
 
     home = _home(ctx).ensure()
     try:

@@ -12,8 +12,8 @@ import time
 
 import click
 
-from .cli import InputError, _iso, _parse_params, _settings, cli
-from .paths import StateHome
+from . import InputError, _iso, _parse_params, _settings, cli
+from ..paths import StateHome
 
 
 def _now() -> int:
@@ -51,8 +51,8 @@ def _data_options(f):
 
 def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
     """(candles, symbol, description)."""
-    from .candles_errors import input_errors
-    from .market.candles import TIMEFRAMES, find_files, load_csv, timeframe_of
+    from .errors import input_errors
+    from ..market.candles import TIMEFRAMES, find_files, load_csv, timeframe_of
 
     if bool(data_dir) == bool(synthetic):
         raise InputError("choose the data: --data DIR (real candle files) or --synthetic (generated market)")
@@ -68,7 +68,7 @@ def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
     tf_ms = minutes * 60_000
     with input_errors():
         if synthetic:
-            from .market.synthetic import generate
+            from ..market.synthetic import generate
 
             d = days or 90.0
             n = int(d * 86_400_000 // tf_ms)
@@ -86,7 +86,7 @@ def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
 
 
 def _gates(items):
-    from .research.validation import Gates
+    from ..research.validation import Gates
 
     from pydantic import ValidationError
 
@@ -99,14 +99,14 @@ def _gates(items):
 
 
 def _config(ctx):
-    from .research.backtest import BacktestConfig
+    from ..research.backtest import BacktestConfig
 
     return BacktestConfig.from_settings(_settings(ctx))
 
 
 def _parse_grid(items, strategy: str) -> dict:
     """--grid NAME=LOW:HIGH:STEP (inclusive) or NAME=a,b,c."""
-    from .strategies import STRATEGIES
+    from ..strategies import STRATEGIES
 
     out = {}
     fields = STRATEGIES[strategy].Params.model_fields
@@ -140,7 +140,7 @@ def _parse_grid(items, strategy: str) -> dict:
 def _neighbourhood(strategy: str, params: dict) -> dict:
     """A small grid around ``params`` (x0.75, x1, x1.25 per parameter, within bounds) for --validate
     without --grid: the validation judges a selection, and a lone point cannot show overfitting."""
-    from .research.proposer import param_bounds
+    from ..research.proposer import param_bounds
 
     out = {}
     for k, b in param_bounds(strategy).items():
@@ -203,8 +203,8 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     neighbourhood of the parameters); --register puts a passing strategy in the registry as
     `backtested` (then: qts promote ID --to paper).
     """
-    from .candles_errors import input_errors
-    from .strategies import STRATEGIES, StrategyError
+    from .errors import input_errors
+    from ..strategies import STRATEGIES, StrategyError
 
     if strategy not in STRATEGIES:
         raise InputError(f"strategy: unknown {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
@@ -215,8 +215,8 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     gates = _gates(gate_items)
     candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
     config = _config(ctx)
-    from .research import backtest, sweep, validate_strategy
-    from .research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
+    from ..research import backtest, sweep, validate_strategy
+    from ..research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
 
     progress = True if _tty() else None
     out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}
@@ -273,7 +273,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
             out["registered"] = _register_validated(ctx, strategy, rep, candles, config, summary, symbol, vgrid,
                                                     as_json, expected_metrics)
     if report_path:
-        from .reports.backtest_report import write_backtest_report
+        from ..reports.backtest_report import write_backtest_report
 
         paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol)
         out["report"] = {k: str(v) for k, v in paths.items()}
@@ -284,7 +284,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
 
 
 def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, grid, as_json, expected_metrics):
-    from .registry import Expected, Provenance, Registry, ValidationSummary
+    from ..registry import Expected, Provenance, Registry, ValidationSummary
 
     if not rep.verdict.passed:
         if not as_json:
@@ -332,7 +332,7 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     deterministic proposer does, so this runs offline. Notes cannot change limits, mode or the
     registry: a candidate is a strategy, parameter ranges, a rationale and risks, nothing more.
     """
-    from .research.program import resolve_model
+    from ..research.program import resolve_model
 
     raw = open(notes_path, "rb").read(256 * 1024)
     notes = raw.decode("utf-8", "replace")
@@ -342,7 +342,7 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     chosen = None if offline else resolve_model(model)
     program = None
     if program_path and chosen:
-        from .research.program import load_program
+        from ..research.program import load_program
 
         try:
             program = load_program(program_path, max_candidates)
@@ -352,7 +352,7 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     say(f"data: {desc}")
     say(f"proposer: {'model ' + chosen if chosen else 'deterministic (offline)'}; held out: the last "
         f"{holdout:.0%} of the bars")
-    from .research.pipeline import run_research
+    from ..research.pipeline import run_research
 
     home = None if no_register else _home(ctx)
     try:
@@ -399,13 +399,13 @@ def registry_grp():
 
 
 def _load_registry(ctx):
-    from .registry import Registry
+    from ..registry import Registry
 
     return Registry.load(_home(ctx))
 
 
 def _store_if_db(ctx):
-    from .store import Store
+    from ..store import Store
 
     home = _home(ctx)
     return Store.open(home)
@@ -417,7 +417,7 @@ def _store_if_db(ctx):
 @click.pass_context
 def registry_list(ctx, show_all, as_json):
     """Entries with their stage, expiry and expected out-of-sample figures."""
-    from .registry import capital_fraction
+    from ..registry import capital_fraction
 
     reg = _load_registry(ctx)
     entries = [e for e in reg.entries if show_all or e.stage != "retired"]
@@ -454,7 +454,7 @@ def registry_list(ctx, show_all, as_json):
 @click.pass_context
 def registry_show(ctx, entry_id, as_json):
     """One entry: expectations, validation, history, and what its next promotion needs."""
-    from .registry import RegistryError, capital_fraction, promotion_check
+    from ..registry import RegistryError, capital_fraction, promotion_check
 
     reg = _load_registry(ctx)
     try:
@@ -506,7 +506,7 @@ def registry_show(ctx, entry_id, as_json):
 @click.pass_context
 def registry_retire(ctx, entry_id, reason):
     """Retire an entry (from any stage; final; no PIN: it only reduces risk)."""
-    from .registry import RegistryError, retire
+    from ..registry import RegistryError, retire
 
     store = _store_if_db(ctx)
     try:
@@ -524,7 +524,7 @@ def registry_retire(ctx, entry_id, reason):
 def registry_check(ctx, as_json):
     """Demote live-ramp / live strategies whose step saw a breaker trip or whose realized results drifted
     out of tolerance (no PIN: reducing risk is free). Run it from cron, or after each live cycle."""
-    from .registry import supervise
+    from ..registry import supervise
 
     store = _store_if_db(ctx)
     try:
@@ -549,9 +549,9 @@ def registry_revalidate(ctx, entry_id, data_dir, synthetic, symbol, timeframe, d
     """Validate an entry again on fresh data (its recorded grid); a pass renews its 7-day expiry and its
     expectations, a failure blocks promotions and takes a live-ramp / live entry back to paper.
     --symbol and --timeframe default to the entry's."""
-    from .market.candles import timeframe_of
-    from .registry import RegistryError
-    from .research.pipeline import revalidate_entry
+    from ..market.candles import timeframe_of
+    from ..registry import RegistryError
+    from ..research.pipeline import revalidate_entry
 
     reg = _load_registry(ctx)
     try:
@@ -591,7 +591,7 @@ def registry_revalidate(ctx, entry_id, data_dir, synthetic, symbol, timeframe, d
 @click.pass_context
 def registry_reset(ctx):
     """Move the registry file aside (kept, never deleted) and start an empty one. Nothing becomes live."""
-    from .registry import Registry
+    from ..registry import Registry
 
     dest = Registry.reset(_home(ctx))
     click.echo(f"registry file moved to {dest}; a new, empty registry was started" if dest else "no registry file")
@@ -608,8 +608,8 @@ def registry_reset(ctx):
 def promote_cmd(ctx, entry_id, target):
     """Promote a registry entry. Refused when its validation expired or it is not eligible (for live:
     7+ days of paper results within tolerance, or the ramp step's time and results)."""
-    from .registry import PromotionError, Registry, RegistryError, promote, promotion_check
-    from .safety.approve import ApprovalError
+    from ..registry import PromotionError, Registry, RegistryError, promote, promotion_check
+    from ..safety.approve import ApprovalError
 
     home = _home(ctx)
     reg = Registry.load(home)
@@ -628,7 +628,7 @@ def promote_cmd(ctx, entry_id, target):
             sys.exit(1)
         key = None
         if target != "paper":
-            from .safety.approve import unlock_from_terminal
+            from ..safety.approve import unlock_from_terminal
 
             share = "" if a.next_step is None else f" at {int([0.10, 0.25, 0.50, 1.0][a.next_step] * 100)}%"
             click.echo(f"Promoting {entry_id} to {target}{share}: real money. Type your PIN in this terminal.")

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 import click
 
-from . import __version__
-from .paths import StateHome
+from .. import __version__
+from ..paths import StateHome
 
 
 class InputError(click.ClickException):
@@ -25,7 +25,7 @@ class InputError(click.ClickException):
 
 
 def _settings(ctx: click.Context, **overrides):
-    from .config import ConfigError, load_settings
+    from ..config import ConfigError, load_settings
 
     try:
         return load_settings(home=ctx.obj.get("home"), **overrides)
@@ -40,7 +40,7 @@ def _network_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from .market.ccxt_feed import ExchangeFailed
+        from ..market.ccxt_feed import ExchangeFailed
 
         try:
             return fn(*a, **kw)
@@ -71,7 +71,7 @@ def state_error_line(e: BaseException, home_opt=None) -> str | None:
     """The one line for a damaged or unwritable state file (None for any other error): a StateFileError
     names its file; a SQLite error raised past the checks (disk full mid-cycle, damage found in a page the
     open did not read) is named after the state home's database."""
-    from .fsutil import StateFileError
+    from ..fsutil import StateFileError
 
     if isinstance(e, StateFileError):
         return str(e)
@@ -100,7 +100,7 @@ class QtsGroup(click.Group):
             return super().invoke(ctx)
         except Exception as e:
             if "malformed JSON" in str(e) and e.__class__.__module__ == "sqlite3":
-                from .store.db import repair_home_json
+                from ..store.db import repair_home_json
 
                 fixed = repair_home_json(StateHome.resolve((ctx.obj or {}).get("home")))
                 if fixed and ctx.invoked_subcommand in READ_ONLY_COMMANDS:
@@ -155,7 +155,7 @@ def _check_settings(ctx) -> None:
     if not path or path[0] in ("config",):  # help; `qts config` reports the bad setting itself
         return
     if path in RISK_REDUCING:
-        from .config import ConfigError, load_settings
+        from ..config import ConfigError, load_settings
 
         try:
             load_settings(home=ctx.obj.get("home"))
@@ -223,7 +223,7 @@ def _source_options(f):
 
 
 def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.0, or_generated=False):
-    from .engine.runner import AlreadyRunning, LoopLock
+    from ..engine.runner import AlreadyRunning, LoopLock
 
     if data_dir and live_data:
         raise InputError("--data and --live-data: choose one source")
@@ -243,15 +243,15 @@ def _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace=0.
 
 
 def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, pace, or_generated=False):
-    from .candles_errors import input_errors
-    from .engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
+    from .errors import input_errors
+    from ..engine.session import SessionError, archive_state, last_cycle_ts, make_feed, open_session
 
     source = "live-data" if live_data else "replay" if data_dir else "synthetic"
     if or_generated and not live_data:
         raise InputError("--or-generated goes with --live-data (the fallback when the exchange cannot be reached)")
     probed = None
     if live_data:  # reach the exchange before anything is archived or opened
-        from .market.ccxt_feed import ExchangeUnreachable
+        from ..market.ccxt_feed import ExchangeUnreachable
 
         try:
             with input_errors():
@@ -351,11 +351,11 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     Writes a PID file and a status file in the state home; SIGTERM or SIGINT stops it cleanly
     after the current cycle. A replay continues where the last run stopped unless --fresh.
     """
-    from .engine.runner import AlreadyRunning, Runner
-    from .reports.summary import summarize
+    from ..engine.runner import AlreadyRunning, Runner
+    from ..reports.summary import summarize
 
     session, source = _open(ctx, data_dir, live_data, days, seed, strategy, params, fresh, pace, or_generated)
-    from .safety import kill_switch
+    from ..safety import kill_switch
 
     ks = kill_switch.status(session.store.home, session.store)
     if ks.engaged:
@@ -372,7 +372,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
                    f"{session.settings.home.root}")
     mon = None
     if monitor_port is not None:
-        from .monitor import MonitorError, start_monitor
+        from ..monitor import MonitorError, start_monitor
 
         try:
             mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
@@ -414,8 +414,8 @@ def once_cmd(ctx, **kw):
 @click.pass_context
 def stop_cmd(ctx, timeout):
     """Stop the running loop cleanly (SIGTERM; it finishes the current cycle)."""
-    from .engine.runner import pid_alive, read_pid
-    from .paths import StateHome
+    from ..engine.runner import pid_alive, read_pid
+    from ..paths import StateHome
 
     home = StateHome.resolve(ctx.obj.get("home"))
     pid = read_pid(home)
@@ -444,7 +444,7 @@ def status_cmd(ctx, as_json, decisions):
     prices; today's P&L against the daily loss limit; drawdown against its reduce and halt limits;
     the latest decisions with their reason codes. --json for machines.
     """
-    from .cli_monitor import status_impl
+    from .monitor import status_impl
 
     status_impl(ctx, as_json, decisions)
 
@@ -461,8 +461,8 @@ def market_grp():
 
 
 def _market_feed(ctx, data_dir, synthetic):
-    from .candles_errors import input_errors
-    from .engine.session import make_feed
+    from .errors import input_errors
+    from ..engine.session import make_feed
 
     settings = _settings(ctx)
     with input_errors():
@@ -546,8 +546,8 @@ def metrics_grp():
 @click.pass_context
 def metrics_write(ctx, name, value, tags):
     """Record VALUE (a finite number) under NAME (letters, digits, '.', '_', '-'; starts with a letter)."""
-    from .metrics import MetricError, write_metric
-    from .store import Store
+    from ..metrics import MetricError, write_metric
+    from ..store import Store
 
     home = StateHome.resolve(ctx.obj.get("home"))
     store = None
@@ -564,7 +564,7 @@ def metrics_write(ctx, name, value, tags):
 
 
 def _split_tag(t: str):
-    from .metrics import MetricError
+    from ..metrics import MetricError
 
     k, sep, v = t.partition("=")
     if not sep:
@@ -579,8 +579,8 @@ def _split_tag(t: str):
 @click.pass_context
 def metrics_read(ctx, name, limit, as_json):
     """The latest values of metric NAME, newest first."""
-    from .metrics import read_metric
-    from .store import Store
+    from ..metrics import read_metric
+    from ..store import Store
 
     store = Store.open(StateHome.resolve(ctx.obj.get("home")))
     rows = read_metric(store, name, limit)
@@ -604,8 +604,8 @@ def verify_cmd(ctx, mode, rebuild):
     --rebuild recovers lost paper books from the journal; to start a new paper account deliberately
     instead, use `qts run --fresh` (the old journal is archived, nothing is deleted).
     """
-    from .reports.verify import verify_books
-    from .store import Store
+    from ..reports.verify import verify_books
+    from ..store import Store
 
     if rebuild:
         _rebuild(ctx, mode)
@@ -623,7 +623,7 @@ def verify_cmd(ctx, mode, rebuild):
 
 
 def _rebuild(ctx, mode):
-    from .reports.verify import RebuildError, rebuild_books
+    from ..reports.verify import RebuildError, rebuild_books
 
     if mode != "paper":
         raise InputError("--rebuild: paper books only (live positions come from the exchange: the trading agent "
@@ -655,7 +655,7 @@ def db_grp():
 @click.pass_context
 def db_migrate(ctx):
     """Create the database or apply pending migrations from db/migrations."""
-    from .store.db import open_checked
+    from ..store.db import open_checked
 
     home = StateHome.resolve(ctx.obj.get("home"))
     applied: list[int] = []
@@ -664,10 +664,10 @@ def db_migrate(ctx):
     click.echo(f"{home.db_path}: " + (f"applied {applied}" if applied else "up to date"))
 
 
-from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
-from . import cli_monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
-from . import cli_research  # noqa: E402,F401  (backtest, research, registry, promote)
-from . import cli_agent  # noqa: E402,F401  (agent start/status/approve/...: live trading)
+from . import safety  # noqa: E402,F401  (registers the safety commands)
+from . import monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
+from . import research  # noqa: E402,F401  (backtest, research, registry, promote)
+from . import agent  # noqa: E402,F401  (agent start/status/approve/...: live trading)
 
 
 def main(argv=None):

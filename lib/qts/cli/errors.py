@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 @contextmanager
 def input_errors():
-    from .cli import InputError
-    from .market.candles import CandleFileError
-    from .strategies import StrategyError
+    from . import InputError
+    from ..market.candles import CandleFileError
+    from ..strategies import StrategyError
 
     try:
         yield

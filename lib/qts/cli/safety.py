@@ -9,8 +9,8 @@ import time
 
 import click
 
-from .cli import InputError, _settings, cli
-from .paths import StateHome
+from . import InputError, _settings, cli
+from ..paths import StateHome
 
 
 def _approval_errors(fn):
@@ -18,8 +18,8 @@ def _approval_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from .safety.approve import ApprovalError
-        from .safety.tty import PROMPT_ENDED, SecretCancelled
+        from ..safety.approve import ApprovalError
+        from ..safety.tty import PROMPT_ENDED, SecretCancelled
 
         try:
             return fn(*a, **kw)
@@ -34,7 +34,7 @@ def _approval_errors(fn):
 
 
 def _store(ctx):
-    from .store import Store
+    from ..store import Store
 
     return Store.open(StateHome.resolve(ctx.obj.get("home")))
 
@@ -69,7 +69,7 @@ def kill_engage(ctx, reason, as_json=False, paper_only=False):
     confirms it, and the paper account is flattened. Exit 0 only when everything is confirmed flat;
     1 when anything is left or UNVERIFIED (live configured but no agent answered).
     """
-    from .agent import kill
+    from ..agent import kill
 
     home = StateHome.resolve(ctx.obj.get("home"))
     if paper_only:
@@ -83,10 +83,10 @@ def kill_engage(ctx, reason, as_json=False, paper_only=False):
 
 def _paper_flatten(ctx, home) -> dict:
     """Cancel and close the PAPER account through the gate's flatten path."""
-    from .safety import kill_switch as ks
-    from .safety.session_tools import paper_tools, session_feed
+    from ..safety import kill_switch as ks
+    from ..safety.session_tools import paper_tools, session_feed
 
-    from .config import load_settings_reducing_risk
+    from ..config import load_settings_reducing_risk
 
     store = _store(ctx)
     try:
@@ -110,7 +110,7 @@ def _paper_flatten(ctx, home) -> dict:
 @click.pass_context
 def kill_status(ctx, as_json):
     """Is the switch engaged, since when and why."""
-    from .safety import kill_switch as ks
+    from ..safety import kill_switch as ks
 
     # the flag and the per-user anchor suffice: no database is opened (a damaged one cannot stop this)
     st = ks.status(StateHome.resolve(ctx.obj.get("home")))
@@ -126,8 +126,8 @@ def kill_status(ctx, as_json):
 def kill_reset(ctx):
     """Release the switch. Asks for the PIN on the terminal (never as an argument). Exit 0 only when the
     switch is clear afterwards; 1 when it stays engaged (the reason is printed)."""
-    from .safety import kill_switch as ks
-    from .safety.approve import unlock_from_terminal
+    from ..safety import kill_switch as ks
+    from ..safety.approve import unlock_from_terminal
 
     store = _store(ctx)
     try:
@@ -157,7 +157,7 @@ def breaker_grp(ctx):
 
 
 def _breaker(store):
-    from .safety.breaker import Breaker
+    from ..safety.breaker import Breaker
     return Breaker(store.home, store)
 
 
@@ -180,7 +180,7 @@ def _print_breaker(st, m=None, as_json=False):
 @click.pass_context
 def breaker_status(ctx, as_json=False):
     """Show the breaker state without changing it."""
-    from .reports.first_run import breaker_note
+    from ..reports.first_run import breaker_note
 
     store = _store(ctx)
     b = _breaker(store)
@@ -233,8 +233,8 @@ def breaker_trip(ctx, reason):
 
 def _tell_agent(ctx, op: str, reason: str) -> None:
     """A tightening applies to the running trading agent too (its policy is in memory, not in these files)."""
-    from .agent import protocol
-    from .agent.paths import AgentPaths
+    from ..agent import protocol
+    from ..agent.paths import AgentPaths
 
     paths = AgentPaths.for_home(StateHome.resolve(ctx.obj.get("home")).root)
     if not protocol.agent_alive(paths):
@@ -256,11 +256,11 @@ def breaker_state(ctx, target):
     store = _store(ctx)
     b = _breaker(store)
     now = int(time.time() * 1000)
-    from .safety.breaker import STRICTNESS
+    from ..safety.breaker import STRICTNESS
 
     key = None
     if STRICTNESS[target] < STRICTNESS[b.status(now).trading_state]:
-        from .safety.approve import unlock_from_terminal
+        from ..safety.approve import unlock_from_terminal
 
         key = unlock_from_terminal(store, f"PIN to loosen trading to {target}: ")
     _print_breaker(b.set_trading_state(target, now, signing_key=key))
@@ -319,8 +319,8 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
     scope) apply. The verdict (allowed, or the refusal's reason code) is printed and logged to
     logs/pre_trade.json. Exit code 3 when refused.
     """
-    from .broker.models import OrderIntent
-    from .safety.session_tools import paper_tools, session_feed
+    from ..broker.models import OrderIntent
+    from ..safety.session_tools import paper_tools, session_feed
 
     settings = _settings(ctx)
     try:
@@ -395,8 +395,8 @@ def adjustment_lines(requested: float, sent: float | None, adjustments: list) ->
 
 def _live_order(settings, intent, caller_id: str, dry_run: bool, as_json: bool) -> None:
     """A live order is an intent sent to the trading agent; it decides (the one gate) and answers."""
-    from .agent import protocol
-    from .agent.paths import AgentPaths
+    from ..agent import protocol
+    from ..agent.paths import AgentPaths
 
     if dry_run:
         raise InputError("--dry-run is paper-only: the agent decides live orders when they are sent")
@@ -443,7 +443,7 @@ def approve_grp():
 @_approval_errors
 def approve_set_pin(ctx):
     """Set the PIN, or change it (asks for the current one). A new PIN key waits a cool-down before live."""
-    from .safety.approve import set_pin_from_terminal
+    from ..safety.approve import set_pin_from_terminal
 
     store = _store(ctx)
     out = set_pin_from_terminal(store)
@@ -472,8 +472,8 @@ def approve_live(ctx):
 @click.pass_context
 def approve_revoke(ctx):
     """End live trading now: revoke the running agent's grant (no PIN needed: it only reduces risk)."""
-    from .agent import protocol
-    from .agent.paths import AgentPaths
+    from ..agent import protocol
+    from ..agent.paths import AgentPaths
 
     # the state home alone: a bad setting must not keep a revocation from reaching the agent
     paths = AgentPaths.for_home(StateHome.resolve(ctx.obj.get("home")).root)
@@ -501,9 +501,9 @@ def approve_store_keys(ctx):
     """Store the exchange API key and secret encrypted under the PIN (recommended over environment
     variables, which every command the assistant runs can read). Live trading then asks for the PIN
     when it starts, on the terminal."""
-    from .safety import secret_store
-    from .safety.approve import ApprovalError, unlock_from_terminal
-    from .safety.tty import NoTerminal, read_secret
+    from ..safety import secret_store
+    from ..safety.approve import ApprovalError, unlock_from_terminal
+    from ..safety.tty import NoTerminal, read_secret
 
     settings = _settings(ctx)
     store = _store(ctx)
@@ -525,13 +525,13 @@ def approve_store_keys(ctx):
 @click.pass_context
 def approve_status(ctx, as_json):
     """The PIN (set, locked) and the live grant (the running trading agent's, if one runs)."""
-    from .agent import protocol
-    from .agent.paths import AgentPaths
-    from .safety.approve import now_ms
-    from .safety.pin import pin_status
+    from ..agent import protocol
+    from ..agent.paths import AgentPaths
+    from ..safety.approve import now_ms
+    from ..safety.pin import pin_status
 
     settings = _settings(ctx)
-    from .paths import StateHome
+    from ..paths import StateHome
 
     st = pin_status(StateHome(settings.QTS_HOME), now=now_ms())
     paths = AgentPaths.for_home(settings.QTS_HOME)
@@ -561,7 +561,7 @@ def risk_grp():
 @click.pass_context
 def risk_show(ctx, as_json):
     """The profile in force (file, or the defaults when the file is missing or damaged)."""
-    from .safety.risk_profile import load_profile
+    from ..safety.risk_profile import load_profile
 
     settings = _settings(ctx)
     store = _store(ctx)
@@ -582,8 +582,8 @@ def risk_show(ctx, as_json):
 @_approval_errors
 def risk_set(ctx, changes):
     """Change limits. Tightening is free; loosening asks for the PIN on the terminal."""
-    from .safety.approve import now_ms, unlock_from_terminal
-    from .safety.risk_profile import (ProfileChangeRefused, RiskProfileError, is_loosening, load_profile,
+    from ..safety.approve import now_ms, unlock_from_terminal
+    from ..safety.risk_profile import (ProfileChangeRefused, RiskProfileError, is_loosening, load_profile,
                                       save_profile, validate_profile)
 
     settings = _settings(ctx)
