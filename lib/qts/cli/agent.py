@@ -8,7 +8,8 @@ import time
 
 import click
 
-from . import InputError, _settings, cli
+from .base import _settings, cli
+from .errors import InputError
 
 
 def _paths(ctx):
@@ -139,7 +140,7 @@ def agent_revoke(ctx, reason):
 
 
 def _kv(pairs) -> dict:
-    from . import _parse_params
+    from .base import _parse_params
 
     return _parse_params(pairs, option="")
 

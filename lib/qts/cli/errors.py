@@ -1,13 +1,22 @@
-"""Turn bad-input errors from market data into the CLI's exit code 2 with the file, row and reason."""
+"""The CLI's error lines: bad input exits 2 naming what is wrong, an unreachable exchange is one line (exit 1),
+a damaged state file is one line (exit 2); never a traceback for any of them."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
+
+import click
+
+from ..paths import StateHome
+
+
+class InputError(click.ClickException):
+    exit_code = 2
 
 
 @contextmanager
 def input_errors():
-    from . import InputError
     from ..market.candles import CandleFileError
     from ..strategies import StrategyError
 
@@ -17,3 +26,36 @@ def input_errors():
         raise InputError(str(e)) from None
     except ValueError as e:
         raise InputError(str(e)) from None
+
+
+def _network_errors(fn):
+    """An exchange that cannot be reached is one line naming the exchange, the endpoint and why ("offline?"),
+    exit code 1: never a page of traceback."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from ..market.ccxt_feed import ExchangeFailed
+
+        try:
+            return fn(*a, **kw)
+        except ExchangeFailed as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+def state_error_line(e: BaseException, home_opt=None) -> str | None:
+    """The one line for a damaged or unwritable state file (None for any other error): a StateFileError
+    names its file; a SQLite error raised past the checks (disk full mid-cycle, damage found in a page the
+    open did not read) is named after the state home's database."""
+    from ..fsutil import StateFileError
+
+    if isinstance(e, StateFileError):
+        return str(e)
+    import sqlite3
+
+    if isinstance(e, sqlite3.DatabaseError):
+        home = StateHome.resolve(home_opt)
+        what = "the disk is full" if "full" in str(e) else f"SQLite says {e}"
+        return (f"{home.db_path}: {what}; the change in progress was rolled back (nothing half-written) and no "
+                "further order was placed")
+    return None
+

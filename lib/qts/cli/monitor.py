@@ -1,4 +1,4 @@
-"""``qts`` commands for watching the system: status, perf, report, metrics list/chart, notify, monitor."""
+"""``qts`` commands for watching the system: status, perf, report, metrics, notify, monitor."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import time
 
 import click
 
-from . import InputError, _iso, cli, metrics_grp
 from ..paths import StateHome
+from .base import _iso, cli
+from .errors import InputError
 
 
 def _home(ctx) -> StateHome:
@@ -52,9 +53,21 @@ def _range_options(f):
     return f
 
 
-# -- status (called by `qts status` in cli.py) -------------------------------------------------------------
+# -- status ------------------------------------------------------------------------------------------------
 
-def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--decisions", type=click.IntRange(0, 1000), default=12, show_default=True,
+              help="How many of the latest decisions to show.")
+@click.pass_context
+def status_cmd(ctx, as_json, decisions):
+    """Everything at a glance: mode, loop health, breaker, kill switch, equity, positions, limits.
+
+    Loop state (running, stopped, dead, halted) with its last and next cycle; breaker and trading
+    state; kill switch; equity and cash; open positions with unrealized P&L at the last recorded
+    prices; today's P&L against the daily loss limit; drawdown against its reduce and halt limits;
+    the latest decisions with their reason codes. --json for machines.
+    """
     from ..reports.status import collect_status, render_status
 
     d = collect_status(_home(ctx), decisions=decisions)
@@ -62,6 +75,7 @@ def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
         click.echo(json.dumps(d, indent=2, default=str))
     else:
         click.echo(render_status(d))
+
 
 
 # -- performance -------------------------------------------------------------------------------------------
@@ -149,60 +163,55 @@ def report_cmd(ctx, since, until, out, png, mode, title, as_json):
                    f"max drawdown {a['max_drawdown_pct']:.2f}%  trades {a['trades']}")
 
 
-# -- custom metrics: list and chart ------------------------------------------------------------------------
+# -- custom metrics ----------------------------------------------------------------------------------------
 
-def _tag_filter(tags) -> tuple[str, list]:
-    from ..metrics import TAG_RE
-
-    sql, params = "", []
-    for t in tags:
-        k, sep, v = t.partition("=")
-        if not sep:
-            raise InputError(f"--tag {t!r}: expected KEY=VALUE")
-        if not TAG_RE.match(k):
-            raise InputError(f"--tag {t!r}: key must use letters, digits, '.', '_' or '-', starting with a letter")
-        sql += " AND json_extract(tags, ?) = ?"
-        params += [f'$."{k}"', v]
-    return sql, params
+@cli.group("metrics")
+def metrics_grp():
+    """Custom metrics in the state database (name, value, time, tags)."""
 
 
-def list_metrics(store, tags=()) -> list[dict]:
-    where, params = _tag_filter(tags)
-    rows = store.query(f"SELECT name, COUNT(*) AS count, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "
-                       f"AVG(value) AS mean, MIN(value) AS min, MAX(value) AS max FROM metrics WHERE 1=1{where} "
-                       f"GROUP BY name ORDER BY name", params)
+@metrics_grp.command("write")
+@click.argument("name")
+@click.argument("value")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag, repeatable.")
+@click.pass_context
+def metrics_write(ctx, name, value, tags):
+    """Record VALUE (a finite number) under NAME (letters, digits, '.', '_', '-'; starts with a letter)."""
+    from ..metrics import MetricError, parse_tag, write_metric
+    from ..store import Store
+
+    home = _home(ctx)
+    store = None
+    try:
+        tag_map = dict(parse_tag(t) for t in tags)
+        store = Store.open(home)
+        row = write_metric(store, name, value, tag_map)
+    except MetricError as e:
+        raise InputError(str(e)) from None
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(f"recorded {row['name']} = {row['value']:g} at {_iso(row['ts'])}")
+
+
+@metrics_grp.command("read")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def metrics_read(ctx, name, limit, as_json):
+    """The latest values of metric NAME, newest first."""
+    from ..metrics import read_metric
+    from ..store import Store
+
+    store = Store.open(_home(ctx))
+    rows = read_metric(store, name, limit)
+    store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     for r in rows:
-        last = store.one(f"SELECT value, tags FROM metrics WHERE name=?{where} ORDER BY ts DESC, id DESC LIMIT 1",
-                         [r["name"], *params])
-        r["last_value"] = last["value"]
-        r["last_tags"] = json.loads(last["tags"])
-        keys = set()
-        for t in store.query(f"SELECT DISTINCT tags FROM metrics WHERE name=?{where}", [r["name"], *params]):
-            try:
-                keys |= set(json.loads(t["tags"]))
-            except ValueError:
-                pass
-        r["tag_keys"] = sorted(keys)
-    return rows
-
-
-def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit: int = 100_000) -> list[dict]:
-    from ..metrics import NAME_RE
-
-    if not NAME_RE.match(name or ""):
-        raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
-    where, params = _tag_filter(tags)
-    if since_ms is not None:
-        where += " AND ts>=?"
-        params.append(since_ms)
-    if until_ms is not None:
-        where += " AND ts<=?"
-        params.append(until_ms)
-    rows = store.query(f"SELECT ts, value, tags FROM (SELECT id, ts, value, tags FROM metrics WHERE name=?{where} "
-                       f"ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id", [name, *params, limit])
-    for r in rows:
-        r["tags"] = json.loads(r["tags"])
-    return rows
+        click.echo(f"{_iso(r['ts'])}  {r['value']:g}  {r['tags'] if r['tags'] != {} else ''}")
 
 
 @metrics_grp.command("list")
@@ -211,6 +220,7 @@ def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit
 @click.pass_context
 def metrics_list(ctx, tags, as_json):
     """Every metric name with its count, last value and the tag keys seen."""
+    from ..metrics import MetricError, list_metrics
     from ..reports.status import table
 
     home = _home(ctx)
@@ -220,6 +230,8 @@ def metrics_list(ctx, tags, as_json):
         store = _open_store(home)
         try:
             rows = list_metrics(store, tags)
+        except MetricError as e:
+            raise InputError(str(e)) from None
         finally:
             store.close()
     if as_json:
@@ -246,7 +258,7 @@ def metrics_list(ctx, tags, as_json):
 @click.pass_context
 def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     """Chart metric NAME: a PNG with --out, else an inline sparkline with min / last / max."""
-    from ..metrics import NAME_RE
+    from ..metrics import NAME_RE, MetricError, metric_series
     from ..reports import charts
 
     if not NAME_RE.match(name or ""):
@@ -258,6 +270,8 @@ def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     try:
         lo, hi = _range(store, since, until, table="metrics")
         rows = metric_series(store, name, tags, lo, hi, limit)
+    except MetricError as e:
+        raise InputError(str(e)) from None
     finally:
         store.close()
     if not rows:

@@ -12,8 +12,9 @@ import time
 
 import click
 
-from . import InputError, _iso, _parse_params, _settings, cli
 from ..paths import StateHome
+from .base import _iso, _parse_params, _settings, cli
+from .errors import InputError
 
 
 def _now() -> int:

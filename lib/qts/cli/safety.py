@@ -9,8 +9,9 @@ import time
 
 import click
 
-from . import InputError, _settings, cli
 from ..paths import StateHome
+from .base import _settings, cli
+from .errors import InputError
 
 
 def _approval_errors(fn):
