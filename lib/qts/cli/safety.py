@@ -84,10 +84,8 @@ def kill_engage(ctx, reason, as_json=False, paper_only=False):
 
 def _paper_flatten(ctx, home) -> dict:
     """Cancel and close the PAPER account through the gate's flatten path."""
-    from ..safety import kill_switch as ks
-    from ..safety.session_tools import paper_tools, session_feed
-
     from ..config import load_settings_reducing_risk
+    from ..engine.session_tools import flatten_paper, session_feed
 
     store = _store(ctx)
     try:
@@ -95,13 +93,8 @@ def _paper_flatten(ctx, home) -> dict:
         settings, replaced = load_settings_reducing_risk(home=ctx.obj.get("home"))
         for line in replaced:
             click.echo(f"warning: configuration: {line}", err=True)
-        gate, broker = paper_tools(settings, store, session_feed(settings, store))
-        rep = ks.flatten(gate, broker)
-        store.event("kill_switch", f"paper flatten: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
-                                   f"{len(rep.failed)} failed", severity="critical",
-                    data={"action": "flatten", "cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed})
-        return {"flat": rep.flat, "cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed,
-                "ms": round(rep.ms, 1)}
+        out = flatten_paper(settings, store, session_feed(settings, store))
+        return {**{k: out[k] for k in ("flat", "cancelled", "closed", "failed")}, "ms": round(out["ms"], 1)}
     finally:
         store.close()
 
@@ -321,7 +314,7 @@ def order_cmd(ctx, side, symbol, amount, limit_price, dry_run, client_order_id, 
     logs/pre_trade.json. Exit code 3 when refused.
     """
     from ..broker.models import OrderIntent
-    from ..safety.session_tools import paper_tools, session_feed
+    from ..engine.session_tools import paper_tools, session_feed
 
     settings = _settings(ctx)
     try:
