@@ -138,23 +138,6 @@ def _parse_grid(items, strategy: str) -> dict:
     return out
 
 
-def _neighbourhood(strategy: str, params: dict) -> dict:
-    """A small grid around ``params`` (x0.75, x1, x1.25 per parameter, within bounds) for --validate
-    without --grid: the validation judges a selection, and a lone point cannot show overfitting."""
-    from ..research.proposer import param_bounds
-
-    out = {}
-    for k, b in param_bounds(strategy).items():
-        v = params.get(k, b.default)
-        vals = {v}
-        if v:
-            for m in (0.75, 1.25):
-                x = min(max(v * m, b.low), b.high)
-                vals.add(int(round(x)) if b.kind == "int" else round(x, 6))
-        out[k] = sorted(vals)
-    return out
-
-
 def _fmt_pct(v, nd=2) -> str:
     return "-" if v is None else f"{100 * v:+.{nd}f}%"
 
@@ -218,6 +201,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     config = _config(ctx)
     from ..research import backtest, sweep, validate_strategy
     from ..research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
+    from ..research.proposer import neighbourhood
 
     progress = True if _tty() else None
     out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}
@@ -256,7 +240,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         _print_metrics(m)
     rep = None
     if validate:
-        vgrid = ({**{k: [v] for k, v in fixed.items()}, **grid} if grid else _neighbourhood(strategy, result.params))
+        vgrid = ({**{k: [v] for k, v in fixed.items()}, **grid} if grid else neighbourhood(strategy, result.params))
         tr, te = walk_forward_sizes(len(candles))
         if not as_json:
             _say(f"validating on {len(candles)} bars (walk-forward train {train or tr}, test {test or te}) ...")
