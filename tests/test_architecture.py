@@ -4,7 +4,8 @@ The import graph is read from the source with ``ast`` (nothing is imported): eve
 import`` inside qts, relative or absolute, at module level AND inside functions (a lazy import that closes a
 circle still ties the two modules together: it only moves the failure from import time to the first call).
 Importing ``a.b.c`` also runs the ``__init__`` of ``a.b`` and ``a``, so those count as imported too, except
-the packages that contain the importer (Python has already started them when the importer runs).
+the packages that contain the importer (Python has already started them when the importer runs) unless the
+importer reads a name defined in that ``__init__`` (``from . import SOMETHING`` that is not a submodule).
 """
 
 from __future__ import annotations
@@ -25,17 +26,21 @@ def modules(root: Path = LIB / "qts") -> dict[str, Path]:
     return out
 
 
-def _targets(name: str, is_pkg: bool, node, known) -> list[str]:
-    """The qts modules one import statement names (a ``from X import y`` names X, and X.y when y is a module)."""
+def _targets(name: str, is_pkg: bool, node, known) -> list[tuple[str, bool]]:
+    """The qts modules one import statement names, each with whether names defined IN it are read (a ``from X
+    import y`` reads X's own names unless every y is a submodule: ``from . import helpers`` inside a package
+    needs only the submodule, ``from . import CONSTANT`` needs the package's ``__init__`` to have run)."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names if a.name in known]
+        return [(a.name, True) for a in node.names if a.name in known]
     if node.level:
         base = name.split(".") if is_pkg else name.split(".")[:-1]
         base = base[:len(base) - (node.level - 1)]
         mod = ".".join(base + ([node.module] if node.module else []))
     else:
         mod = node.module or ""
-    return [m for m in [mod, *(f"{mod}.{a.name}" for a in node.names)] if m in known]
+    subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in known]
+    reads_own = len(subs) < len(node.names)
+    return [(m, True) for m in subs] + ([(mod, reads_own)] if mod in known else [])
 
 
 def import_graph(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
@@ -46,12 +51,14 @@ def import_graph(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
-            for t in _targets(name, is_pkg, node, mods):
+            for t, reads_own in _targets(name, is_pkg, node, mods):
                 parts = t.split(".")
                 for i in range(1, len(parts) + 1):
                     dep = ".".join(parts[:i])
-                    inside = name == dep or name.startswith(dep + ".")  # a package of the importer: already running
-                    if dep in mods and dep != name and not inside:
+                    # a package holding the importer has already started: it counts only when a name is read
+                    # from it (that name may not be defined yet)
+                    inside = name == dep or name.startswith(dep + ".")
+                    if dep in mods and dep != name and (not inside or (dep == t and reads_own)):
                         graph[name].setdefault(dep, node.lineno)
     return graph
 
@@ -144,10 +151,13 @@ def test_the_checker_finds_a_circle_through_a_lazy_import_and_one_through_a_pack
         "pkg/sub/inner.py": "from ..c import y\n",
         "pkg/c.py": "from pkg.sub.other import z\n",                       # runs pkg/sub/__init__ first
         "pkg/sub/other.py": "",
+        "pkg/cfg/__init__.py": "from .x import f\nLIMIT = 3\n",
+        "pkg/cfg/x.py": "from . import LIMIT\n",                        # reads the package's own name
     })
     graph = import_graph(mods)
     found = {frozenset(c) for c in circles(graph)}
-    assert found == {frozenset({"pkg.a", "pkg.b"}), frozenset({"pkg.sub", "pkg.sub.inner", "pkg.c"})}
+    assert found == {frozenset({"pkg.a", "pkg.b"}), frozenset({"pkg.sub", "pkg.sub.inner", "pkg.c"}),
+                     frozenset({"pkg.cfg", "pkg.cfg.x"})}
     text = describe(graph, mods, next(c for c in circles(graph) if "pkg.a" in c))
     assert "pkg.a (" in text and "pkg/a.py:1" in text and "pkg/b.py:2" in text
 
@@ -157,7 +167,7 @@ def test_the_checker_accepts_a_package_init_that_imports_its_own_modules(tmp_pat
         "pkg/__init__.py": "",
         "pkg/cli/__init__.py": "from . import cmds\nfrom .base import cli\n",
         "pkg/cli/base.py": "cli = 1\n",
-        "pkg/cli/cmds.py": "from .base import cli\nfrom ..lib import f\n",
+        "pkg/cli/cmds.py": "from .base import cli\nfrom ..lib import f\nfrom . import base\n",
         "pkg/lib.py": "def f():\n    pass\n",
     })
     assert circles(import_graph(mods)) == []

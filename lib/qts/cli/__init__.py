@@ -15,7 +15,8 @@ import sys
 
 import click
 
-from . import agent, db, market, monitor, research, safety, trading  # noqa: F401  (register their commands)
+from . import (agent, approvals, db, market, monitor, notify, orders, registry, research, safety,  # noqa: F401
+               trading)  # each registers its commands on base.cli
 from .base import cli
 from .errors import InputError, state_error_line
 

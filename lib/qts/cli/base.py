@@ -156,3 +156,8 @@ def config_cmd(ctx, as_json):
         for k, v in d.items():
             click.echo(f"{k:20} {', '.join(v) if isinstance(v, list) else v}")
 
+
+def _store(ctx):
+    from ..store import Store
+
+    return Store.open(StateHome.resolve(ctx.obj.get("home")))

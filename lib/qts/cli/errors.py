@@ -4,6 +4,7 @@ a damaged state file is one line (exit 2); never a traceback for any of them."""
 from __future__ import annotations
 
 import functools
+import sys
 from contextlib import contextmanager
 
 import click
@@ -59,3 +60,23 @@ def state_error_line(e: BaseException, home_opt=None) -> str | None:
                 "further order was placed")
     return None
 
+
+
+def _approval_errors(fn):
+    """A refused approval or a cancelled PIN prompt: one line and its exit code (2 for a prompt that ended),
+    and nothing changed."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from ..safety.approve import ApprovalError
+        from ..safety.tty import PROMPT_ENDED, SecretCancelled
+
+        try:
+            return fn(*a, **kw)
+        except ApprovalError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except PROMPT_ENDED as e:  # no terminal, Ctrl-C / Ctrl-D at a prompt, two PIN entries that differ
+            msg = str(e) if "nothing was changed" in str(e) else f"{e}; nothing was changed"
+            click.echo(("cancelled: " if isinstance(e, SecretCancelled) else "error: ") + msg, err=True)
+            sys.exit(2)
+    return wrapper
