@@ -15,6 +15,6 @@ if [ -z "$py" ]; then
     exit 1
   fi
 fi
-# Not `-m qts.cli`: run as __main__, the module's group would miss the commands that qts.cli_safety
-# registers on the imported qts.cli (kill-switch, breaker, order).
+# The entry point `qts.cli:main`, called as the console script would (`-m qts.cli` runs the same program, but
+# names itself differently in messages and costs an extra package lookup).
 PYTHONPATH="$root/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -c 'import sys; sys.argv[0] = "qts"; from qts.cli import main; main()' "$@"

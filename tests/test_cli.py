@@ -188,6 +188,29 @@ def test_metrics_library_validation(store):
     assert [(r["value"], r["tags"]) for r in read_metric(store, "m")] == [(-1.0, {}), (2.5, {"a": "b"})]
 
 
+def test_metric_queries_filter_by_tag_and_range_without_the_cli(store):
+    from qts.metrics import MetricError, list_metrics, metric_series, write_metric
+
+    write_metric(store, "lat", 10, {"host": "a"}, ts=1000)
+    write_metric(store, "lat", 30, {"host": "b", "dc": "x"}, ts=2000)
+    write_metric(store, "lat", 20, {"host": "a"}, ts=3000)
+    write_metric(store, "err", 1, ts=1500)
+    rows = {r["name"]: r for r in list_metrics(store)}
+    assert rows["lat"]["count"] == 3 and rows["lat"]["mean"] == 20 and rows["lat"]["last_value"] == 20
+    assert rows["lat"]["tag_keys"] == ["dc", "host"] and rows["err"]["tag_keys"] == []
+    only_a = list_metrics(store, ["host=a"])
+    assert [(r["name"], r["count"], r["max"]) for r in only_a] == [("lat", 2, 20)]
+    assert [p["value"] for p in metric_series(store, "lat")] == [10, 30, 20]  # oldest first
+    assert [p["value"] for p in metric_series(store, "lat", since_ms=1500, until_ms=2500)] == [30]
+    assert [p["value"] for p in metric_series(store, "lat", limit=2)] == [30, 20]  # the latest two
+    assert metric_series(store, "lat", ["host=a"])[0]["tags"] == {"host": "a"}
+    for bad in (["novalue"], ["bad key=v"]):
+        with pytest.raises(MetricError):
+            list_metrics(store, bad)
+    with pytest.raises(MetricError):
+        metric_series(store, "1bad")
+
+
 # -- database and help ---------------------------------------------------------------------------------------
 
 def test_db_migrate(hargs, tmp_path):

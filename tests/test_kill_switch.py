@@ -81,6 +81,27 @@ def test_engage_and_flatten(engaged):
     assert ks.status(env.home, env.store).engaged
 
 
+def test_the_paper_step_shared_by_the_cli_and_the_monitor_closes_everything_and_records_it(engaged):
+    from qts.engine.session_tools import flatten_paper
+
+    env = engaged
+    out = flatten_paper(env.settings, env.store, env.feed, backoff_s=0.0, label="flatten (test)")
+    assert out["flat"] is True and out["failed"] == [] and out["remaining_positions"] == []
+    assert sorted(out["cancelled"]) == ["rest0", "rest1", "rest2"] and len(out["closed"]) == 2
+    assert env.broker.positions() == {} and env.broker.open_orders() == []
+    ev = env.store.one("SELECT message, severity FROM events WHERE kind='kill_switch' AND message LIKE 'flatten (test)%'")
+    assert ev["severity"] == "critical" and "3 cancelled, 2 closed, 0 failed" in ev["message"]
+
+
+def test_the_paper_step_is_not_flat_while_a_position_remains(engaged):
+    from qts.engine.session_tools import flatten_paper
+
+    env = engaged
+    env.feed.down = True  # the closing sells cannot be priced
+    out = flatten_paper(env.settings, env.store, env.feed, backoff_s=0.0, retries=1)
+    assert out["flat"] is False and sorted(out["remaining_positions"]) == sorted([BTC, ETH]) and out["failed"]
+
+
 def test_flatten_twice_is_a_no_op_success(engaged):
     first = flatten(engaged)
     assert first.flat and first.closed

@@ -89,6 +89,16 @@ def _within_bounds(c: Candidate) -> None:
         STRATEGIES[c.strategy].Params(**p)  # the strategy's own validation accepts every combination
 
 
+def test_the_validation_neighbourhood_of_a_point():
+    from qts.research.proposer import neighbourhood
+
+    assert neighbourhood("sma_cross", {"fast": 20, "slow": 40}) == {"fast": [15, 20, 25], "slow": [30, 40, 50]}
+    # 2 x 0.75 clips to ge=2, 2 x 1.25 = 2.5 rounds to 2 (half to even); slow takes its default 50
+    assert neighbourhood("sma_cross", {"fast": 2}) == {"fast": [2], "slow": [38, 50, 62]}
+    g = neighbourhood("bollinger_reversion", {"window": 20, "k": 4.5})
+    assert g == {"window": [15, 20, 25], "k": [3.375, 4.5, 5.0]}  # 4.5 x 1.25 clipped to le=5
+
+
 # -- market statistics -------------------------------------------------------------------------------
 
 def test_market_stats_definitions():

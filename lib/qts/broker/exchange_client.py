@@ -17,32 +17,9 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 
-
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: float, clock=time.monotonic, sleep=time.sleep):
-        self.rate, self.burst, self.clock, self.sleep = rate_per_s, burst, clock, sleep
-        self.tokens, self.t = burst, clock()
-        self.lock = threading.Lock()
-
-    def acquire(self, cost: float = 1.0) -> float:
-        """Take ``cost`` tokens, sleeping as needed. Returns seconds waited."""
-        waited = 0.0
-        # a call heavier than the bucket holds waits for a full bucket and leaves a debt (else: forever)
-        ready = min(cost, self.burst)
-        with self.lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
-                self.t = now
-                if self.tokens >= ready:
-                    self.tokens -= cost
-                    return waited
-                need = (ready - self.tokens) / self.rate
-                self.sleep(need)
-                waited += need
+from ..token_bucket import TokenBucket
 
 
 # Request weight of the ccxt calls we make, on Binance spot (GET /api/v3/...: order 4, openOrders with a

@@ -408,8 +408,7 @@ class MonitorServer:
     def _flatten(self) -> dict:
         """The CLI's code path (qts kill-switch engage): paper gate + broker at the stored prices."""
         from ..config import ConfigError, load_settings
-        from ..safety import kill_switch
-        from ..safety.session_tools import paper_tools
+        from ..engine.session_tools import flatten_paper
 
         try:
             settings = load_settings(home=self.home.root)
@@ -417,20 +416,14 @@ class MonitorServer:
             return {"flat": False, "failed": [{"flatten": f"configuration: {e}"}]}
         if not settings.PAPER_TRADING:
             return {"flat": False, "failed": [{"flatten": "live positions: run `qts kill-switch` to flatten at the exchange"}]}
-        gate, broker = paper_tools(settings, self.store)
-        rep = kill_switch.flatten(gate, broker, retries=2, backoff_s=0.05)
-        remaining = [s for s, p in broker.positions().items()]
-        res = {"cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed, "flatten_ms": round(rep.ms, 2),
-               "remaining_positions": remaining, "flat": rep.flat and not remaining}
-        self.store.event("kill_switch", f"flatten (monitor): {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
-                                        f"{len(rep.failed)} failed", severity="critical",
-                         data={"action": "flatten", "cancelled": rep.cancelled, "closed": rep.closed,
-                               "failed": rep.failed})
+        out = flatten_paper(settings, self.store, retries=2, backoff_s=0.05, label="flatten (monitor)")
+        res = {"cancelled": out["cancelled"], "closed": out["closed"], "failed": out["failed"],
+               "flatten_ms": out["ms"], "remaining_positions": out["remaining_positions"], "flat": out["flat"]}
         try:
             from .. import notify
 
-            notify.on_kill_switch(self.home, "flatten", data={"cancelled": rep.cancelled, "closed": rep.closed,
-                                                               "failed": rep.failed})
+            notify.on_kill_switch(self.home, "flatten", data={"cancelled": out["cancelled"], "closed": out["closed"],
+                                                               "failed": out["failed"]})
         except Exception:
             pass
         return res

@@ -35,7 +35,7 @@ import time
 
 from .core import Event, EventWriter, Notifier
 from .masking import Masker, mask_url
-from .ratelimit import TokenBucket
+from ..token_bucket import TokenBucket
 from .sinks import EmailSink, LogSink, SinkError, TelegramSink, WebhookSink
 
 __all__ = ["Event", "Notifier", "Masker", "TokenBucket", "SinkError", "WebhookSink", "TelegramSink", "EmailSink",

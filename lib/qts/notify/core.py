@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .masking import Masker
-from .ratelimit import TokenBucket
+from ..token_bucket import TokenBucket
 from .sinks import Sink, SinkError
 
 log = logging.getLogger("qts.notify")

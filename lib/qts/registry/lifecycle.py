@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,13 +123,10 @@ def realized(store, strategy: str, mode: str, since_ms: int, until_ms: int) -> R
                           if len(r) > 1 else 0.0)
     out.win_rate = sum(1 for x in rows if x["pnl"] > 0) / len(rows)
     out.pnl = float(sum(x["pnl"] for x in rows))
-    eq = peak = 1.0
-    mdd = 0.0
-    for x in r:
-        eq *= 1 + x / 100
-        peak = max(peak, eq)
-        mdd = max(mdd, 1 - eq / peak)
-    out.max_drawdown_pct = 100 * mdd
+    from ..returns import max_drawdown
+
+    eq = list(accumulate((1 + x / 100 for x in r), operator.mul))  # one unit compounded in exit order
+    out.max_drawdown_pct = 100 * max_drawdown(eq, 1.0)[0]
     return out
 
 

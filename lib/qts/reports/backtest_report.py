@@ -84,9 +84,9 @@ def _draw_equity(ax, result):
 
 
 def _drawdown(result) -> np.ndarray:
-    eq = np.asarray(result.equity, dtype=float)
-    peak = np.maximum.accumulate(np.r_[result.config.init_cash, eq])[1:]
-    return 100 * (eq / peak - 1)
+    from ..returns import drawdown_curve
+
+    return -100 * drawdown_curve(result.equity, result.config.init_cash)
 
 
 def _draw_dd(ax, result):

@@ -90,46 +90,41 @@ def _finite(x):
 
 
 def ratio_stats(returns: list[float], periods_per_year: float | None) -> dict:
+    """Sharpe, Sortino (``qts.returns``) and annualised volatility; None where undefined (fewer than 3
+    periods, no spread, nothing went down) rather than 0 or infinity."""
     n = len(returns)
     out = {"sharpe": None, "sortino": None, "volatility_ann_pct": None, "periods": n}
     if n < 3 or not periods_per_year:
         return out
-    mean = sum(returns) / n
-    var = sum((r - mean) ** 2 for r in returns) / (n - 1)
-    sd = math.sqrt(var)
-    down = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / n)
-    k = math.sqrt(periods_per_year)
+    from .. import returns as R  # numpy: loaded only when there are ratios to compute
+
+    sd = R.sample_std(returns)
     if sd > 1e-15:
-        out["sharpe"] = _finite(mean / sd * k)
-        out["volatility_ann_pct"] = _finite(100 * sd * k)
-    if down > 1e-15:
-        out["sortino"] = _finite(mean / down * k)
+        out["sharpe"] = _finite(R.sharpe(returns, periods_per_year))
+        out["volatility_ann_pct"] = _finite(100 * sd * math.sqrt(periods_per_year))
+    if R.downside_deviation(returns) > 1e-15:
+        out["sortino"] = _finite(R.sortino(returns, periods_per_year))
     return out
 
 
 def max_drawdown(ts: list[int], values: list[float], relative: bool = True) -> dict:
-    """Largest peak-to-trough fall of ``values`` (equity, or cumulative P&L when ``relative`` is False)."""
+    """Largest peak-to-trough fall of ``values`` (equity, or cumulative P&L when ``relative`` is False), with the
+    times of its peak, its trough and its recovery (None while under water). The curve is ``qts.returns``'."""
     out = {"max_drawdown": 0.0, "max_drawdown_pct": 0.0 if relative else None, "peak_ts": None, "trough_ts": None,
            "recovered_ts": None}
     if not values:
         return out
-    peak, peak_i = values[0], 0
-    best = (0.0, 0.0, None, None)
-    for i, v in enumerate(values):
-        if v > peak:
-            peak, peak_i = v, i
-        dd = peak - v
-        ddp = (100 * dd / peak) if relative and peak > 0 else None
-        key = ddp if relative else dd
-        if key is not None and key > (best[1] if relative else best[0]) + 1e-12:
-            best = (dd, ddp or 0.0, peak_i, i)
-    if best[2] is None:
+    from .. import returns as R
+
+    curve = R.drawdown_curve(values, relative=relative)
+    tr = int(curve.argmax())
+    if curve[tr] <= 1e-12 / (100 if relative else 1):
         return out
-    pk, tr = best[2], best[3]
+    pk = max(range(tr + 1), key=lambda i: (values[i], -i))  # the first point at the running peak
     rec = next((ts[j] for j in range(tr + 1, len(values)) if values[j] >= values[pk]), None)
-    out.update(max_drawdown=best[0], peak_ts=ts[pk], trough_ts=ts[tr], recovered_ts=rec)
+    out.update(max_drawdown=values[pk] - values[tr], peak_ts=ts[pk], trough_ts=ts[tr], recovered_ts=rec)
     if relative:
-        out["max_drawdown_pct"] = best[1]
+        out["max_drawdown_pct"] = 100 * float(curve[tr])
     return out
 
 

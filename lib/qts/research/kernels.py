@@ -26,18 +26,8 @@ so the compiled kernels survive across processes.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-
-def _default_cache_dir() -> None:
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / "pyproject.toml").exists() and os.access(repo, os.W_OK):
-        os.environ["NUMBA_CACHE_DIR"] = str(repo / ".numba-cache")
-
-
-_default_cache_dir()
+from .. import numba_cache  # noqa: F401 - sets NUMBA_CACHE_DIR before numba is imported
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402

@@ -8,6 +8,7 @@ Definitions (the numba kernels accumulate the same quantities on the fly; a test
 - Sharpe ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (risk-free rate 0; 0 when std is 0);
 - Sortino ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(periods_per_year)`` (downside deviation over
   ALL bars, target 0; +inf when nothing went down and the mean is positive, 0 when flat);
+  both, and the drawdown, are computed by :mod:`qts.returns` (shared with the account reports);
 - max drawdown ``max(1 - equity / running peak)`` (the peak starts at init_cash), as a positive
   fraction; its duration = the most bars spent below a previous peak (until it was regained, or
   the end); Calmar ``CAGR / max drawdown`` (NaN when there was no drawdown);
@@ -24,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ..returns import max_drawdown, sharpe, sortino  # noqa: F401  (the one implementation)
 
 MINUTES_PER_YEAR = 365 * 24 * 60
 
@@ -50,39 +53,6 @@ def cagr(equity: np.ndarray, init_cash: float, ppy: float) -> float:
     if final <= 0:
         return -1.0
     return (final / init_cash) ** (ppy / n) - 1.0
-
-
-def sharpe(returns: np.ndarray, ppy: float) -> float:
-    r = np.asarray(returns, dtype=float)
-    if len(r) < 2:
-        return 0.0
-    sd = r.std(ddof=1)
-    return float(r.mean() / sd * math.sqrt(ppy)) if sd > 0 else 0.0
-
-
-def sortino(returns: np.ndarray, ppy: float) -> float:
-    r = np.asarray(returns, dtype=float)
-    if len(r) == 0:
-        return 0.0
-    down = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    m = float(r.mean())
-    if down > 0:
-        return m / down * math.sqrt(ppy)
-    return math.inf if m > 0 else 0.0
-
-
-def max_drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
-    """(max drawdown as a positive fraction, longest time under water in bars)."""
-    eq = np.asarray(equity, dtype=float)
-    if len(eq) == 0:
-        return 0.0, 0
-    peak = np.maximum.accumulate(np.r_[init_cash, eq])[1:]
-    mdd = float(np.max(1.0 - eq / peak))
-    # bars since the last bar that set (or equalled) the peak; the initial cash is "bar -1"
-    at_peak = np.r_[True, eq >= peak]
-    last_peak = np.maximum.accumulate(np.where(at_peak, np.arange(-1, len(eq)), -1))[1:]
-    under = np.where(eq >= peak, 0, np.arange(len(eq)) - last_peak)
-    return max(mdd, 0.0), int(under.max())
 
 
 def calmar(cagr_: float, mdd: float) -> float:

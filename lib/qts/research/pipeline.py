@@ -151,7 +151,7 @@ def revalidate_entry(home, entry_id: str, candles: Candles, *, gates=None, confi
 
     from ..registry import Expected, Registry, ValidationSummary
     from .backtest import BacktestConfig
-    from .proposer import param_bounds
+    from .proposer import neighbourhood
     from .validation import Gates, validate_strategy
 
     from ..registry import RegistryError
@@ -163,15 +163,7 @@ def revalidate_entry(home, entry_id: str, candles: Candles, *, gates=None, confi
     gates, config = gates or Gates(), config or BacktestConfig()
     grid = {k: list(v) for k, v in (e.grid or {}).items()}
     if not grid:
-        grid = {}
-        for k, b in param_bounds(e.strategy).items():
-            v = e.params.get(k, b.default)
-            vals = {v}
-            if v:
-                for m in (0.75, 1.25):
-                    x = min(max(v * m, b.low), b.high)
-                    vals.add(int(round(x)) if b.kind == "int" else round(x, 6))
-            grid[k] = sorted(vals)
+        grid = neighbourhood(e.strategy, e.params)
     for k, v in e.params.items():  # the entry's own parameters are always among the trials
         if k in grid and v not in grid[k]:
             grid[k] = sorted(grid[k] + [v])

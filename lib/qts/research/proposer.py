@@ -92,6 +92,22 @@ def param_bounds(strategy: str) -> dict[str, Bound]:
     return out
 
 
+def neighbourhood(strategy: str, params: dict) -> dict[str, list]:
+    """A small grid around ``params`` (x0.75, x1, x1.25 per parameter, clipped to its bounds; a missing parameter
+    takes its default): what a validation judges when no grid was given, since a lone point cannot show
+    overfitting. Used by ``qts backtest --validate`` and ``registry revalidate``."""
+    out = {}
+    for k, b in param_bounds(strategy).items():
+        v = params.get(k, b.default)
+        vals = {v}
+        if v:
+            for m in (0.75, 1.25):
+                x = min(max(v * m, b.low), b.high)
+                vals.add(int(round(x)) if b.kind == "int" else round(x, 6))
+        out[k] = sorted(vals)
+    return out
+
+
 def catalog() -> list[dict]:
     """The registered strategies, their descriptions and parameter bounds (what a proposer may use)."""
     out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..research import kernels  # noqa: F401 - sets NUMBA_CACHE_DIR before numba compiles anything
+from .. import numba_cache  # noqa: F401 - sets NUMBA_CACHE_DIR before numba is imported
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 

@@ -8,17 +8,18 @@ import time
 
 import click
 
-from .cli import InputError, _settings, cli
+from .base import _settings, cli
+from .errors import InputError
 
 
 def _paths(ctx):
-    from .agent.paths import AgentPaths
+    from ..agent.paths import AgentPaths
 
     return AgentPaths.for_home(_settings(ctx).QTS_HOME)
 
 
 def _call(paths, op, params=None, timeout_s=60.0):
-    from .agent import protocol
+    from ..agent import protocol
 
     try:
         return protocol.call(paths, op, params or {}, timeout_s=timeout_s)
@@ -63,7 +64,7 @@ def agent_start(ctx, no_loop, max_order, max_daily, max_daily_loss, hours, symbo
     from the key store, restores its policy from its journal (or starts HALTED when anything is missing
     or fails to verify) and serves until Ctrl-C. --max-order/--max-daily give the live grant now.
     """
-    from .agent import main as agent_main
+    from ..agent import main as agent_main
 
     settings = _settings(ctx)
     argv = ["--home", str(settings.QTS_HOME), "--hours", str(hours)]
@@ -81,7 +82,7 @@ def agent_start(ctx, no_loop, max_order, max_daily, max_daily_loss, hours, symbo
 @click.pass_context
 def agent_status(ctx, as_json):
     """Is an agent running for this state home, and what does it allow (read from its own status file)."""
-    from .agent import protocol
+    from ..agent import protocol
 
     paths = _paths(ctx)
     st = protocol.read_status(paths)
@@ -139,7 +140,7 @@ def agent_revoke(ctx, reason):
 
 
 def _kv(pairs) -> dict:
-    from .cli import _parse_params
+    from .base import _parse_params
 
     return _parse_params(pairs, option="")
 
@@ -178,8 +179,8 @@ def agent_account(ctx, as_json):
 def _unlock_here(home):
     """The PIN from this terminal (never argv, env or the chat), and the signing key it unlocks; exits
     2 without a terminal, when cancelled (Ctrl-C, Ctrl-D) or on unusable input, 1 when wrong."""
-    from .safety import pin as pinmod
-    from .safety.tty import NoTerminal, SecretCancelled, SecretInputError, read_secret
+    from ..safety import pin as pinmod
+    from ..safety.tty import NoTerminal, SecretCancelled, SecretInputError, read_secret
 
     try:
         secret = read_secret("PIN: ")
@@ -200,8 +201,8 @@ def _unlock_here(home):
 
 def _approve(ctx, action: str, params: dict) -> None:
     """Ask the agent for a challenge, show it, read the PIN on this terminal, sign, send."""
-    from .agent import challenge, protocol
-    from .paths import StateHome
+    from ..agent import challenge, protocol
+    from ..paths import StateHome
 
     settings = _settings(ctx)
     paths = _paths(ctx)
@@ -324,7 +325,7 @@ def agent_confine(ctx, write, project, as_json):
     """Check (or --write) the Claude Code sandbox settings that live trading requires."""
     import os
 
-    from .agent import confinement
+    from ..agent import confinement
 
     settings = _settings(ctx)
     argv = ["--project", project or os.environ.get("CLAUDE_PROJECT_DIR") or str(settings.QTS_HOME.parent)]
@@ -337,8 +338,8 @@ def agent_confine(ctx, write, project, as_json):
 def agent_import_keys(ctx):
     """Move EXCHANGE_API_KEY / EXCHANGE_SECRET from your environment or .env into the key store,
     encrypted under the PIN (asks for it here). Then remove them from the environment."""
-    from .paths import StateHome
-    from .safety import secret_store
+    from ..paths import StateHome
+    from ..safety import secret_store
 
     settings = _settings(ctx)
     if not settings.has_keys:

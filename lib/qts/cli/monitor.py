@@ -1,17 +1,17 @@
-"""``qts`` commands for watching the system: status, perf, report, metrics list/chart, notify, monitor."""
+"""``qts`` commands for watching the system: status, perf, report, metrics, monitor."""
 
 from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 
 import click
 
-from .cli import InputError, _iso, cli, metrics_grp
-from .paths import StateHome
+from ..paths import StateHome
+from .base import _iso, cli
+from .errors import InputError
 
 
 def _home(ctx) -> StateHome:
@@ -19,7 +19,7 @@ def _home(ctx) -> StateHome:
 
 
 def _open_store(home: StateHome):
-    from .store import Store
+    from ..store import Store
 
     if not home.db_path.exists():
         raise click.ClickException(f"no database at {home.db_path} yet: run `qts run` first")
@@ -27,7 +27,7 @@ def _open_store(home: StateHome):
 
 
 def _range(store, since, until, mode="paper", table="equity_snapshots"):
-    from .reports.performance import TimeSpecError, parse_time
+    from ..reports.performance import TimeSpecError, parse_time
 
     if table == "metrics":
         now = store.scalar("SELECT MAX(ts) FROM metrics") or int(time.time() * 1000)
@@ -52,10 +52,22 @@ def _range_options(f):
     return f
 
 
-# -- status (called by `qts status` in cli.py) -------------------------------------------------------------
+# -- status ------------------------------------------------------------------------------------------------
 
-def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
-    from .reports.status import collect_status, render_status
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--decisions", type=click.IntRange(0, 1000), default=12, show_default=True,
+              help="How many of the latest decisions to show.")
+@click.pass_context
+def status_cmd(ctx, as_json, decisions):
+    """Everything at a glance: mode, loop health, breaker, kill switch, equity, positions, limits.
+
+    Loop state (running, stopped, dead, halted) with its last and next cycle; breaker and trading
+    state; kill switch; equity and cash; open positions with unrealized P&L at the last recorded
+    prices; today's P&L against the daily loss limit; drawdown against its reduce and halt limits;
+    the latest decisions with their reason codes. --json for machines.
+    """
+    from ..reports.status import collect_status, render_status
 
     d = collect_status(_home(ctx), decisions=decisions)
     if as_json:
@@ -69,12 +81,12 @@ def status_impl(ctx, as_json: bool, decisions: int = 12) -> None:
 def _mode(ctx, mode):
     if mode:
         return mode
-    from .engine.runner import read_status
+    from ..engine.runner import read_status
 
     st = read_status(_home(ctx))
     if st.get("mode") in ("paper", "live"):
         return st["mode"]
-    from .config import ConfigError, load_settings
+    from ..config import ConfigError, load_settings
 
     try:
         return "paper" if load_settings(home=_home(ctx).root).PAPER_TRADING else "live"
@@ -96,7 +108,7 @@ def perf_cmd(ctx, since, until, mode, strategies, symbols, as_json):
     drawdown, exposure, fees, and predicted (strategy registry) vs realized. Definitions:
     `python -c "import qts.reports.performance as p; print(p.__doc__)"`.
     """
-    from .reports.performance import performance, render_performance
+    from ..reports.performance import performance, render_performance
 
     mode = _mode(ctx, mode)
     store = _open_store(_home(ctx))
@@ -127,7 +139,7 @@ def report_cmd(ctx, since, until, out, png, mode, title, as_json):
     performance by strategy and symbol, predicted vs realized, open positions, closed trades,
     gate refusals and safety events.
     """
-    from .reports.html import write_report
+    from ..reports.html import write_report
 
     home = _home(ctx)
     mode = _mode(ctx, mode)
@@ -149,60 +161,55 @@ def report_cmd(ctx, since, until, out, png, mode, title, as_json):
                    f"max drawdown {a['max_drawdown_pct']:.2f}%  trades {a['trades']}")
 
 
-# -- custom metrics: list and chart ------------------------------------------------------------------------
+# -- custom metrics ----------------------------------------------------------------------------------------
 
-def _tag_filter(tags) -> tuple[str, list]:
-    from .metrics import TAG_RE
-
-    sql, params = "", []
-    for t in tags:
-        k, sep, v = t.partition("=")
-        if not sep:
-            raise InputError(f"--tag {t!r}: expected KEY=VALUE")
-        if not TAG_RE.match(k):
-            raise InputError(f"--tag {t!r}: key must use letters, digits, '.', '_' or '-', starting with a letter")
-        sql += " AND json_extract(tags, ?) = ?"
-        params += [f'$."{k}"', v]
-    return sql, params
+@cli.group("metrics")
+def metrics_grp():
+    """Custom metrics in the state database (name, value, time, tags)."""
 
 
-def list_metrics(store, tags=()) -> list[dict]:
-    where, params = _tag_filter(tags)
-    rows = store.query(f"SELECT name, COUNT(*) AS count, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "
-                       f"AVG(value) AS mean, MIN(value) AS min, MAX(value) AS max FROM metrics WHERE 1=1{where} "
-                       f"GROUP BY name ORDER BY name", params)
+@metrics_grp.command("write")
+@click.argument("name")
+@click.argument("value")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag, repeatable.")
+@click.pass_context
+def metrics_write(ctx, name, value, tags):
+    """Record VALUE (a finite number) under NAME (letters, digits, '.', '_', '-'; starts with a letter)."""
+    from ..metrics import MetricError, parse_tag, write_metric
+    from ..store import Store
+
+    home = _home(ctx)
+    store = None
+    try:
+        tag_map = dict(parse_tag(t) for t in tags)
+        store = Store.open(home)
+        row = write_metric(store, name, value, tag_map)
+    except MetricError as e:
+        raise InputError(str(e)) from None
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(f"recorded {row['name']} = {row['value']:g} at {_iso(row['ts'])}")
+
+
+@metrics_grp.command("read")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def metrics_read(ctx, name, limit, as_json):
+    """The latest values of metric NAME, newest first."""
+    from ..metrics import read_metric
+    from ..store import Store
+
+    store = Store.open(_home(ctx))
+    rows = read_metric(store, name, limit)
+    store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     for r in rows:
-        last = store.one(f"SELECT value, tags FROM metrics WHERE name=?{where} ORDER BY ts DESC, id DESC LIMIT 1",
-                         [r["name"], *params])
-        r["last_value"] = last["value"]
-        r["last_tags"] = json.loads(last["tags"])
-        keys = set()
-        for t in store.query(f"SELECT DISTINCT tags FROM metrics WHERE name=?{where}", [r["name"], *params]):
-            try:
-                keys |= set(json.loads(t["tags"]))
-            except ValueError:
-                pass
-        r["tag_keys"] = sorted(keys)
-    return rows
-
-
-def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit: int = 100_000) -> list[dict]:
-    from .metrics import NAME_RE
-
-    if not NAME_RE.match(name or ""):
-        raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
-    where, params = _tag_filter(tags)
-    if since_ms is not None:
-        where += " AND ts>=?"
-        params.append(since_ms)
-    if until_ms is not None:
-        where += " AND ts<=?"
-        params.append(until_ms)
-    rows = store.query(f"SELECT ts, value, tags FROM (SELECT id, ts, value, tags FROM metrics WHERE name=?{where} "
-                       f"ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id", [name, *params, limit])
-    for r in rows:
-        r["tags"] = json.loads(r["tags"])
-    return rows
+        click.echo(f"{_iso(r['ts'])}  {r['value']:g}  {r['tags'] if r['tags'] != {} else ''}")
 
 
 @metrics_grp.command("list")
@@ -211,7 +218,8 @@ def metric_series(store, name: str, tags=(), since_ms=None, until_ms=None, limit
 @click.pass_context
 def metrics_list(ctx, tags, as_json):
     """Every metric name with its count, last value and the tag keys seen."""
-    from .reports.status import table
+    from ..metrics import MetricError, list_metrics
+    from ..reports.status import table
 
     home = _home(ctx)
     if not home.db_path.exists():
@@ -220,6 +228,8 @@ def metrics_list(ctx, tags, as_json):
         store = _open_store(home)
         try:
             rows = list_metrics(store, tags)
+        except MetricError as e:
+            raise InputError(str(e)) from None
         finally:
             store.close()
     if as_json:
@@ -246,8 +256,8 @@ def metrics_list(ctx, tags, as_json):
 @click.pass_context
 def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     """Chart metric NAME: a PNG with --out, else an inline sparkline with min / last / max."""
-    from .metrics import NAME_RE
-    from .reports import charts
+    from ..metrics import NAME_RE, MetricError, metric_series
+    from ..reports import charts
 
     if not NAME_RE.match(name or ""):
         raise InputError(f"name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter (max 100)")
@@ -258,6 +268,8 @@ def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     try:
         lo, hi = _range(store, since, until, table="metrics")
         rows = metric_series(store, name, tags, lo, hi, limit)
+    except MetricError as e:
+        raise InputError(str(e)) from None
     finally:
         store.close()
     if not rows:
@@ -276,74 +288,6 @@ def metrics_chart(ctx, name, tags, since, until, out, width, limit, as_json):
     click.echo(f"{label}  {len(vals)} points  {_iso(ts[0])} -> {_iso(ts[-1])} UTC")
     click.echo(f"  {charts.sparkline(vals, width)}")
     click.echo(f"  min {min(vals):g}   last {vals[-1]:g}   max {max(vals):g}   mean {sum(vals) / len(vals):g}")
-
-
-# -- notifications -----------------------------------------------------------------------------------------
-
-@cli.group("notify")
-def notify_grp():
-    """Notifications (webhook, Telegram, email, the events table) after trades and safety events.
-
-    Configured by environment variables or the state home's .env: QTS_NOTIFY_WEBHOOK_URL,
-    QTS_TELEGRAM_TOKEN + QTS_TELEGRAM_CHAT_ID (+ QTS_TELEGRAM_API), QTS_SMTP_HOST / PORT / USER /
-    PASSWORD / FROM / TO, QTS_NOTIFY_RATE (per minute per sink), QTS_NOTIFY_BURST, QTS_NOTIFY_QUEUE,
-    QTS_NOTIFY_TIMEOUT, QTS_NOTIFY_LOG=0, QTS_NOTIFY_REPLAY=1. Secrets are never printed.
-    """
-
-
-def _notifier(ctx):
-    from .notify import NotifyConfigError, from_env
-
-    try:
-        return from_env(_home(ctx).ensure())
-    except NotifyConfigError as e:
-        raise InputError(f"notifications: {e}") from None
-
-
-@notify_grp.command("status")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def notify_status(ctx, as_json):
-    """The configured sinks (secrets masked) and the rate limit."""
-    n = _notifier(ctx)
-    d = {"sinks": n.describe(), "rate_per_min": n.lanes[0].bucket.rate * 60 if n.lanes else None,
-         "burst": n.lanes[0].bucket.capacity if n.lanes else None, "send_replays": n.send_replays}
-    n.close(0.5)
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
-        return
-    if not d["sinks"]:
-        click.echo("no notification sinks configured (see `qts notify --help`)")
-        return
-    for s in d["sinks"]:
-        click.echo(f"{s['name']:9} " + "  ".join(f"{k}={v}" for k, v in s.items() if k != "name"))
-    click.echo(f"rate limit: {d['rate_per_min']:g}/min per sink, burst {d['burst']:g}; replays "
-               f"{'notified' if d['send_replays'] else 'not notified'}")
-
-
-@notify_grp.command("test")
-@click.option("--message", default="test notification from qts", show_default=True)
-@click.option("--timeout", type=click.FloatRange(0.5, 120), default=15, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def notify_test(ctx, message, timeout, as_json):
-    """Send one test notification through every sink and report each result (exit 1 if any failed)."""
-    from .notify import Event
-
-    n = _notifier(ctx)
-    n.notify(Event("test", message, f"state home {_home(ctx).root}", "info"))
-    n.flush(timeout)
-    stats = n.stats()
-    n.close(1.0)
-    if as_json:
-        click.echo(json.dumps(stats, indent=2))
-    else:
-        if not stats:
-            click.echo("no notification sinks configured (see `qts notify --help`)")
-        for name, s in stats.items():
-            state = "sent" if s["sent"] else "FAILED: " + str(s["last_error"]) if s["failed"] else "not sent (timeout)"
-            click.echo(f"{name:9} {state}")
-    sys.exit(0 if all(s["sent"] for s in stats.values()) else 1)
 
 
 # -- the monitor endpoint ----------------------------------------------------------------------------------
@@ -368,7 +312,7 @@ def monitor_serve(ctx, port, host, allow_remote, duration):
     $QTS_MONITOR_TOKEN` (unset: refused). Standalone, the kill switch also stops a running loop
     (SIGTERM) and flattens paper positions, like `qts kill-switch`.
     """
-    from .monitor import MonitorError, start_monitor
+    from ..monitor import MonitorError, start_monitor
 
     home = _home(ctx).ensure()
     try:

@@ -1,4 +1,5 @@
-"""Build a PAPER gate and broker for one-off work outside the loop (an order from the CLI, the kill switch).
+"""Build a PAPER gate and broker for one-off work outside the loop (an order from the CLI, the kill switch), and
+the kill switch's paper step (``flatten_paper``), shared by ``qts kill-switch`` and the monitor's POST /kill-switch.
 
 Live orders never go through here: they are intents sent to the trading agent (agent/protocol.py)."""
 
@@ -43,3 +44,23 @@ def paper_tools(settings, store: Store, feed=None):
     broker = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
     broker.ensure_account(settings.INITIAL_CASH)
     return Gate(store, feed, broker, settings=settings), broker
+
+
+def flatten_paper(settings, store: Store, feed=None, retries: int = 3, backoff_s: float = 0.2,
+                  label: str = "paper flatten") -> dict:
+    """Cancel every open PAPER order and close every paper position through the gate's flatten path (the only
+    orders an engaged kill switch lets through), then record a critical ``kill_switch`` event headed ``label``.
+
+    Returns ``flat`` (True only when nothing failed AND the broker holds no position afterwards: fails closed),
+    ``cancelled``, ``closed``, ``failed``, ``remaining_positions`` and ``ms``. The flag is not touched here: the
+    caller has set it first (``safety.kill_switch.engage``)."""
+    from ..safety import kill_switch
+
+    gate, broker = paper_tools(settings, store, feed)
+    rep = kill_switch.flatten(gate, broker, retries=retries, backoff_s=backoff_s)
+    remaining = list(broker.positions())
+    store.event("kill_switch", f"{label}: {len(rep.cancelled)} cancelled, {len(rep.closed)} closed, "
+                               f"{len(rep.failed)} failed", severity="critical",
+                data={"action": "flatten", "cancelled": rep.cancelled, "closed": rep.closed, "failed": rep.failed})
+    return {"flat": rep.flat and not remaining, "cancelled": rep.cancelled, "closed": rep.closed,
+            "failed": rep.failed, "remaining_positions": remaining, "ms": round(rep.ms, 2)}
