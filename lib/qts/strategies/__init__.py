@@ -1,4 +1,5 @@
-"""Strategies: candles in, target exposure out (0 = flat, 1 = fully in the allocated position).
+"""Strategies: candles in, target exposure out (0 = flat, 1 = fully in the allocated position; a
+strategy may enter with a confidence in (0, 1] instead, that share of a full position: ``edge_meta``).
 
 Long-only spot. Each strategy defines entry and exit conditions per bar; :meth:`Strategy.targets`
 turns them into a position series (vectorized over history, for backtests and look-ahead checks) and
@@ -7,10 +8,11 @@ loop and a backtest follow the same rule.
 """
 
 from .base import Strategy, StrategyError  # noqa: F401
+from .edge import EdgeMeta
 from .library import BollingerReversion, RsiReversion, SmaCross, ZScoreReversion
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (SmaCross, RsiReversion, BollingerReversion, ZScoreReversion)
+    s.name: s for s in (SmaCross, RsiReversion, BollingerReversion, ZScoreReversion, EdgeMeta)
 }
 
 
