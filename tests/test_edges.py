@@ -46,6 +46,19 @@ def test_robust_z_is_the_median_and_mad_of_the_window_before():
     assert even[100] == np.median(x[59:100])
 
 
+def test_features_cache_is_keyed_by_content(btc):
+    c = btc.slice(0, 3000)
+    a = features(c, 96)
+    b = features(Candles(c.ts.copy(), c.open.copy(), c.high.copy(), c.low.copy(), c.close.copy(), c.volume.copy(),
+                         c.timeframe_ms), 96)
+    assert a["z_ret"] is b["z_ret"]  # equal content: the cached arrays
+    with pytest.raises(ValueError):
+        a["z_ret"][100] = 0.0  # read-only: no caller can spoil the cache
+    d = features(perturb_after(c, 2000), 96)
+    assert d["z_ret"] is not a["z_ret"] and not np.array_equal(d["z_ret"][2001:], a["z_ret"][2001:], equal_nan=True)
+    assert np.array_equal(d["z_ret"][:2001], a["z_ret"][:2001], equal_nan=True)
+
+
 def test_triple_barrier_by_hand():
     close = np.array([100, 101, 103, 99, 100, 96, 100, 100, 100.5, 100, 100, 99.0])
     sigma = np.full(len(close), 0.02 / 2)  # sqrt(horizon=4) = 2: barriers +-2%
@@ -198,4 +211,5 @@ def test_only_a_passing_candidate_is_registered(factory_run, home, btc):
     e = register_candidate(home, r, symbol="BTC/USDT", timeframe_minutes=5)
     got = Registry.load(home).get(e.id)
     assert got.strategy == "edge_meta" and got.stage == "backtested"
+    assert got.expected is not None and got.expected.n_trades == r.expected["n_trades"]
     assert tuple(got.params["coef"]) == tuple(r.candidate["params"]["coef"])

@@ -24,7 +24,9 @@ Per bar ``i`` (every value uses candles up to ``i`` only):
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,8 +79,35 @@ def robust_z(x: np.ndarray, window: int) -> np.ndarray:
     return z
 
 
+_CACHE: OrderedDict = OrderedDict()  # (window, digest of the candles) -> features; sweeps and folds reuse them
+_CACHE_SIZE = 4
+
+
+def _digest(c: Candles) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in (c.ts, c.high, c.low, c.close, c.volume):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.digest()
+
+
 def features(c: Candles, window: int) -> dict[str, np.ndarray]:
-    """The meta-model's inputs (FEATURES) plus ``sigma``; all trailing, NaN while warming up."""
+    """The meta-model's inputs (FEATURES) plus ``sigma``; all trailing, NaN while warming up. The same
+    candles (by content) again: the same (read-only) arrays, from a small cache."""
+    key = (int(window), len(c), int(c.timeframe_ms), _digest(c))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return dict(hit)
+    f = _features(c, window)
+    for a in f.values():
+        a.flags.writeable = False
+    _CACHE[key] = f
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return dict(f)
+
+
+def _features(c: Candles, window: int) -> dict[str, np.ndarray]:
     close = np.asarray(c.close, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.r_[np.nan, np.diff(np.log(close))]

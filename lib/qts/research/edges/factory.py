@@ -75,6 +75,7 @@ class FactoryResult:
     timings: dict
     notes: list[str] = field(default_factory=list)
     report: object = field(default=None, repr=False)   # the ValidationReport
+    expected: dict | None = None                        # out-of-sample expectations (the registry's)
 
     @property
     def passed(self) -> bool:
@@ -85,7 +86,8 @@ class FactoryResult:
                        "held_out_bars": self.n_bars - self.cut, "detectors": self.detectors, "meta": self.meta,
                        "candidate": self.candidate, "held_out_meta": self.held_out_meta,
                        "validation": self.validation, "purged_cv": self.purged_cv, "lookahead": self.lookahead,
-                       "passed": self.passed, "timings": self.timings, "notes": self.notes})
+                       "expected": self.expected, "passed": self.passed, "timings": self.timings,
+                       "notes": self.notes})
 
 
 def _clean(v):
@@ -238,7 +240,7 @@ def run_factory(candles: Candles, cfg: FactoryConfig | None = None, *, gates=Non
 
     # 6. the gates on the held-out candles
     timed("gates")
-    validation = held_meta = cv = None
+    validation = held_meta = cv = expected = None
     report = None
     if params:
         held = candles.slice(cut, n)
@@ -272,6 +274,12 @@ def run_factory(candles: Candles, cfg: FactoryConfig | None = None, *, gates=Non
                              "is_sharpe": fo.is_sharpe, "oos_sharpe": fo.oos_sharpe} for fo in r.folds]}
         except ValueError as e:
             notes.append(f"purged CV not run: {e}")
+        try:
+            from ..evaluation import expected_metrics
+
+            expected = expected_metrics(report, held, config)
+        except Exception as e:  # expectations are for the registry; the verdict stands without them
+            notes.append(f"expected metrics: {e.__class__.__name__}: {e}")
     done("gates")
 
     # 7. look-ahead by perturbation: at cut points in the held-out range (bars before: up to 5000)
@@ -291,18 +299,19 @@ def run_factory(candles: Candles, cfg: FactoryConfig | None = None, *, gates=Non
             "series": sorted(edge_series(candles.slice(0, min(n, 2 * warm)), 0, cfg, params)) if params else []}
     done("look-ahead")
     return FactoryResult(cfg, n, cut, detectors, meta, candidate, held_meta, validation, cv, look, timings, notes,
-                         report)
+                         report, expected)
 
 
 def register_candidate(home, result: FactoryResult, *, symbol: str | None, timeframe_minutes: float):
     """Add a candidate that passed every gate to the registry as ``backtested``."""
-    from ...registry import Provenance, Registry, ValidationSummary
+    from ...registry import Expected, Provenance, Registry, ValidationSummary
 
     if not result.passed or not result.report or result.report.best_params is None:
         raise ValueError("only a candidate that passed the gates and the look-ahead check is registered")
     return Registry.load(home).add(
         strategy="edge_meta", params=result.report.best_params, stage="backtested", symbol=symbol,
         timeframe_minutes=timeframe_minutes, validation=ValidationSummary.model_validate(result.validation),
+        expected=Expected.model_validate({k: v for k, v in (result.expected or {}).items() if k in Expected.model_fields}),
         provenance=Provenance(source="edge_factory", rationale=f"meta-labeled {result.candidate['primary']}"))
 
 
