@@ -48,3 +48,21 @@ def test_edges_errors_name_the_bad_field(tmp_path, ohlcv_dir):
     assert r.exit_code != 0 and "too few" in r.output
     r = run(["--data", str(ohlcv_dir), *FAST, "--holdout", "0.99"], home)
     assert r.exit_code == 2 and "--holdout" in r.output
+
+
+def test_edges_register_adds_only_a_passing_candidate(tmp_path, ohlcv_dir):
+    from qts.registry import Registry
+
+    home = tmp_path / "home"
+    r = run(["--data", str(ohlcv_dir), *FAST, "--no-iforest", "--register"], home)
+    assert r.exit_code == 0, r.output
+    if "FAIL:" in r.output:  # the default gates: nothing enters the registry
+        assert "not registered: the gates failed" in r.output
+        assert not Registry.load(home).entries
+    loose = ["--gate", "min_trades=0", "--gate", "min_oos_trades=0", "--gate", "min_dsr=0", "--gate", "max_pbo=1",
+             "--gate", "min_oos_sharpe=-100", "--gate", "max_oos_drawdown=1"]
+    r = run(["--data", str(ohlcv_dir), *FAST, "--no-iforest", "--register", *loose], home)
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "registered: edge_meta-" in r.output
+    [e] = Registry.load(home).entries
+    assert e.strategy == "edge_meta" and e.stage == "backtested" and e.symbol == "BTC/USDT"
