@@ -67,6 +67,9 @@ def param_bounds(strategy: str) -> dict[str, Bound]:
     Params = STRATEGIES[strategy].Params
     out = {}
     for name, f in Params.model_fields.items():
+        if f.annotation not in (int, float):
+            raise ValueError(f"{strategy}.{name}: not a number, so no grid around it; {strategy} is built and "
+                             f"validated by the edge factory (qts research edges)")
         kind = "int" if f.annotation is int else "float"
         lo, hi = -math.inf, math.inf
         for m in f.metadata:
