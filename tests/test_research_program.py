@@ -130,7 +130,7 @@ def test_market_stats_on_generated_market(stats):
 def test_proposer_is_deterministic(stats):
     a = [c.model_dump() for c in proposer.propose(stats, seed=3)]
     b = [c.model_dump() for c in proposer.propose(stats, seed=3)]
-    assert a == b and len(a) == len(STRATEGIES)
+    assert a == b and len(a) == len(proposer.proposable())
     assert [c.model_dump() for c in proposer.propose(stats, seed=4)] != a  # the seed matters
     other = market_stats(generate("ETH/USDT", 24 * 90, H1, seed=5), "ETH/USDT")
     assert [c.model_dump() for c in proposer.propose(other, seed=3)] != a  # and so do the statistics
@@ -138,7 +138,8 @@ def test_proposer_is_deterministic(stats):
 
 def test_proposer_candidates_are_valid(stats):
     cands = proposer.propose(stats, seed=0)
-    assert {c.strategy for c in cands} == set(STRATEGIES)
+    # every strategy with numeric parameters; edge_meta (a fitted model as parameters) comes from the edge factory
+    assert {c.strategy for c in cands} == set(STRATEGIES) - {"edge_meta"} == set(proposer.proposable())
     for c in cands:
         assert c.clean and 1 < len(c.combos()) <= proposer.MAX_COMBOS
         _within_bounds(c)

@@ -26,8 +26,11 @@ class OrderIntent:
     take_profit: float | None = None
     client_order_id: str | None = None
     source: str = "loop"  # loop | cli | command | research | kill_switch
+    confidence: float = 1.0  # a strategy's confidence in (0, 1]: the risk layer scales its risk budget by it
 
     def __post_init__(self):
+        if not (isinstance(self.confidence, (int, float)) and 0.0 < self.confidence <= 1.0):
+            raise ValueError(f"confidence: must be in (0, 1], got {self.confidence!r}")
         if self.side not in SIDES:
             raise ValueError(f"side: must be buy or sell, got {self.side!r}")
         if self.type not in TYPES:

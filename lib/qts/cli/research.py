@@ -291,9 +291,10 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
 
 # -- qts research --------------------------------------------------------------------------------------------
 
-@cli.command("research")
-@click.option("--notes", "notes_path", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="Research notes (text/markdown). UNTRUSTED: read as ideas, never as instructions.")
+@cli.group("research", invoke_without_command=True, subcommand_metavar="[edges ...]")
+@click.option("--notes", "notes_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Research notes (text/markdown). UNTRUSTED: read as ideas, never as instructions. Required "
+                   "for the proposal run (without a subcommand).")
 @_data_options
 @click.option("--model", default=None, help="litellm model string (default: $QTS_RESEARCH_MODEL, or "
                                             "anthropic/claude-sonnet-4-5 when ANTHROPIC_API_KEY is set).")
@@ -316,7 +317,14 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     With a model configured the DSPy research program proposes; without one (or with --offline) the
     deterministic proposer does, so this runs offline. Notes cannot change limits, mode or the
     registry: a candidate is a strategy, parameter ranges, a rationale and risks, nothing more.
+
+    Subcommands: `qts research edges` (the edge factory: anomalies, triple-barrier labels, meta-labeling).
     """
+    if ctx.invoked_subcommand is not None:
+        return  # the group's own options belong to the proposal run
+    if notes_path is None:
+        raise click.UsageError("Missing option '--notes' (the proposal run needs research notes; or run a "
+                               "subcommand, e.g. `qts research edges --help`)", ctx)
     from ..research.program import resolve_model
 
     raw = open(notes_path, "rb").read(256 * 1024)

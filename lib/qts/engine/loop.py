@@ -63,6 +63,8 @@ class TradingLoop:
             reason = why.lower() if why in ("STOP_LOSS", "TAKE_PROFIT") else "signal"
             return OrderIntent(symbol, "sell", held, strategy=strategy.name, reason=reason, reduce_only=True)
         if target > 0 and held <= 0:
+            # target: 1, or a confidence-emitting strategy's confidence in (0, 1] (that share of a full entry)
+            target = min(float(target), 1.0)
             amount = self.allocation(equity) * target / price
             if self.broker.mode == "live":  # the registry's live ramp: 10% -> 25% -> 50% -> 100% of the allocation
                 from ..registry import capital_fraction
@@ -73,7 +75,7 @@ class TradingLoop:
                     info["reason"] = "NOT_PROMOTED_TO_LIVE"
                     return None
                 amount *= frac
-            return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason="entry")
+            return OrderIntent(symbol, "buy", amount, strategy=strategy.name, reason="entry", confidence=target)
         return None
 
     def check_breaker(self) -> None:

@@ -3,7 +3,8 @@
 ``backtest(strategy, candles, config)`` runs any registered strategy (a name, or a Strategy
 instance) through the numba simulation core (:mod:`qts.research.kernels`, whose docstring is the fill
 model: next bar's open, slippage against us, a fee per side, long-only, all-in or fixed-notional
-sizing). Signals come from ``Strategy.signals`` itself, so the backtest, the look-ahead check and
+sizing). Signals come from ``Strategy.signals`` itself (a float entry is a confidence in [0, 1]:
+the entry buys that share of what a full signal buys), so the backtest, the look-ahead check and
 the trading loop share one definition of the strategy.
 """
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..market.candles import Candles
 from ..strategies import Strategy, make
+from ..strategies.base import split_confidence
 from . import kernels as K
 from . import metrics as M
 
@@ -162,12 +164,14 @@ def backtest(strategy: Strategy | str, candles: Candles, config: BacktestConfig 
     config = config or BacktestConfig()
     start, stop = _window(candles, start, stop)
     entry, exit_, _ = strat.signals(candles)
+    entry, size = split_confidence(entry)  # a confidence-emitting strategy: entries sized by it
     o, c = arrays(candles)
     stats = np.zeros(K.NSTAT)
     equity = np.zeros(stop - start)
     rows = np.zeros((K.max_trade_rows(start, stop), K.NTF))
     n = K.signals_record(o, c, np.ascontiguousarray(entry, dtype=np.bool_),
-                         np.ascontiguousarray(exit_, dtype=np.bool_), start, stop,
+                         np.ascontiguousarray(exit_, dtype=np.bool_),
+                         np.empty(0) if size is None else np.ascontiguousarray(size), start, stop,
                          *config.kernel_args(candles.timeframe_ms), stats, equity, rows)
     return build_result(strat, candles, config, start, stop, stats, equity, rows[:n])
 

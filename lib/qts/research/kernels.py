@@ -6,6 +6,9 @@ The fill model (the paper broker's, on bars):
 - ``fee`` (a fraction) of each fill's notional is charged once per side, in the quote currency;
 - long-only, one position at a time: an entry signal while flat buys, an exit signal while long
   sells everything; any other signal is ignored (the hysteresis of ``Strategy.targets``);
+- confidence: ``size`` (per bar, in [0, 1]; an empty array means 1 everywhere) scales an entry: the
+  entry signalled on bar ``i`` buys ``size[i]`` x the amount a full (1) signal would buy, under the same
+  rules below (a strategy emitting 0/1 passes an empty ``size`` and trades exactly as before);
 - sizing: ``size_usd <= 0`` puts all the cash in (amount = cash / (1 + fee) / fill price, the rule of
   ``vectorbt.Portfolio.from_signals(size=inf)``); ``size_usd > 0`` buys ``size_usd / open`` (the
   unslipped reference price, as the trading loop sizes its intent), never more than the cash
@@ -63,7 +66,7 @@ def trunc_amount(x, step):
 
 
 @njit(cache=True)
-def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+def simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
              stats, equity, trades, block_edges, blocks):
     """Run one strategy over bars [start, stop). Writes ``stats`` (NSTAT values); when ``equity`` is
     not empty, the equity at each bar's close (index i - start); when ``trades`` is not empty, one
@@ -72,6 +75,8 @@ def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size
     bar returns in [edges[b], edges[b+1]). Returns the number of trade rows written."""
     record_eq = equity.shape[0] > 0
     record_tr = trades.shape[0] > 0
+    sized = size.shape[0] > 0
+    conf = 1.0  # the confidence of the pending entry
     nblocks = block_edges.shape[0] - 1
     cash = init_cash
     qty = 0.0
@@ -105,7 +110,7 @@ def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size
             px = open_[i]
             adj = px * (1.0 + slip)
             if size_usd > 0.0:
-                q = trunc_amount(size_usd / px, step)
+                q = trunc_amount(conf * size_usd / px, step)
                 if step > 0.0:
                     aff = trunc_amount(cash / (adj * (1.0 + fee)) - step * 1e-6, step)
                 else:
@@ -118,8 +123,14 @@ def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size
             else:
                 max_req = cash / (1.0 + fee)
                 q = max_req / adj
+                if conf < 1.0:  # a part of the cash: the fee is charged on what is bought
+                    q = conf * q
                 if step > 0.0:
                     q = trunc_amount(q, step)
+                    cost = q * adj
+                    f = cost * fee
+                    new_cash = cash - (cost + f)
+                elif conf < 1.0:
                     cost = q * adj
                     f = cost * fee
                     new_cash = cash - (cost + f)
@@ -204,7 +215,9 @@ def simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size
         if i + 1 < stop:
             if not held:
                 if entry[i]:
-                    pending = 1
+                    conf = size[i] if sized else 1.0
+                    if conf > 0.0:
+                        pending = 1
             elif exit_[i]:
                 pending = -1
 
@@ -292,7 +305,7 @@ def sma_cross_sweep(open_, close, fast, slow, fi, si, start, stop, init_cash, fe
         entry = np.zeros(n, np.bool_)
         exit_ = np.zeros(n, np.bool_)
         sma_cross_signals(fast[fi[k]], slow[si[k]], start, stop, entry, exit_)
-        simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+        simulate(open_, close, entry, exit_, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step, ppy,
                  stats[k], no_eq, no_tr, block_edges, blocks[k])
 
 
@@ -305,25 +318,26 @@ def sma_cross_record(open_, close, f, s, start, stop, init_cash, fee, slip, size
     entry = np.zeros(n, np.bool_)
     exit_ = np.zeros(n, np.bool_)
     sma_cross_signals(f, s, start, stop, entry, exit_)
-    return simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+    return simulate(open_, close, entry, exit_, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step, ppy,
                     stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
 
 
 @njit(cache=True, parallel=True)
-def signals_sweep(open_, close, entries, exits, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+def signals_sweep(open_, close, entries, exits, sizes, start, stop, init_cash, fee, slip, size_usd, step, ppy,
                   block_edges, stats, blocks):
-    """Row k of ``entries`` / ``exits`` (shape (m, n)) is one combination's signals."""
+    """Row k of ``entries`` / ``exits`` (shape (m, n)) is one combination's signals; row k of ``sizes``
+    its confidence per bar (shape (m, n)), or ``sizes`` of shape (m, 0): every entry at full size."""
     no_eq = np.empty(0)
     no_tr = np.empty((0, NTF))
     for k in prange(entries.shape[0]):
-        simulate(open_, close, entries[k], exits[k], start, stop, init_cash, fee, slip, size_usd, step, ppy,
+        simulate(open_, close, entries[k], exits[k], sizes[k], start, stop, init_cash, fee, slip, size_usd, step, ppy,
                  stats[k], no_eq, no_tr, block_edges, blocks[k])
 
 
 @njit(cache=True)
-def signals_record(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+def signals_record(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
                    stats, equity, trades):
-    return simulate(open_, close, entry, exit_, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+    return simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
                     stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
 
 
@@ -339,11 +353,11 @@ def warm_up() -> None:
     x = np.zeros(n, np.bool_)
     st = np.zeros(NSTAT)
     edges = np.array([0, 4, 8], np.int64)
-    signals_record(o, o, e, x, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, st, np.zeros(n), np.zeros((6, NTF)))
+    signals_record(o, o, e, x, np.empty(0), 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, st, np.zeros(n), np.zeros((6, NTF)))
     sma_cross_record(o, o, o, o, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, st, np.zeros(n), np.zeros((6, NTF)))
     mat = o.reshape(1, n).copy()
     idx = np.zeros(1, np.int64)
     sma_cross_sweep(o, o, mat, mat, idx, idx, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, edges,
                     np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))
-    signals_sweep(o, o, e.reshape(1, n).copy(), x.reshape(1, n).copy(), 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+    signals_sweep(o, o, e.reshape(1, n).copy(), x.reshape(1, n).copy(), np.empty((1, 0)), 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
                   edges, np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))

@@ -1,9 +1,13 @@
-"""Look-ahead check: a strategy's signals on data cut at bar t must equal its signals on the full data
+"""Look-ahead checks. (1) A strategy's signals on data cut at bar t must equal its signals on the full data
 up to t, at many t (in the spirit of Freqtrade's lookahead-analysis).
 
 A strategy that reads bar i+1 (a negative shift, a centred window, a normalization over the whole
 series) produces, on the cut data, something different at the last bars than on the full data.
 Entry and exit booleans must be identical; indicator series equal up to ``rtol`` (NaN equals NaN).
+
+(2) :func:`perturbation_check`: any per-bar computation (the edge factory's features, the labels known
+so far, walk-forward meta-model decisions) must give the same values at bars 0..t when every candle
+after t is changed (:func:`perturb_after`).
 """
 
 from __future__ import annotations
@@ -65,4 +69,48 @@ def lookahead_check(strategy: Strategy, candles: Candles, points: int = 50, min_
                 bad = np.flatnonzero(~np.isclose(cut, full, rtol=rtol, atol=0.0, equal_nan=True))
             if bad.size:
                 rep.mismatches.append({"cut": t, "series": name, "bar": int(bad[0])})
+    return rep
+
+
+# -- perturbation check: any causal computation, not only a strategy's signals --------------------------
+def perturb_after(candles: Candles, t: int, seed: int = 0, scale: float = 0.05) -> Candles:
+    """A copy whose bars AFTER ``t`` are changed: prices scaled by a random factor per bar (high and low
+    stay around open and close), volume by another. Bars 0..t are untouched."""
+    rng = np.random.default_rng(seed)
+    n = len(candles) - (t + 1)
+    f = 1.0 + rng.uniform(-scale, scale, n)
+    g = rng.uniform(0.2, 5.0, n)
+
+    def cut(a, k):
+        a = np.array(a, dtype=np.float64, copy=True)
+        a[t + 1:] *= k
+        return a
+
+    o, c = cut(candles.open, f), cut(candles.close, f[::-1] if n else f)
+    h = np.maximum(cut(candles.high, f), np.maximum(o, c))
+    lo = np.minimum(cut(candles.low, f), np.minimum(o, c))
+    return Candles(candles.ts.copy(), o, h, lo, c, cut(candles.volume, g), candles.timeframe_ms)
+
+
+def perturbation_check(fn, candles: Candles, cuts: list[int], name: str = "computation", seed: int = 0,
+                       rtol: float = 0.0) -> LookaheadReport:
+    """``fn(candles, t) -> {series: per-bar array}``. For each cut t, every series' values at bars 0..t
+    must be the same on the real candles and on candles whose bars after t were perturbed
+    (:func:`perturb_after`); NaN equals NaN; ``rtol`` 0 means bit for bit. A series that read one
+    future bar differs somewhere."""
+    rep = LookaheadReport(name, {}, list(cuts))
+    for j, t in enumerate(cuts):
+        base = fn(candles, t)
+        pert = fn(perturb_after(candles, t, seed + j), t)
+        for key, a in base.items():
+            a, b = np.asarray(a)[: t + 1], np.asarray(pert[key])[: t + 1]
+            if a.shape != b.shape:
+                rep.mismatches.append({"cut": t, "series": key, "bar": -1})
+                continue
+            if a.dtype.kind in "bi" or b.dtype.kind in "bi":
+                bad = np.flatnonzero(a != b)
+            else:
+                bad = np.flatnonzero(~np.isclose(a, b, rtol=rtol, atol=0.0, equal_nan=True))
+            if bad.size:
+                rep.mismatches.append({"cut": t, "series": key, "bar": int(bad[0])})
     return rep

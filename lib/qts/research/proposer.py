@@ -67,6 +67,9 @@ def param_bounds(strategy: str) -> dict[str, Bound]:
     Params = STRATEGIES[strategy].Params
     out = {}
     for name, f in Params.model_fields.items():
+        if f.annotation not in (int, float):
+            raise ValueError(f"{strategy}.{name}: not a number, so no grid around it; {strategy} is built and "
+                             f"validated by the edge factory (qts research edges)")
         kind = "int" if f.annotation is int else "float"
         lo, hi = -math.inf, math.inf
         for m in f.metadata:
@@ -108,10 +111,17 @@ def neighbourhood(strategy: str, params: dict) -> dict[str, list]:
     return out
 
 
+def proposable() -> list[str]:
+    """Registered strategies whose parameters are all numbers (what a grid proposal can range over);
+    ``edge_meta`` (a fitted model as parameters) comes from the edge factory instead."""
+    return sorted(n for n, s in STRATEGIES.items()
+                  if all(f.annotation in (int, float) for f in s.Params.model_fields.values()))
+
+
 def catalog() -> list[dict]:
     """The registered strategies, their descriptions and parameter bounds (what a proposer may use)."""
     out = []
-    for name in sorted(STRATEGIES):
+    for name in proposable():
         doc = (STRATEGIES[name].__doc__ or "").strip().splitlines()
         out.append({"strategy": name, "description": doc[0] if doc else "",
                     "parameters": {k: {"type": b.kind, "min": _num(b.low), "max": _num(b.high),
@@ -241,9 +251,9 @@ def sanitize(raw: dict | BaseModel, source: str = "proposer", max_combos: int = 
         violations.append(f"ignored field(s) {', '.join(extra)}: a candidate has only "
                           f"{', '.join(CANDIDATE_FIELDS)}")
     name = clean_text(raw.get("strategy"), 64).lower()
-    if name not in STRATEGIES:
+    if name not in proposable():
         return Refusal(strategy=name or None, reason=f"unknown strategy {name!r}; allowed: "
-                                                     f"{', '.join(sorted(STRATEGIES))}",
+                                                     f"{', '.join(proposable())}",
                        violations=tuple(violations))
     bounds = param_bounds(name)
     given = raw.get("param_ranges")
@@ -356,11 +366,11 @@ def propose(stats, seed: int = 0, strategies: list[str] | None = None, max_combo
             limit: int | None = None) -> list[Candidate]:
     """Seeded grid proposals for each registered strategy (or ``strategies``), best-suited first.
     Deterministic: the same statistics and seed give the same candidates."""
-    names = sorted(strategies or STRATEGIES)
+    names = sorted(strategies or proposable())
     scores = _scores(stats)
     out = []
     for name in names:
-        if name not in STRATEGIES:
+        if name not in proposable():
             continue
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
         tpl = _templates(stats, rng).get(name)

@@ -21,6 +21,7 @@ import numpy as np
 from ..market.candles import Candles
 from ..strategies import indicators as ind
 from ..strategies import make
+from ..strategies.base import split_confidence
 from . import kernels as K
 
 
@@ -97,11 +98,17 @@ def _signals_chunk(ctx: Ctx, params: list[dict], fn):
     n = len(ctx.close)
     entries = np.zeros((len(params), n), np.bool_)
     exits = np.zeros((len(params), n), np.bool_)
+    sizes = np.empty((len(params), 0))
     for k, p in enumerate(params):
         e, x = fn(ctx, p)
+        e, size = split_confidence(e)  # a confidence-emitting strategy: per-bar entry sizes
+        if size is not None:
+            if sizes.shape[1] == 0:
+                sizes = np.ones((len(params), n))
+            sizes[k] = size
         entries[k], exits[k] = e, x
     stats, blocks = ctx.outputs(len(params))
-    K.signals_sweep(ctx.open, ctx.close, entries, exits, ctx.start, ctx.stop, *ctx.kargs, ctx.block_edges,
+    K.signals_sweep(ctx.open, ctx.close, entries, exits, sizes, ctx.start, ctx.stop, *ctx.kargs, ctx.block_edges,
                     stats, blocks)
     return stats, blocks
 

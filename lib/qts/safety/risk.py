@@ -31,8 +31,10 @@ Entries (buys) go through these layers in order; the first refusal wins:
    ("fixed_fraction"), or with "kelly" and at least ``kelly_min_trades`` measured trades of the
    intent's strategy: f* = W - (1 - W) / R, f = min(kelly_fraction x f*, kelly_cap x f*,
    risk_per_trade_pct / 100) (Kelly can only LOWER the risk; f* <= 0 refuses with ``RISK_NO_EDGE``;
-   missing or implausible statistics fall back to the fixed fraction). Size cap = equity x f /
-   (stop_atr_mult x ATR) base units. Then, while the drawdown is at or above drawdown_reduce_pct, the
+   missing or implausible statistics fall back to the fixed fraction). Size cap = equity x f x
+   confidence / (stop_atr_mult x ATR) base units (the intent's confidence, 1 unless a strategy emitted
+   a confidence in (0, 1]: its entry is that share of what a full signal gets, here as in the loop's
+   allocation and the backtest). Then, while the drawdown is at or above drawdown_reduce_pct, the
    amount is multiplied by drawdown_reduce_mult (``RISK_DRAWDOWN_REDUCE``).
 8. USD caps, each shrinking the order to the room left or refusing when no room is left:
    ``max_order_notional_usd`` (``RISK_ORDER_NOTIONAL``; always > 0 so it only shrinks),
@@ -379,11 +381,16 @@ class RiskManager:
         # 7. per-trade sizing
         frac, how = self._risk_fraction(intent, snap)
         risk_usd = equity * frac
+        conf = float(getattr(intent, "confidence", 1.0))
+        if not (math.isfinite(conf) and 0.0 < conf <= 1.0):
+            raise _Refusal(RiskReason.BAD_ORDER, f"confidence: must be in (0, 1], got {conf!r}")
+        risk_usd = risk_usd * conf  # a confidence-sized entry risks that share of a full entry's budget
         size_cap = risk_usd / (p.stop_atr_mult * a)
-        details.update(risk_fraction=frac, sizing=how, risk_usd=risk_usd, size_cap=size_cap)
+        details.update(risk_fraction=frac, sizing=how, risk_usd=risk_usd, size_cap=size_cap, confidence=conf)
         if _exceeds(amount, size_cap):
             notes.append(f"{RiskReason.SIZING}: amount {amount:g} -> {size_cap:g} (risk {risk_usd:.2f} USD = "
-                         f"{100 * frac:g}% of equity ({how}) / stop distance {p.stop_atr_mult:g} x ATR {a:g})")
+                         f"{100 * frac:g}% of equity ({how})" + (f" x confidence {conf:g}" if conf < 1 else "")
+                         + f" / stop distance {p.stop_atr_mult:g} x ATR {a:g})")
             amount = size_cap
         if reducing:
             new = amount * p.drawdown_reduce_mult

@@ -1,4 +1,5 @@
-"""Strategies: candles in, target exposure out (0 = flat, 1 = fully in the allocated position).
+"""Strategies: candles in, target exposure out (0 = flat, 1 = fully in the allocated position; a
+strategy may enter with a confidence in (0, 1] instead, that share of a full position: ``edge_meta``).
 
 Long-only spot. Each strategy defines entry and exit conditions per bar; :meth:`Strategy.targets`
 turns them into a position series (vectorized over history, for backtests and look-ahead checks) and
@@ -7,11 +8,10 @@ loop and a backtest follow the same rule.
 """
 
 from .base import Strategy, StrategyError  # noqa: F401
-from .library import BollingerReversion, RsiReversion, SmaCross, ZScoreReversion
+from .edge import EdgeMeta
+from .library import BUILTIN, BollingerReversion, RsiReversion, SmaCross, ZScoreReversion  # noqa: F401
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (SmaCross, RsiReversion, BollingerReversion, ZScoreReversion)
-}
+STRATEGIES: dict[str, type[Strategy]] = {**BUILTIN, EdgeMeta.name: EdgeMeta}
 
 
 def make(name: str, params: dict | None = None) -> Strategy:

@@ -115,3 +115,7 @@ class ZScoreReversion(Strategy):
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (c.close - mid) / sd
         return z < -self.params.entry_z, z > -self.params.exit_z, {"zscore": z}
+
+
+# the built-in rule strategies (an edge_meta model may use any of them as its primary signal)
+BUILTIN: dict[str, type[Strategy]] = {s.name: s for s in (SmaCross, RsiReversion, BollingerReversion, ZScoreReversion)}
