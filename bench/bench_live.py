@@ -38,7 +38,7 @@ def _home(tmp: str):
 def _big_client(ex, store):
     from qts.broker.exchange_client import ExchangeClient
 
-    return ExchangeClient(ex, store, weight_limit_per_min=10 ** 9)
+    return ExchangeClient(ex, store)
 
 
 SERVER = """
