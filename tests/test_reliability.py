@@ -111,25 +111,8 @@ def test_kill_9_mid_order_then_restart(tmp_path, proc_env, exchange, crash, kind
     assert len(posted) == len(mine)                             # sent at most once, ever
 
 
-# == 3. rate-limit storm ==============================================================================
-
-class FakeClock:
-    """Wall-clock seconds that only move when someone sleeps (for the client AND the server's window)."""
-
-    def __init__(self, t: float = 1_800_000_007.0):
-        self.t = t
-        self.slept = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        if s > 0:
-            self.t += s
-            self.slept += s
-
-
-# the rate-limit storm against the loopback's weight counter lives in test_rate_limit.py (ccxt's limiter)
+# == 3. rate limits ===================================================================================
+# (the burst against the loopback's weight counter, under ccxt's limiter, is in test_rate_limit.py)
 
 
 def test_persistent_429s_open_the_breaker_from_real_metrics(store, home):

@@ -125,7 +125,6 @@ def unlock(home: StateHome, pin: str, *, now: int | None = None, recent_failures
         return _verify_locked(home, pin, now, recent_failures, announce, rec)
 
 
-
 @dataclass(frozen=True)
 class SetPinResult:
     origin: str                 # "created" | "replaced_unreadable" | "changed"
@@ -244,4 +243,3 @@ def pin_ready_since(home: StateHome, first_seen: int | Mapping[str, int] | None,
         return Readiness(False, remaining, rec.fingerprint,
                          f"PIN key {rec.fingerprint} is new: live trading waits another {_fmt_s(remaining)}")
     return Readiness(True, 0.0, rec.fingerprint, "cool-down passed")
-

@@ -65,7 +65,6 @@ class PinLocked(PinError):
         self.remaining_s = remaining_s
 
 
-
 # -- small helpers -----------------------------------------------------------------------------------
 
 def _now_ms(now: int | float | None) -> int:
@@ -76,7 +75,6 @@ def _now_ms(now: int | float | None) -> int:
     if now < MIN_EPOCH_MS:
         raise ValueError(f"now={now!r} looks like seconds; pass epoch milliseconds")
     return int(now)
-
 
 
 def _b64(b: bytes) -> str:
@@ -170,4 +168,3 @@ def file_lock(path: Path, timeout_s: float = 30.0):
             yield
     except LockTimeout as e:
         raise PinError(str(e)) from None
-

@@ -101,7 +101,6 @@ class SigningKey:
         raise TypeError("a SigningKey cannot be pickled or copied")
 
 
-
 def seal_key(pin: str, key: SigningKey, n: int) -> tuple[dict, bytes, bytes, bytes]:
     """Encrypt ``key`` under scrypt(``pin``): (kdf block, verifier, nonce, ciphertext)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -142,5 +142,3 @@ def _verify_locked(home: StateHome, pin: str, now: int, recent_failures: int,
     _write_attempts(home, 0, None, note=f"last success {now}")
     _call(announce, "pin_unlocked", "PIN accepted", "info", {"fingerprint": rec.fingerprint})
     return key
-
-

@@ -38,7 +38,6 @@ _COMMON = {
 }
 
 
-
 def _is_step_sequence(s: str) -> bool:
     """abcdef, 123456, 654321, fedcba, 7890123 (digits wrap around)."""
     if s.isdigit():
@@ -140,8 +139,6 @@ def pin_strength_warnings(pin: str) -> list[str]:
     return warn
 
 
-
-
 # -- the record ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -231,7 +228,6 @@ def _build_record(pin: str, key: _kdf.SigningKey, n: int, origin: str, now: int)
         "origin": origin,
         "pin_rules": PIN_RULES,
     }
-
 
 
 def public_key(home: StateHome) -> bytes:
