@@ -62,7 +62,7 @@ def _agent(tmp: str, server, symbols: list[str]):
                       key_fingerprint=key.fingerprint, journal=jmod.Journal(paths.journal, key.derive_key(b"j"), []),
                       policy=pol, account=account_id("binance", server.api_key), instance="bench", code_hash="bench",
                       store=store, run_loop=False, allow_uid0=True, say=lambda *_: None,
-                      client=ExchangeClient(ex, store, weight_limit_per_min=10 ** 9))
+                      client=ExchangeClient(ex, store))
     agent = TradingAgent(cfg)
     agent.authority.set_risk_profile(default_profile().model_copy(update={
         "max_orders_per_minute": 100_000, "max_position_usd": 1e7, "max_order_usd": 1e7,

@@ -8,7 +8,7 @@
 2. Reconciliation of 1,000 past orders: all open in the database; (a) still open at the exchange,
    (b) all filled at the exchange while we were down (1,000 fills to adopt).
 
-The client is sized for the loopback (its weight limit is lifted) so the figures are the software's;
+The loopback client runs without ccxt's rate limiter (enableRateLimit off) so the figures are the software's;
 what Binance's real weight limit allows instead is printed alongside.
 """
 
@@ -38,7 +38,7 @@ def _home(tmp: str):
 def _big_client(ex, store):
     from qts.broker.exchange_client import ExchangeClient
 
-    return ExchangeClient(ex, store, weight_limit_per_min=10 ** 9)
+    return ExchangeClient(ex, store)
 
 
 SERVER = """

@@ -113,15 +113,21 @@ def ccxt_client(server, timeout_ms: int = 3000, **kw):
 
 
 class FastSleep:
-    """Records every back-off the client asks for and sleeps at most ``cap`` seconds of it."""
+    """Records every back-off the client asks for and sleeps at most ``cap`` seconds of it; ``now`` is a
+    monotonic clock that moves by the full asked-for time (so a Retry-After pause is over once slept)."""
 
     def __init__(self, cap: float = 0.0005):
-        self.cap, self.calls = cap, []
+        self.cap, self.calls, self.skipped = cap, [], 0.0
 
     def __call__(self, s: float) -> None:
         self.calls.append(s)
-        if s > 0 and self.cap > 0:
-            time.sleep(min(s, self.cap))
+        if s > 0:
+            self.skipped += s
+            if self.cap > 0:
+                time.sleep(min(s, self.cap))
+
+    def now(self) -> float:
+        return time.monotonic() + self.skipped
 
 
 def fast_client(ex, store, **kw):
@@ -129,8 +135,9 @@ def fast_client(ex, store, **kw):
 
     kw.setdefault("base_backoff_s", 0.001)
     kw.setdefault("max_backoff_s", 0.01)
-    kw.setdefault("weight_limit_per_min", 10 ** 8)
     kw.setdefault("sleep", FastSleep())
+    if isinstance(kw["sleep"], FastSleep):
+        kw.setdefault("clock", kw["sleep"].now)
     return ExchangeClient(ex, store, **kw)
 
 

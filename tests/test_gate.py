@@ -31,7 +31,7 @@ from qts.broker.models import OrderIntent
 from qts.broker.paper import PaperBroker
 from qts.config import load_settings
 from qts.gate import (DEFAULT_CHECKS, Gate, Reason, Refuse, check_collar, check_exchange_rules, check_kill_switch,
-                      check_live_approval, check_order_sane, check_risk, check_trading_state)
+                      check_live_approval, check_order_sane, check_reduce_only, check_risk, check_trading_state)
 from qts.market.candles import Candles
 from qts.market.feed import Quote
 from qts.market.rules import MarketRules, replay_market
@@ -172,9 +172,9 @@ def order_rows(store):
 # ================================================================================== check order
 
 def test_default_checks_are_in_the_documented_order():
-    """kill switch -> breaker / trading state -> live approval -> price collar -> risk -> exchange."""
-    assert DEFAULT_CHECKS == [check_order_sane, check_kill_switch, check_trading_state, check_live_approval,
-                              check_collar, check_risk, check_exchange_rules]
+    """kill switch -> breaker / trading state -> reduce-only -> live approval -> price collar -> risk -> exchange."""
+    assert DEFAULT_CHECKS == [check_order_sane, check_kill_switch, check_trading_state, check_reduce_only,
+                              check_live_approval, check_collar, check_risk, check_exchange_rules]
 
 
 # ---- the live fixtures: the gate the trading agent runs, on the real live broker and the loopback ----------

@@ -808,9 +808,11 @@ def pin_home(home, monkeypatch):
 
     sh = StateHome(home)
     pinmod.set_pin(sh, "k7Qx93vB", scrypt_n=2 ** 10)
+    from qts.safety import pin_kdf
+
     calls = []
-    real = pinmod._derive
-    monkeypatch.setattr(pinmod, "_derive", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    real = pin_kdf.derive
+    monkeypatch.setattr(pin_kdf, "derive", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
     monkeypatch.setenv("QTS_HOME", str(home))
     return sh, calls
 

@@ -177,7 +177,9 @@ def test_429_418_and_5xx_on_gets_retried_with_backoff_and_recorded(store, srv, e
                                           "ExchangeNotAvailable"]
     assert all(e["method"] == "fetch_order" for e in errs)
     waits = sleep.calls[-4:]
-    assert len(sleep.calls) >= 4 and all(0 <= w <= 1.0 for w in waits)   # full jitter, capped
+    # the 429 and the 418 are waited out for their Retry-After (loopback: 1 s, 120 s); the 5xx get full jitter
+    assert len(sleep.calls) >= 4 and waits[0] == pytest.approx(1.0, abs=0.01) and waits[1] == pytest.approx(120, abs=0.01)
+    assert all(0 <= w <= 0.05 for w in waits[2:])
     assert store.one("SELECT status FROM orders WHERE client_order_id='rt1'")["status"] == "open"
     assert "not_found" not in history(store, "rt1")
     # a fault that outlasts the retries is counted and reported, never taken as "not found", and does not

@@ -766,7 +766,9 @@ def test_injected_reader():
 
 def test_no_secret_sources_but_the_terminal():
     """No environment variable, argv or stdin is consulted by the safety modules."""
-    for name in ("tty.py", "pin.py", "grants.py"):
+    names = ["tty.py", "grants.py"] + sorted(p.name for p in (LIB / "qts" / "safety").glob("pin*.py"))
+    assert {"pin.py", "pin_kdf.py", "pin_record.py", "pin_lockout.py", "pin_common.py"} <= set(names)
+    for name in names:
         src = (LIB / "qts" / "safety" / name).read_text()
         for forbidden in ("os.environ", "getenv", "sys.argv", "sys.stdin", "input("):
             assert forbidden not in src, (name, forbidden)

@@ -49,6 +49,25 @@ def reduces_exposure(gate: "Gate", intent: OrderIntent) -> bool:
     return intent.side == "sell" and intent.amount <= gate.position(intent.symbol) + 1e-12
 
 
+def check_reduce_only(gate: "Gate", intent: OrderIntent) -> OrderIntent:
+    """A reduce-only order may only move a position toward zero, never open, grow or flip it. Long-only
+    spot holds no shorts, so a reduce-only buy has nothing to reduce, and a sell beyond the holding would
+    go short. On spot this check is the whole protection (the exchange has no reduce-only flag there);
+    on derivatives the live broker also sends ccxt's ``reduceOnly`` so the exchange enforces it at fill."""
+    if not intent.reduce_only:
+        return intent
+    if intent.side == "buy":
+        raise Refuse(Reason.REDUCE_ONLY, f"reduce-only buy of {intent.symbol} refused: long-only spot holds no "
+                                         "short to reduce, so a buy would open or increase a position")
+    held = gate.position(intent.symbol)
+    if not (isinstance(held, (int, float)) and math.isfinite(held)):
+        raise Refuse(Reason.REDUCE_ONLY, f"reduce-only sell of {intent.symbol} refused: position unknown ({held!r})")
+    if intent.amount > held + 1e-12:
+        raise Refuse(Reason.REDUCE_ONLY, f"reduce-only sell of {intent.amount} {intent.symbol} refused: it exceeds "
+                                         f"the position {held} and would open or flip to a short")
+    return intent
+
+
 def is_flatten(gate: "Gate", intent: OrderIntent) -> bool:
     """An order the kill switch made inside this process (Gate.submit_flatten): no field a caller sets
     can claim the exemption."""
@@ -139,10 +158,10 @@ def check_exchange_rules(gate: "Gate", intent: OrderIntent) -> OrderIntent:
     return replace(intent, amount=amount) if amount != intent.amount else intent
 
 
-# The order is the contract: kill switch -> breaker / trading state -> live approval -> price collar ->
-# risk -> exchange.
-DEFAULT_CHECKS: list[Check] = [check_order_sane, check_kill_switch, check_trading_state, check_live_approval,
-                               check_collar, check_risk, check_exchange_rules]
+# The order is the contract: kill switch -> breaker / trading state -> reduce-only -> live approval -> price
+# collar -> risk -> exchange. (The kill switch's reason wins over every other refusal.)
+DEFAULT_CHECKS: list[Check] = [check_order_sane, check_kill_switch, check_trading_state, check_reduce_only,
+                               check_live_approval, check_collar, check_risk, check_exchange_rules]
 
 
 class Gate:

@@ -713,6 +713,9 @@ class LoopbackBinance:
         # weight accounting
         self._rate_clock = rate_clock
         self._weight_window = int(rate_clock() // 60)
+        # for rate-limit tests: requests refused for weight (429 or 418) and the most weight any window held
+        self.weight_refusals = 0
+        self.peak_weight = 0
         self._used_weight = 0
         self._consecutive_429 = 0
         self._banned_until = 0.0
@@ -1408,6 +1411,7 @@ class LoopbackBinance:
             if self._banned_until and now < self._banned_until:
                 raise self._ban_error(now)
             if self._used_weight + weight > self.weight_limit:
+                self.weight_refusals += 1
                 self._consecutive_429 += 1
                 if self._consecutive_429 > self.ban_after_429s:
                     self._banned_until = now + self.ban_seconds
@@ -1417,6 +1421,7 @@ class LoopbackBinance:
                                "request weight per 1 MINUTE. Please use WebSocket Streams for live updates to "
                                "avoid polling the API.", {"Retry-After": retry})
             self._used_weight += weight
+            self.peak_weight = max(self.peak_weight, self._used_weight)
             self._consecutive_429 = 0
 
     def _ban_error(self, now: float) -> ApiError:

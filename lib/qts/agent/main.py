@@ -126,9 +126,9 @@ def make_exchange(settings, api_key: str, secret: str):
     if cls is None:
         raise ValueError(f"EXCHANGE: ccxt has no exchange {settings.EXCHANGE!r}")
     url = getattr(settings, "EXCHANGE_URL", None)
-    # ccxt's own rate limiter against a real exchange; against EXCHANGE_URL (a local test exchange or a
-    # proxy) the ExchangeClient's weight budget alone
-    ex = cls({"apiKey": api_key, "secret": secret, "enableRateLimit": url is None, "timeout": 10_000})
+    # ccxt's own rate limiter, with its per-endpoint costs, always: behind EXCHANGE_URL may be a proxy to the
+    # real exchange, and the ExchangeClient keeps no weights of its own (it only honours Retry-After)
+    ex = cls({"apiKey": api_key, "secret": secret, "enableRateLimit": True, "timeout": 10_000})
     if settings.EXCHANGE.startswith("binance"):  # spot only: no margin or futures market lists, no wallet calls
         ex.options["fetchMarkets"] = {"types": ["spot"], "loadAllOptions": False}
         ex.options["fetchMargins"] = False

@@ -1,51 +1,73 @@
 """Calls to a ccxt exchange with the care a live account needs.
 
+* Request rate: ccxt's own limiter (``enableRateLimit``; the exchange factories in agent/main.py and
+  market/ccxt_feed.py turn it on) with ccxt's per-endpoint costs (``calculate_rate_limiter_cost``: on
+  Binance spot ``cost = weight / 5`` at ``rateLimit`` 50 ms, i.e. the exchange's 6,000 weight a minute).
+  ccxt's sync limiter spaces request STARTS by ``rateLimit x cost`` of the next call, so a minute can
+  still hold one call's weight too many; ``rate_share`` (default 0.9) stretches ``rateLimit`` to leave
+  that headroom. No endpoint weights are kept here.
+* What ccxt lacks, kept here: after a 429 / 418 (ccxt raises RateLimitExceeded / DDoSProtection) the
+  exchange's ``Retry-After`` is honoured by EVERY later call through this client, order creation
+  included (sending during a ban lengthens it on Binance); a ban longer than ``max_pause_s`` is not
+  slept through: calls fail at once, without a request, until it is over.
 * Retry only what is safe: reads and cancels are retried on NetworkError (timeouts included),
-  RateLimitExceeded, DDoSProtection (429/418) and ExchangeNotAvailable, with exponential backoff and
-  full jitter. Order creation is never retried blindly: the live broker looks the order up by its
-  client order id instead (see live.py).
-* Never retried: InsufficientFunds, InvalidOrder, AuthenticationError, PermissionDenied, BadRequest.
-* A token bucket keeps the request rate below the exchange's published limit (for Binance spot,
-  6,000 request weight per minute; we budget ``weight_budget`` of it), charging each call its
-  endpoint's weight (Binance's: an order lookup costs 4, the trade list and the balance 20), and
-  when the exchange's own used-weight header says the next call would pass ``weight_safe`` of the
-  limit, waits for the exchange's minute window to roll over.
+  RateLimitExceeded, DDoSProtection and ExchangeNotAvailable, with exponential backoff and full jitter.
+  Order creation is never retried blindly: the live broker looks the order up by its client order id
+  instead (see live.py). Never retried: InsufficientFunds, InvalidOrder, AuthenticationError,
+  PermissionDenied, BadRequest.
 * Every call records ``api_latency_ms`` (successes) or ``api_error`` (failures) in the metrics table:
   the circuit breaker reads them.
+
+A budget SHARED ACROSS PROCESSES does not exist yet: the exchange counts weight per IP (and per account),
+while the paper feed, the trading agent and one-off CLI commands each run their own ccxt limiter. It
+would go in :meth:`ExchangeClient._before_call`: charge ``exchange.calculate_rate_limiter_cost(...)``
+to a token bucket kept in one file under the state home (a row updated under ``fsutil.file_lock``), and
+write ``_paused_until`` there too so every process honours a ban one of them received.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
+import threading
 import time
 
-from ..token_bucket import TokenBucket
 
-
-# Request weight of the ccxt calls we make, on Binance spot (GET /api/v3/...: order 4, openOrders with a
-# symbol 6, myTrades 20, account 20, ticker/24hr 2, klines 2, depth 5 (limit <= 100), exchangeInfo 20).
-BINANCE_SPOT_WEIGHTS = {"create_order": 1, "cancel_order": 1, "fetch_order": 4, "fetch_open_orders": 6,
-                        "fetch_my_trades": 20, "fetch_balance": 20, "fetch_ticker": 2, "fetch_ohlcv": 2,
-                        "fetch_order_book": 5, "load_markets": 20, "fetch_orders": 20, "fetch_closed_orders": 20}
+def retry_after_s(headers) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), or None."""
+    for k, v in (headers or {}).items():
+        if str(k).lower() != "retry-after":
+            continue
+        try:
+            return max(0.0, float(v))
+        except (TypeError, ValueError):
+            pass
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(str(v)).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return None
 
 
 class ExchangeClient:
-    def __init__(self, exchange, store=None, weight_limit_per_min: int = 6000, weight_budget: float = 0.5,
-                 retries: int = 4, base_backoff_s: float = 0.25, max_backoff_s: float = 8.0, sleep=time.sleep,
-                 clock=None, weight_safe: float = 0.8):
+    def __init__(self, exchange, store=None, retries: int = 4, base_backoff_s: float = 0.25,
+                 max_backoff_s: float = 8.0, sleep=time.sleep, clock=time.monotonic, rate_share: float = 0.9,
+                 max_pause_s: float = 300.0):
         import ccxt
 
+        if not 0 < rate_share <= 1:
+            raise ValueError(f"rate_share: must be in (0, 1], got {rate_share!r}")
         self.ccxt = ccxt
         self.exchange, self.store = exchange, store
-        per_s = weight_limit_per_min * weight_budget / 60
-        # the exchange counts weight per minute, not per second: a burst may use a minute's budget (the
-        # used-weight header check below keeps the minute itself under the limit)
-        self.bucket = TokenBucket(per_s, burst=max(5.0, per_s * 60), clock=clock or time.monotonic, sleep=sleep)
-        self.clock = clock or time.time  # wall clock: the exchange counts weight per calendar minute
-        self.weight_limit, self.weight_safe = weight_limit_per_min, weight_safe
-        self.weights = BINANCE_SPOT_WEIGHTS if str(getattr(exchange, "id", "")).startswith("binance") else {}
-        self._header_ts: float | None = None  # when the last used-weight header arrived
-        self.retries, self.base, self.cap, self.sleep = retries, base_backoff_s, max_backoff_s, sleep
+        base = getattr(exchange, "_qts_base_rate_limit", None) or getattr(exchange, "rateLimit", None)
+        if isinstance(base, (int, float)) and base > 0:
+            # remembered on the exchange so two clients over one exchange do not stretch it twice
+            exchange._qts_base_rate_limit = base
+            exchange.rateLimit = base / rate_share
+        self.retries, self.base, self.cap, self.sleep, self.clock = retries, base_backoff_s, max_backoff_s, sleep, clock
+        self.max_pause_s = max_pause_s
+        self._paused_until = 0.0   # clock() before which nothing is sent (the exchange's Retry-After)
+        self._pause_lock = threading.Lock()
         self.calls = 0
         self._pending: list = []
         self._flushed = time.monotonic()
@@ -73,16 +95,6 @@ class ExchangeClient:
         except Exception:
             pass
 
-    def _used_weight(self) -> int | None:
-        h = getattr(self.exchange, "last_response_headers", None) or {}
-        for k, v in h.items():
-            if k.lower() == "x-mbx-used-weight-1m":
-                try:
-                    return int(v)
-                except ValueError:
-                    return None
-        return None
-
     def is_retryable(self, e: Exception) -> bool:
         c = self.ccxt
         if isinstance(e, (c.InsufficientFunds, c.InvalidOrder, c.AuthenticationError, c.PermissionDenied,
@@ -90,40 +102,49 @@ class ExchangeClient:
             return False
         return isinstance(e, (c.NetworkError, c.RateLimitExceeded, c.DDoSProtection, c.ExchangeNotAvailable))
 
-    def _wait_for_window(self, weight: float) -> None:
-        """The exchange's header says this call would pass ``weight_safe`` of its limit in the current
-        minute: wait until that minute is over (a header from an earlier minute no longer counts)."""
-        used = self._used_weight()
-        if used is None or self._header_ts is None:
-            return
-        now = self.clock()
-        if int(now // 60) != int(self._header_ts // 60):
-            return
-        if used + weight > self.weight_safe * self.weight_limit:
-            self.sleep(60 - now % 60 + 0.5)  # (+0.5 s: our clock and the exchange's are not the same)
+    def paused_for(self) -> float:
+        """Seconds until the exchange's last Retry-After is over (0: calls may go out)."""
+        return max(0.0, self._paused_until - self.clock())
 
-    def call(self, method: str, *args, idempotent: bool = True, weight: float | None = None, **kwargs):
+    def _before_call(self, method: str) -> None:
+        wait = self.paused_for()
+        if wait <= 0:
+            return
+        if wait > self.max_pause_s:
+            raise self.ccxt.DDoSProtection(f"{method} not sent: the exchange asked us to wait another {wait:.0f} s "
+                                           "(Retry-After); sending now would lengthen the ban")
+        self.sleep(wait)
+
+    def _note_rate_limit(self, e: Exception) -> float | None:
+        ra = retry_after_s(getattr(self.exchange, "last_response_headers", None))
+        if ra is None:
+            return None
+        with self._pause_lock:
+            self._paused_until = max(self._paused_until, self.clock() + ra)
+        return ra
+
+    def call(self, method: str, *args, idempotent: bool = True, **kwargs):
         attempt = 0
-        if weight is None:
-            weight = self.weights.get(method, 1.0)
         while True:
-            self.bucket.acquire(weight)
-            self._wait_for_window(weight)
+            self._before_call(method)
             t0 = time.perf_counter()
             try:
                 self.calls += 1
                 out = getattr(self.exchange, method)(*args, **kwargs)
             except Exception as e:
-                self._header_ts = self.clock()
                 self._record("api_error", 1.0, {"method": method, "error": e.__class__.__name__})
+                limited = isinstance(e, (self.ccxt.RateLimitExceeded, self.ccxt.DDoSProtection))
+                ra = self._note_rate_limit(e) if limited else None
                 attempt += 1
                 if not idempotent or not self.is_retryable(e) or attempt > self.retries:
                     raise
+                if ra is not None and ra > self.max_pause_s:
+                    raise
                 backoff = min(self.cap, self.base * 2 ** (attempt - 1))
-                if isinstance(e, (self.ccxt.RateLimitExceeded, self.ccxt.DDoSProtection)):
+                if limited:
                     backoff = max(backoff, 1.0)
-                self.sleep(random.uniform(0, backoff))  # full jitter
+                if ra is None or ra < 1.0:   # (a Retry-After is waited out by _before_call on the next turn)
+                    self.sleep(random.uniform(0, backoff))  # full jitter
                 continue
-            self._header_ts = self.clock()
             self._record("api_latency_ms", (time.perf_counter() - t0) * 1000, {"method": method})
             return out

@@ -52,6 +52,16 @@ class NotReconciled(RuntimeError):
     pass
 
 
+def order_params(market: dict, client_order_id: str, reduce_only: bool) -> dict:
+    """ccxt ``create_order`` params. ``reduceOnly`` only where the exchange has the flag, on derivatives
+    (ccxt's unified market says ``contract``); spot venues have no such flag (Binance spot would refuse
+    the parameter), so there the gate's check_reduce_only is the protection."""
+    params = {"clientOrderId": client_order_id}
+    if reduce_only and market.get("contract") and not market.get("spot"):
+        params["reduceOnly"] = True
+    return params
+
+
 class ReconcileUnstable(RuntimeError):
     """Start-up reconciliation could not read a balance that no fill adoption followed: retry."""
 
@@ -100,7 +110,7 @@ class LiveBroker(BookedBroker):
         _crash_point("before_send")
         try:
             order = self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
-                                     {"clientOrderId": coid}, idempotent=False, weight=1)
+                                     self._order_params(intent, coid), idempotent=False)
         except (self.ccxt.InsufficientFunds, self.ccxt.InvalidOrder, self.ccxt.BadSymbol, self.ccxt.BadRequest,
                 self.ccxt.AuthenticationError, self.ccxt.PermissionDenied) as e:
             # BadRequest: Binance's filter failures (-1013 NOTIONAL, ...) are definite refusals too
@@ -126,6 +136,9 @@ class LiveBroker(BookedBroker):
         _crash_point("after_fill")
         return self.result(coid)
 
+    def _order_params(self, intent: OrderIntent, coid: str) -> dict:
+        return order_params(self.exchange.market(intent.symbol), coid, intent.reduce_only)
+
     def _resolve_unknown(self, coid, intent, amount, price):
         for _ in range(self.not_found_limit):
             order = self._find(coid, intent.symbol)
@@ -134,7 +147,7 @@ class LiveBroker(BookedBroker):
             time.sleep(self.lookup_pause_s)
         try:  # the exchange does not know it: send again with the SAME id (a duplicate would be refused)
             return self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
-                                    {"clientOrderId": coid}, idempotent=False)
+                                    self._order_params(intent, coid), idempotent=False)
         except Exception as e:
             if self._is_duplicate(e):
                 try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from pathlib import Path
 
 from ..paths import StateHome
 
@@ -174,11 +173,3 @@ def summary_line(home: StateHome) -> str:
 
 def state_home(env=None) -> StateHome:
     return StateHome.resolve(None, env)
-
-
-def is_relative_to(p: str, root: Path) -> bool:
-    try:
-        Path(p).resolve().relative_to(root.resolve())
-        return True
-    except (ValueError, OSError):
-        return False

@@ -63,627 +63,49 @@ The assistant runs as the same OS user, so it can read, write and delete every f
 7. Clock. Callers must pass wall-clock time in live mode (never replayed candle time): ``now`` is a
    function argument so tests can move time, and a caller that passes a stale ``now`` accepts stale
    grants.
-"""
 
+Where the code lives: ``pin_kdf`` (scrypt, the signing key, its sealing), ``pin_record`` (the record
+file and the PIN rules), ``pin_lockout`` (failed attempts), ``pin_common`` (errors, paths, helpers).
+This module is the public face: import PIN names from here, not from those.
+"""
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import os
-import re
-import secrets
-import time
-import unicodedata
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
-from ..fsutil import LockTimeout, write_atomic
-from ..fsutil import file_lock as _file_lock
+from ..fsutil import write_atomic
 from ..paths import StateHome
+from . import pin_kdf as _kdf
+from .pin_common import (CLOCK_SKEW_MS, DEFAULT_COOLDOWN_S, MAX_LOCK_S, MIN_EPOCH_MS, Announce, NoPin,
+                         OldPinRequired, PinError, PinLocked, PinRecordCorrupt, WeakPin, WrongPin, _b64,
+                         _call, _canonical, _fmt_s, _now_ms, _unb64, attempts_path, ensure_keystore,
+                         ensure_safety_dir, file_lock, keystore_dir, lock_path, pin_path)
+from .pin_kdf import (DEFAULT_SCRYPT_N, DKLEN, MAX_SCRYPT_MEM, MAX_SCRYPT_N, MIN_SCRYPT_N,
+                      RECORD_AAD, SALT_BYTES, SCRYPT_P, SCRYPT_R, SigningKey, fingerprint_of, normalize_pin)
+from .pin_lockout import (BASE_LOCK_S, MAX_FAILURES, LockState, _enforce_lock, _lock_state,
+                          _read_attempts, _verify_locked, _write_attempts, lock_duration_s)
+from .pin_record import (MAX_PIN_LEN, MIN_PIN_LEN, PIN_RULES, RECORD_VERSION, PinRecord,
+                         _build_record, _record_state, check_pin_quietly, check_pin_rules, could_be_pin,
+                         fingerprint, load_record, pin_problems, pin_strength_warnings, public_key,
+                         record_rules, verify_signature)
+
+__all__ = [  # the public face: everything a caller imported from the single pin.py before the split
+    "Announce", "BASE_LOCK_S", "CLOCK_SKEW_MS", "DEFAULT_COOLDOWN_S", "DEFAULT_SCRYPT_N", "DKLEN",
+    "LockState", "MAX_FAILURES", "MAX_LOCK_S", "MAX_PIN_LEN", "MAX_SCRYPT_MEM", "MAX_SCRYPT_N",
+    "MIN_EPOCH_MS", "MIN_PIN_LEN", "MIN_SCRYPT_N", "NoPin", "OldPinRequired", "PIN_RULES", "PinError",
+    "PinLocked", "PinRecord", "PinRecordCorrupt", "RECORD_AAD", "RECORD_VERSION", "Readiness", "SALT_BYTES",
+    "SCRYPT_P", "SCRYPT_R", "SetPinResult", "SigningKey", "WeakPin", "WrongPin", "_b64", "_build_record",
+    "_call", "_canonical", "_derive", "_enforce_lock", "_fmt_s", "_lock_path", "_lock_state", "_now_ms",
+    "_read_attempts", "_record_state", "_unb64", "_verify_locked", "_write_attempts", "attempts_path",
+    "check_pin_quietly", "check_pin_rules", "could_be_pin", "ensure_keystore", "ensure_safety_dir",
+    "file_lock", "fingerprint", "fingerprint_of", "keystore_dir", "load_record", "lock_duration_s",
+    "lock_path", "normalize_pin", "pin_path", "pin_problems", "pin_ready_since", "pin_status",
+    "pin_strength_warnings", "public_key", "record_rules", "set_pin", "unlock", "verify_signature",
+]
+
+_lock_path = lock_path
+_derive = _kdf.derive            # old private names, still used by benches; patch pin_kdf.derive instead
 
-RECORD_VERSION = 1
-RECORD_AAD = b"qts-pin-record-v1\x00"
-
-DEFAULT_SCRYPT_N = 2 ** 17
-SCRYPT_R = 8
-SCRYPT_P = 1
-MIN_SCRYPT_N = 2 ** 10          # lower N only as a function argument (tests); never from the env
-MAX_SCRYPT_N = 2 ** 20
-MAX_SCRYPT_MEM = 1 << 30        # refuse records asking for more than 1 GiB
-SALT_BYTES = 32
-DKLEN = 64
-
-MIN_PIN_LEN = 6
-MAX_PIN_LEN = 256
-# The rules a PIN was set under, recorded in its record (public: it says only which rule applied).
-# 1: length and pattern checks only (records written before the rule below; digits-only PINs allowed).
-# 2: also at least one letter and one digit. A PIN made only of digits (and separators) is a number, and a
-#    chat is full of numbers (prices, amounts, dates): the prompt guard would have to hash every one of
-#    them to spot a leaked PIN. Under rule 2 it hashes only words that could be a PIN, which a chat
-#    rarely holds, and each of those still costs one full scrypt: nothing cheaper is stored anywhere.
-PIN_RULES = 2
-
-MAX_FAILURES = 5
-BASE_LOCK_S = 60
-MAX_LOCK_S = 24 * 3600
-
-DEFAULT_COOLDOWN_S = 3600
-CLOCK_SKEW_MS = 60_000
-MIN_EPOCH_MS = 10 ** 11          # anything smaller is not epoch milliseconds (1973)
-
-Announce = Callable[[str, str, str, dict], object]
-"""``announce(kind, message, severity, data)``: the shape of ``Store.event``, so
-``announce=store.event`` works. Severity is one of info / warning / critical."""
-
-
-# -- errors ------------------------------------------------------------------------------------------
-
-class PinError(Exception):
-    """Base class: the PIN could not be used. Messages never contain the PIN."""
-
-
-class NoPin(PinError):
-    pass
-
-
-class PinRecordCorrupt(PinError):
-    pass
-
-
-class WeakPin(PinError, ValueError):
-    pass
-
-
-class OldPinRequired(PinError):
-    pass
-
-
-class WrongPin(PinError):
-    def __init__(self, message: str, failures: int, locked_for_s: float):
-        super().__init__(message)
-        self.failures = failures
-        self.locked_for_s = locked_for_s
-
-
-class PinLocked(PinError):
-    def __init__(self, message: str, failures: int, remaining_s: float):
-        super().__init__(message)
-        self.failures = failures
-        self.remaining_s = remaining_s
-
-
-# -- small helpers -----------------------------------------------------------------------------------
-
-def _now_ms(now: int | float | None) -> int:
-    if now is None:
-        return int(time.time() * 1000)
-    if isinstance(now, bool) or not isinstance(now, (int, float)) or now != now:
-        raise ValueError("now must be epoch milliseconds")
-    if now < MIN_EPOCH_MS:
-        raise ValueError(f"now={now!r} looks like seconds; pass epoch milliseconds")
-    return int(now)
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s, length: int | None = None, min_length: int | None = None) -> bytes:
-    if not isinstance(s, str):
-        raise ValueError("not a base64 string")
-    try:
-        raw = base64.b64decode(s.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as e:
-        raise ValueError(f"bad base64: {e}") from None
-    if length is not None and len(raw) != length:
-        raise ValueError(f"expected {length} bytes, got {len(raw)}")
-    if min_length is not None and len(raw) < min_length:
-        raise ValueError(f"expected at least {min_length} bytes, got {len(raw)}")
-    return raw
-
-
-def _canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
-
-
-def _fmt_s(s: float) -> str:
-    s = int(max(0, s) + 0.999)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {(s % 3600) // 60} min"
-
-
-def _call(announce: Announce | None, kind: str, message: str, severity: str, data: dict) -> None:
-    if announce is not None:
-        announce(kind, message, severity, data)
-
-
-def keystore_dir(home: StateHome) -> Path:
-    """The key store for this state home: OUTSIDE the project (agent/paths.py), where the sandboxed
-    assistant can neither read it (an offline PIN guess needs the record) nor write it."""
-    from ..agent.paths import AgentPaths
-
-    return AgentPaths.for_home(home.root).keystore
-
-
-def pin_path(home: StateHome) -> Path:
-    return keystore_dir(home) / "pin.json"
-
-
-def attempts_path(home: StateHome) -> Path:
-    return keystore_dir(home) / "pin_attempts.json"
-
-
-def _lock_path(home: StateHome) -> Path:
-    return keystore_dir(home) / ".pin.lock"
-
-
-def ensure_keystore(home: StateHome) -> Path:
-    """The key store folder, mode 0700 (its parents too, where this process creates them)."""
-    d = keystore_dir(home)
-    if not d.is_dir():
-        old = os.umask(0o077)
-        try:
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        finally:
-            os.umask(old)
-    try:
-        os.chmod(d, 0o700)
-    except OSError:
-        pass
-    return d
-
-
-def ensure_safety_dir(home: StateHome) -> Path:
-    d = home.safety_dir
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        os.chmod(d, 0o700)
-    except OSError:
-        pass
-    return d
-
-
-@contextmanager
-def file_lock(path: Path, timeout_s: float = 30.0):
-    """fsutil.file_lock, raising PinError (the callers' error type) when the lock cannot be had."""
-    try:
-        with _file_lock(path, timeout_s):
-            yield
-    except LockTimeout as e:
-        raise PinError(str(e)) from None
-
-
-# -- PIN rules ---------------------------------------------------------------------------------------
-
-_COMMON = {
-    "password", "passwort", "passwd", "qwerty", "qwertz", "azerty", "asdfgh", "asdfghjkl", "zxcvbn",
-    "qazwsx", "1q2w3e", "1q2w3e4r", "abc123", "123abc", "letmein", "iloveyou", "trustno1", "monkey",
-    "dragon", "master", "secret", "changeme", "123321", "112233", "159753", "147258", "147258369",
-    "789456", "456789", "987654", "102030", "010203", "696969", "bitcoin", "satoshi", "crypto",
-}
-
-
-def normalize_pin(pin: str) -> str:
-    if not isinstance(pin, str):
-        raise TypeError("the PIN must be a string")
-    return unicodedata.normalize("NFC", pin)
-
-
-def _is_step_sequence(s: str) -> bool:
-    """abcdef, 123456, 654321, fedcba, 7890123 (digits wrap around)."""
-    if s.isdigit():
-        d = [int(c) for c in s]
-        steps = {(b - a) % 10 for a, b in zip(d, d[1:])}
-        return steps in ({1}, {9})
-    cps = [ord(c) for c in s]
-    steps = {b - a for a, b in zip(cps, cps[1:])}
-    return steps in ({1}, {-1})
-
-
-def pin_problems(pin: str) -> list[str]:
-    """Why a new PIN is refused (empty list: acceptable). Messages never quote the PIN."""
-    pin = normalize_pin(pin)
-    out = []
-    if len(pin) < MIN_PIN_LEN:
-        out.append(f"the PIN must be at least {MIN_PIN_LEN} characters long (got {len(pin)})")
-    if len(pin) > MAX_PIN_LEN:
-        out.append(f"the PIN must be at most {MAX_PIN_LEN} characters long")
-    if any(unicodedata.category(c).startswith("C") for c in pin):
-        out.append("the PIN must not contain control or invisible characters")
-    if pin != pin.strip():
-        out.append("the PIN must not start or end with whitespace")
-    if out:
-        return out
-    low = pin.lower()
-    if len(set(low)) == 1:
-        out.append("the PIN must not be the same character repeated")
-    elif _is_step_sequence(low):
-        out.append("the PIN must not be a simple sequence such as 123456, 654321 or abcdef")
-    else:
-        for period in (2, 3):
-            if len(low) >= 2 * period and all(low[i] == low[i % period] for i in range(len(low))):
-                out.append("the PIN must not be a short repeated pattern such as 121212 or abcabc")
-                break
-    if not out and (low in _COMMON or low.startswith("password")):
-        out.append("the PIN is a commonly used password; choose something less guessable")
-    if not _letter_and_digit(pin):
-        out.append("the PIN must contain at least one letter and at least one digit (a PIN of digits only is a "
-                   "number, and chats are full of numbers; a passphrase like 'blue-7-harbor' is easy to type)")
-    elif _looks_like_chat_data(pin):
-        out.append("the PIN must not look like everyday chat text (a date or time, a commit id or UUID, a word "
-                   "followed by a number, an amount followed by a unit); mix words and digits, as in 'blue-7-harbor'")
-    return out
-
-
-# Shapes that fill a trading chat and are weak PINs anyway (rule 2 refuses them, so the prompt guard never
-# hashes them): ISO dates/times, hexadecimal ids, word+number (python3, rsi14, trade2024), number+unit.
-_CHAT_DATA = re.compile(r"\d{4}-\d\d-\d\d(?:[Tt ][\d:.]+)?(?:[Zz]|[+-]\d\d:?\d\d)?"
-                        r"|[0-9a-fA-F]+(?:-[0-9a-fA-F]+)*"
-                        r"|[^\W\d_]{1,16}[-_./:#]?\d[\d.,]*%?"
-                        r"|[+-]?\d[\d.,]*%?[-_./:]?[^\W\d_]{1,16}")
-
-
-def _looks_like_chat_data(s: str) -> bool:
-    return _CHAT_DATA.fullmatch(s) is not None
-
-
-def _letter_and_digit(s: str) -> bool:
-    return any(c.isalpha() for c in s) and any(c.isdigit() for c in s)
-
-
-def could_be_pin(token: str, rules: int = PIN_RULES) -> bool:
-    """Could ``token`` be a PIN set under ``rules``? Cheap (no hashing): the prompt guard hashes only these.
-
-    Rule 2 PINs pass :func:`pin_problems` exactly, so a word that fails it cannot be the PIN. Rule 1
-    (legacy) PINs could be any text of MIN_PIN_LEN or more characters."""
-    if not isinstance(token, str) or not (MIN_PIN_LEN <= len(token) <= MAX_PIN_LEN):
-        return False
-    if rules >= 2:
-        return _letter_and_digit(token) and not pin_problems(token)
-    return True
-
-
-def record_rules(home: StateHome) -> int | None:
-    """The PIN rules the current record was set under (1 for records older than the marker), or None when
-    there is no readable record. Never raises."""
-    try:
-        return load_record(home).rules
-    except Exception:
-        return None
-
-
-def check_pin_rules(pin: str) -> None:
-    problems = pin_problems(pin)
-    if problems:
-        raise WeakPin("; ".join(problems))
-
-
-def pin_strength_warnings(pin: str) -> list[str]:
-    """Advice for an acceptable-but-weak PIN (the record can be attacked offline; see the docstring)."""
-    pin = normalize_pin(pin)
-    warn = []
-    if pin.isdigit() and len(pin) < 12:
-        warn.append("a short all-digit PIN can be guessed offline from pin.json in days; "
-                    "prefer 10+ characters mixing letters, digits and symbols, or a passphrase")
-    elif len(pin) < 10:
-        warn.append("PINs shorter than 10 characters are guessable offline; a passphrase is safer")
-    return warn
-
-
-# -- KDF and record ----------------------------------------------------------------------------------
-
-def _check_kdf_params(n, r, p) -> None:
-    for name, v in (("n", n), ("r", r), ("p", p)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"scrypt {name} must be an integer")
-    if n < MIN_SCRYPT_N or n > MAX_SCRYPT_N or n & (n - 1):
-        raise ValueError(f"scrypt n must be a power of two between {MIN_SCRYPT_N} and {MAX_SCRYPT_N}")
-    if not (1 <= r <= 32 and 1 <= p <= 16) or 128 * r * n * p > MAX_SCRYPT_MEM:
-        raise ValueError("scrypt r/p out of range")
-
-
-def _derive(pin: str, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, bytes]:
-    """scrypt(PIN) -> (verifier, key-encryption key), 32 bytes each."""
-    maxmem = 128 * r * (n + p + 2) + (32 << 20)
-    out = hashlib.scrypt(normalize_pin(pin).encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                         maxmem=maxmem, dklen=DKLEN)
-    return out[:32], out[32:]
-
-
-def fingerprint_of(public_key_bytes: bytes) -> str:
-    return hashlib.sha256(public_key_bytes).hexdigest()[:32]
-
-
-def _aad(public_key_bytes: bytes, kdf: dict) -> bytes:
-    return RECORD_AAD + public_key_bytes + _canonical(kdf)
-
-
-class SigningKey:
-    """An unlocked Ed25519 signing key. Not picklable; its repr shows only the fingerprint."""
-
-    __slots__ = ("_key", "public_key", "fingerprint")
-
-    def __init__(self, private_key):
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise TypeError("an Ed25519PrivateKey is required")
-        self._key = private_key
-        self.public_key = private_key.public_key().public_bytes_raw()
-        self.fingerprint = fingerprint_of(self.public_key)
-
-    @classmethod
-    def generate(cls) -> "SigningKey":
-        """A fresh key NOT protected by any PIN (tests; the attacker can make these too)."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        return cls(Ed25519PrivateKey.generate())
-
-    def sign(self, data: bytes) -> bytes:
-        return self._key.sign(bytes(data))
-
-    def derive_key(self, purpose: bytes) -> bytes:
-        """A 32-byte symmetric key for ``purpose`` (HKDF-SHA256 over the private key): what only the
-        PIN can unlock, e.g. the encrypted exchange secret."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-        raw = self._key.private_bytes_raw()
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"qts:" + purpose).derive(raw)
-
-    def __repr__(self) -> str:
-        return f"<SigningKey {self.fingerprint}>"
-
-    def __reduce__(self):
-        raise TypeError("a SigningKey cannot be pickled or copied")
-
-
-@dataclass(frozen=True)
-class PinRecord:
-    version: int
-    kdf: dict
-    salt: bytes
-    verifier: bytes
-    public_key: bytes
-    fingerprint: str
-    nonce: bytes
-    ciphertext: bytes
-    created_ts: int | None   # UNTRUSTED: written by whoever wrote the file
-    origin: str
-    rules: int = 1           # PIN_RULES it was set under (absent in older records: 1)
-
-
-def _parse_record(raw: bytes) -> PinRecord:
-    try:
-        d = json.loads(raw.decode("utf-8"))
-        if not isinstance(d, dict) or d.get("version") != RECORD_VERSION:
-            raise ValueError("unknown record version")
-        kdf = d["kdf"]
-        if not isinstance(kdf, dict) or set(kdf) != {"name", "n", "r", "p", "dklen", "salt"}:
-            raise ValueError("bad kdf block")
-        if kdf["name"] != "scrypt" or kdf["dklen"] != DKLEN:
-            raise ValueError("unsupported kdf")
-        _check_kdf_params(kdf["n"], kdf["r"], kdf["p"])
-        salt = _unb64(kdf["salt"], min_length=16)
-        pub = _unb64(d["public_key"], 32)
-        enc = d["encrypted_signing_key"]
-        if not isinstance(enc, dict) or enc.get("alg") != "AES-256-GCM":
-            raise ValueError("unsupported key encryption")
-        rec = PinRecord(
-            version=RECORD_VERSION, kdf=dict(kdf), salt=salt, verifier=_unb64(d["verifier"], 32),
-            public_key=pub, fingerprint=fingerprint_of(pub), nonce=_unb64(enc["nonce"], 12),
-            ciphertext=_unb64(enc["ciphertext"], 48),
-            created_ts=d.get("created_ts") if isinstance(d.get("created_ts"), int)
-            and not isinstance(d.get("created_ts"), bool) else None,
-            origin=str(d.get("origin", "")),
-            rules=d["pin_rules"] if d.get("pin_rules") in (1, 2) and not isinstance(d.get("pin_rules"), bool) else 1)
-        if d.get("fingerprint") != rec.fingerprint:
-            raise ValueError("fingerprint does not match the public key")
-        return rec
-    except PinRecordCorrupt:
-        raise
-    except Exception as e:
-        raise PinRecordCorrupt("the PIN record (pin.json in the key store) is unreadable: "
-                               f"{e.__class__.__name__}: {e}") from None
-
-
-def load_record(home: StateHome) -> PinRecord:
-    """The parsed PIN record. Raises NoPin (missing) or PinRecordCorrupt (anything else)."""
-    path = pin_path(home)
-    try:
-        raw = path.read_bytes() if path.stat().st_size <= 64 * 1024 else None
-    except FileNotFoundError:
-        raise NoPin("no PIN is set: set one in your own terminal with `qts approve set-pin`") from None
-    except OSError as e:
-        raise PinRecordCorrupt(f"cannot read the PIN record: {e.__class__.__name__}") from None
-    if raw is None:
-        raise PinRecordCorrupt("the PIN record is implausibly large")
-    return _parse_record(raw)
-
-
-def _record_state(home: StateHome) -> tuple[str, PinRecord | None]:
-    try:
-        return "set", load_record(home)
-    except NoPin:
-        if os.path.lexists(pin_path(home)):   # a dangling symlink, say
-            return "corrupt", None
-        return "missing", None
-    except PinRecordCorrupt:
-        return "corrupt", None
-
-
-def _build_record(pin: str, key: SigningKey, n: int, origin: str, now: int) -> dict:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    salt = secrets.token_bytes(SALT_BYTES)
-    verifier, kek = _derive(pin, salt, n, SCRYPT_R, SCRYPT_P)
-    kdf = {"name": "scrypt", "n": n, "r": SCRYPT_R, "p": SCRYPT_P, "dklen": DKLEN, "salt": _b64(salt)}
-    nonce = secrets.token_bytes(12)
-    ct = AESGCM(kek).encrypt(nonce, key._key.private_bytes_raw(), _aad(key.public_key, kdf))
-    return {
-        "version": RECORD_VERSION,
-        "kdf": kdf,
-        "verifier": _b64(verifier),
-        "public_key": _b64(key.public_key),
-        "fingerprint": key.fingerprint,
-        "encrypted_signing_key": {"alg": "AES-256-GCM", "nonce": _b64(nonce), "ciphertext": _b64(ct)},
-        "created_ts": now,
-        "origin": origin,
-        "pin_rules": PIN_RULES,
-    }
-
-
-def _open_key(rec: PinRecord, kek: bytes) -> SigningKey:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    try:
-        raw = AESGCM(kek).decrypt(rec.nonce, rec.ciphertext, _aad(rec.public_key, rec.kdf))
-    except InvalidTag:
-        raise PinRecordCorrupt("the PIN is right but the stored signing key does not decrypt: "
-                               "the PIN record was tampered with") from None
-    key = SigningKey(Ed25519PrivateKey.from_private_bytes(raw))
-    if not hmac.compare_digest(key.public_key, rec.public_key):
-        raise PinRecordCorrupt("the stored signing key does not match the stored public key")
-    return key
-
-
-# -- attempts / lockout ------------------------------------------------------------------------------
-
-def lock_duration_s(failures: int) -> float:
-    """How long PIN entry stays locked after the ``failures``-th consecutive failure."""
-    if failures < MAX_FAILURES:
-        return 0.0
-    return float(min(BASE_LOCK_S * 2 ** min(failures - MAX_FAILURES, 20), MAX_LOCK_S))
-
-
-@dataclass(frozen=True)
-class _Attempts:
-    failures: int
-    last_failure_ts: int | None
-    readable: bool
-    problem: str = ""
-
-
-def _read_attempts(home: StateHome, pin_exists: bool) -> _Attempts:
-    path = attempts_path(home)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if pin_exists or os.path.lexists(path):
-            return _Attempts(0, None, False, "the attempts file is missing although a PIN is set")
-        return _Attempts(0, None, True)
-    except OSError as e:
-        return _Attempts(0, None, False, f"the attempts file cannot be read ({e.__class__.__name__})")
-    try:
-        d = json.loads(raw.decode("utf-8"))
-        f, ts = d["failures"], d["last_failure_ts"]
-        if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-            raise ValueError("failures")
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)):
-            raise ValueError("last_failure_ts")
-        if f >= MAX_FAILURES and ts is None:
-            raise ValueError("a lockout without a time")
-        return _Attempts(f, ts, True)
-    except Exception:
-        return _Attempts(0, None, False, "the attempts file is unreadable")
-
-
-def _write_attempts(home: StateHome, failures: int, last_failure_ts: int | None, note: str = "") -> None:
-    ensure_keystore(home)
-    write_atomic(attempts_path(home), _canonical({"version": 1, "failures": failures,
-                                                  "last_failure_ts": last_failure_ts, "note": note}))
-
-
-@dataclass(frozen=True)
-class LockState:
-    failures: int
-    locked: bool
-    remaining_s: float
-    attempts_readable: bool
-    problem: str = ""
-
-
-def _lock_state(att: _Attempts, now: int, recent_failures: int) -> LockState:
-    recent = max(0, int(recent_failures or 0))
-    if not att.readable:
-        failures = max(MAX_FAILURES, recent)
-        return LockState(failures, True, lock_duration_s(failures), False, att.problem)
-    failures = max(att.failures, recent)
-    if failures < MAX_FAILURES:
-        return LockState(failures, False, 0.0, True)
-    if recent > att.failures or att.last_failure_ts is None:
-        # the caller knows of more failures than the file does: the file was reset. Lock from now.
-        return LockState(failures, True, lock_duration_s(failures), True,
-                         "the attempts file shows fewer failures than the caller's records")
-    until = att.last_failure_ts + lock_duration_s(failures) * 1000
-    remaining = min((until - now) / 1000.0, MAX_LOCK_S)
-    return LockState(failures, remaining > 0, max(0.0, remaining), True)
-
-
-def _enforce_lock(home: StateHome, now: int, recent_failures: int, announce: Announce | None,
-                  pin_exists: bool) -> int:
-    """Raise PinLocked while locked (re-anchoring a tampered attempts file); else return failures."""
-    st = _lock_state(_read_attempts(home, pin_exists), now, recent_failures)
-    if st.problem:
-        try:
-            _write_attempts(home, st.failures, now, note=f"re-anchored: {st.problem}")
-        except OSError as e:  # cannot even rewrite it (a directory in its place?): stays locked
-            st = LockState(st.failures, True, st.remaining_s, st.attempts_readable,
-                           f"{st.problem}; rewriting it failed ({e.__class__.__name__}): remove "
-                           f"{attempts_path(home)} by hand")
-        _call(announce, "pin_attempts_tampered",
-              f"PIN attempt counter was reset or damaged ({st.problem}); PIN entry locked for "
-              f"{_fmt_s(st.remaining_s)}", "critical",
-              {"failures": st.failures, "locked_for_s": st.remaining_s, "problem": st.problem})
-    if st.locked:
-        why = f" ({st.problem})" if st.problem else ""
-        raise PinLocked(f"PIN entry is locked for another {_fmt_s(st.remaining_s)} after {st.failures} "
-                        f"failed attempts{why}; even the right PIN is refused until then",
-                        st.failures, st.remaining_s)
-    return st.failures
-
-
-def _fail(home: StateHome, failures_before: int, now: int, announce: Announce | None) -> WrongPin:
-    failures = failures_before + 1
-    _write_attempts(home, failures, now)
-    locked_for = lock_duration_s(failures)
-    if locked_for:
-        msg = f"wrong PIN; PIN entry is now locked for {_fmt_s(locked_for)} ({failures} failures in a row)"
-    else:
-        left = MAX_FAILURES - failures
-        msg = f"wrong PIN ({left} attempt{'s' if left != 1 else ''} left before PIN entry is locked)"
-    _call(announce, "pin_failure", msg, "critical" if locked_for else "warning",
-          {"failures": failures, "locked_for_s": locked_for})
-    return WrongPin(msg, failures, locked_for)
-
-
-def _verify_locked(home: StateHome, pin: str, now: int, recent_failures: int,
-                   announce: Announce | None, rec: PinRecord) -> SigningKey:
-    """Lockout check + constant-time compare + decrypt. Caller holds the PIN lock."""
-    failures = _enforce_lock(home, now, recent_failures, announce, pin_exists=True)
-    if not isinstance(pin, str):
-        raise TypeError("the PIN must be a string")
-    verifier, kek = _derive(pin, rec.salt, rec.kdf["n"], rec.kdf["r"], rec.kdf["p"])
-    if not hmac.compare_digest(verifier, rec.verifier):
-        raise _fail(home, failures, now, announce)
-    key = _open_key(rec, kek)
-    _write_attempts(home, 0, None, note=f"last success {now}")
-    _call(announce, "pin_unlocked", "PIN accepted", "info", {"fingerprint": rec.fingerprint})
-    return key
-
-
-# -- public API --------------------------------------------------------------------------------------
 
 def unlock(home: StateHome, pin: str, *, now: int | None = None, recent_failures: int = 0,
            announce: Announce | None = None) -> SigningKey:
@@ -695,7 +117,7 @@ def unlock(home: StateHome, pin: str, *, now: int | None = None, recent_failures
     """
     now = _now_ms(now)
     ensure_keystore(home)
-    with file_lock(_lock_path(home)):
+    with file_lock(lock_path(home)):
         state, rec = _record_state(home)
         if rec is None:
             load_record(home)  # raises the precise NoPin / PinRecordCorrupt
@@ -728,9 +150,9 @@ def set_pin(home: StateHome, new_pin: str, old_pin: str | None = None, *,
     """
     now = _now_ms(now)
     check_pin_rules(new_pin)
-    _check_kdf_params(scrypt_n, SCRYPT_R, SCRYPT_P)
+    _kdf.check_kdf_params(scrypt_n, SCRYPT_R, SCRYPT_P)
     ensure_keystore(home)
-    with file_lock(_lock_path(home)):
+    with file_lock(lock_path(home)):
         state, rec = _record_state(home)
         previous = None
         if state == "set":
@@ -761,26 +183,6 @@ def set_pin(home: StateHome, new_pin: str, old_pin: str | None = None, *,
                                                   "previous_fingerprint": previous, "origin": origin})
     return SetPinResult(origin, key.fingerprint, previous, announce is not None,
                         previous is not None and key.fingerprint != previous)
-
-
-def public_key(home: StateHome) -> bytes:
-    """The raw 32-byte Ed25519 public key (NoPin / PinRecordCorrupt when unavailable)."""
-    return load_record(home).public_key
-
-
-def fingerprint(home: StateHome) -> str:
-    return load_record(home).fingerprint
-
-
-def verify_signature(home: StateHome, data: bytes, sig: bytes) -> bool:
-    """True only if ``sig`` is a valid signature of ``data`` by the current PIN key. Never raises."""
-    try:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        Ed25519PublicKey.from_public_bytes(public_key(home)).verify(bytes(sig), bytes(data))
-        return True
-    except Exception:
-        return False
 
 
 def pin_status(home: StateHome, *, now: int | None = None, recent_failures: int = 0) -> dict:
@@ -841,16 +243,3 @@ def pin_ready_since(home: StateHome, first_seen: int | Mapping[str, int] | None,
         return Readiness(False, remaining, rec.fingerprint,
                          f"PIN key {rec.fingerprint} is new: live trading waits another {_fmt_s(remaining)}")
     return Readiness(True, 0.0, rec.fingerprint, "cool-down passed")
-
-
-def check_pin_quietly(home: StateHome, candidate: str) -> bool:
-    """True if ``candidate`` is the PIN. Records nothing and never raises: for the prompt guard, which
-    checks whether text typed into the chat leaked the PIN (standard library only, bounded work)."""
-    try:
-        rec = load_record(home)
-        if not candidate or len(candidate) > 256:
-            return False
-        verifier, _ = _derive(candidate, rec.salt, rec.kdf["n"], rec.kdf["r"], rec.kdf["p"])
-        return hmac.compare_digest(verifier, rec.verifier)
-    except Exception:
-        return False

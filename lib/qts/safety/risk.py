@@ -9,7 +9,8 @@ Sells (exits). A sell of at most the held amount reduces exposure and is ALWAYS 
 by every layer here, the order-rate throttle included: a throttle, a halt or a lock must never trap
 the trader in a losing position (the kill switch's flattening depends on it). A sell of more than
 the held amount would open a short: ``RISK_SHORT_NOT_ALLOWED``. A buy is always an entry, even when
-flagged ``reduce_only`` (nothing a long-only spot buy does reduces exposure).
+flagged ``reduce_only`` (nothing a long-only spot buy does reduces exposure; the gate's
+``check_reduce_only`` refuses such a buy before this layer, with ``REDUCE_ONLY``).
 
 Entries (buys) go through these layers in order; the first refusal wins:
 

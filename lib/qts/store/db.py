@@ -2,8 +2,8 @@
 
 The connection runs in autocommit mode and every multi-row change goes through :meth:`Store.tx`
 (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a fill, its position and its cash move land together or
-not at all. Hot paths use plain ``sqlite3``; :attr:`Store.db` gives a ``sqlite_utils.Database`` on the
-same connection for queries and introspection (imported lazily: it pulls in pandas, ~0.4 s).
+not at all. Everything here is plain ``sqlite3`` (sqlite-utils' insert measured 4x slower per row,
+bench/bench_query.py); read-only queries and exports for people and tools are in :mod:`.query`.
 """
 
 from __future__ import annotations
@@ -328,7 +328,6 @@ class Store:
         self.conn = conn
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = None
         self.fsync_journal = True  # trades.jsonl lines fsync'd one by one (store/journal.py)
 
     @classmethod
@@ -358,16 +357,6 @@ class Store:
             except sqlite3.Error:
                 pass
             self.conn = open_checked(self.home, check_journal=False)
-            self._db = None
-
-    @property
-    def db(self):
-        """A sqlite_utils.Database over the same connection (for queries and introspection)."""
-        if self._db is None:
-            import sqlite_utils
-
-            self._db = sqlite_utils.Database(self.conn)
-        return self._db
 
     @contextmanager
     def tx(self):
