@@ -175,7 +175,8 @@ def sweep(strategy: str, candles: Candles, grid, config: BacktestConfig | None =
     max_series = max(2, (128 << 20) // (8 * len(candles)))  # a chunk's stacked indicator rows: <= 128 MB
     chunks = plan_chunks(strategy, params, order, size, max_series)
     kargs = config.kernel_args(candles.timeframe_ms)
-    ex = parallel.choose(executor, len(chunks), estimate_seconds(strategy, m, len(candles), stop - start), workers)
+    ex = parallel.choose(executor, len(chunks), estimate_seconds(strategy, m, len(candles), stop - start), workers,
+                         client)
     ex = ex if len(chunks) > 1 else "inline"
     tasks = [(strategy, candles, kargs, start, stop, edges, [params[i] for i in ch], cache_bytes) for ch in chunks]
     results = parallel.run_tasks(_run_chunk, tasks, ex, workers, progress, desc=f"sweep {strategy}", client=client)
