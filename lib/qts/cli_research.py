@@ -49,8 +49,8 @@ def _data_options(f):
     return f
 
 
-def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
-    """(candles, symbol, description)."""
+def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed, allow_gaps=False):
+    """(candles, symbol, description). ``allow_gaps``: candle files may miss candles (nothing filled in)."""
     from .candles_errors import input_errors
     from .market.candles import TIMEFRAMES, find_files, load_csv, timeframe_of
 
@@ -76,7 +76,7 @@ def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
                 raise InputError(f"--days {d:g} at {timeframe} makes {n} candles; need 200+")
             return generate(symbol, n, tf_ms, seed=seed), symbol, f"SYNTHETIC {symbol} {timeframe}, {d:g} days, seed {seed}"
         path, factor = find_files(data_dir, [symbol], minutes)[symbol]
-        c = load_csv(path).resample(factor)
+        c = load_csv(path, allow_gaps=allow_gaps).resample(factor)
         if days:
             keep = int(days * 86_400_000 // tf_ms)
             c = c.slice(max(0, len(c) - keep), len(c))
@@ -239,9 +239,12 @@ def _print_verdict(rep) -> None:
               help="Write a self-contained HTML report here (and a PNG next to it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_cluster_option
+@click.option("--gaps", type=click.Choice(["refuse", "allow"]), default="refuse", show_default=True,
+              help="Candle files with missing candles (markets that close): allow runs on the rows as they are, "
+                   "fills nothing in, and annualizes by the data's bars per calendar year.")
 @click.pass_context
 def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, params, grid_items,
-                 validate, train, test, register, report_path, as_json, cluster):
+                 validate, train, test, register, report_path, as_json, cluster, gaps):
     """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion).
 
     Fills at the next bar's open with the paper account's fee and slippage (FEE_BPS, SLIPPAGE_BPS).
@@ -264,14 +267,20 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         except StrategyError as e:
             raise InputError(str(e)) from None
     cluster = _check_cluster(cluster) if (grid or validate) else None  # one backtest runs here
-    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed,
+                                          allow_gaps=gaps == "allow")
     gates = _gates(gate_items)  # after the data: Gates imports the research package (numba)
     config = _config(ctx)
+    n_gaps = candles.gaps()
+    if n_gaps:  # a closing market: its bars per calendar year, not the 24/7 count, annualize (CAGR, Sharpe)
+        desc += f", {n_gaps} gap{'s' if n_gaps != 1 else ''} (nothing filled in)"
+        years = (int(candles.ts[-1]) - int(candles.ts[0]) + candles.timeframe_ms) / (365 * 86_400_000)
+        config = config.model_copy(update={"periods_per_year": len(candles) / years})
     from .research import backtest, sweep, validate_strategy
     from .research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
 
     progress = True if _tty() else None
-    out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}
+    out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic), "gaps": n_gaps}
     if not as_json:
         _say(f"data: {desc}")
     with input_errors(), _Cluster(cluster, (lambda m: None) if as_json else _say) as client:
@@ -327,7 +336,10 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     if report_path:
         from .reports.backtest_report import write_backtest_report
 
-        paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol)
+        notes = [f"{n_gaps} gap(s) in the candles: nothing filled in, annualized by the data's bars per "
+                 "calendar year"] if n_gaps else None
+        paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol,
+                                      notes=notes)
         out["report"] = {k: str(v) for k, v in paths.items()}
         if not as_json:
             click.echo(f"report: {paths['html']}  (PNG: {paths['png']})")

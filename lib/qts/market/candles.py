@@ -51,6 +51,10 @@ class Candles:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def gaps(self) -> int:
+        """How many times candles are missing between two consecutive rows (a market that closes)."""
+        return int(np.count_nonzero(np.diff(self.ts) > self.timeframe_ms))
+
     def slice(self, start: int, stop: int) -> "Candles":
         return Candles(self.ts[start:stop], self.open[start:stop], self.high[start:stop],
                        self.low[start:stop], self.close[start:stop], self.volume[start:stop],
@@ -81,8 +85,9 @@ class Candles:
                        np.add.reduceat(self.volume, starts)[full], tf)
 
 
-def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> None:
-    """Raise CandleFileError at the first bad row."""
+def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1, allow_gaps: bool = False) -> None:
+    """Raise CandleFileError at the first bad row. ``allow_gaps``: missing candles are no error (nothing
+    is filled in; see ``Candles.gaps``), every other check stands."""
     cols = np.vstack([c.open, c.high, c.low, c.close, c.volume])
     bad = ~np.isfinite(cols).all(axis=0)
     checks = [
@@ -90,7 +95,7 @@ def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> 
         (np.r_[False, np.diff(c.ts) <= 0], "timestamp not after the previous row (out of order or duplicate)"),
         # off-grid before gap: a step of 1.5 candles is off the grid, not "0 candles missing"
         (np.r_[False, (np.diff(c.ts) % c.timeframe_ms) != 0], "timestamp off the candle grid"),
-        (np.r_[False, np.diff(c.ts) > c.timeframe_ms], "gap: candles missing before this row"),
+        (np.r_[False, np.diff(c.ts) > c.timeframe_ms] & (not allow_gaps), "gap: candles missing before this row"),
         (c.high < c.low, "high < low"),
         (c.high < np.maximum(c.open, c.close), "high below open or close"),
         (c.low > np.minimum(c.open, c.close), "low above open or close"),
@@ -130,9 +135,9 @@ def _parse_fast(fh) -> np.ndarray | None:
     return arr
 
 
-def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
+def load_csv(path: Path | str, timeframe_ms: int | None = None, allow_gaps: bool = False) -> Candles:
     """Load and validate one candle file. The timeframe comes from the file name (``BTC_USDT-5m.csv``)
-    when not given."""
+    when not given. ``allow_gaps``: accept missing candles (a market that closes), fill nothing in."""
     path = Path(path)
     if timeframe_ms is None:
         m = FILE_RE.match(path.name)
@@ -177,7 +182,7 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
     if not len(rows):
         raise CandleFileError(path, None, "no candles after the header")
     c = Candles.from_rows(rows, timeframe_ms)
-    validate(c, path)
+    validate(c, path, allow_gaps=allow_gaps)
     return c
 
 
