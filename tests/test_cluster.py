@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -60,7 +61,7 @@ def cluster(tmp_path_factory):
         deadline = time.monotonic() + 90
         while True:
             try:
-                client = Client(addr, timeout="5s")
+                client = Client(addr, timeout="5s", set_as_default=False)  # the code under test finds its own
                 break
             except OSError:
                 if time.monotonic() > deadline or procs[0].poll() is not None:
@@ -146,3 +147,23 @@ def test_a_large_sweep_runs_its_chunks_on_the_cluster(cluster, tmp_path):
     assert _chunks_run_by(client, "_run_chunk") - before == 2
     assert remote["sweep"]["combinations"] == 5530
     assert remote == local
+
+
+def test_library_auto_uses_the_environment_cluster_with_one_connection(cluster, monkeypatch):
+    from qts.market.synthetic import generate
+    from qts.research import parallel, sweep
+
+    addr, client = cluster
+    c = generate("BTC/USDT", 2_000, 3_600_000, seed=9)
+    grid = {"fast": [3, 5, 8, 13], "slow": [21, 34, 55]}
+    local = sweep("sma_cross", c, grid, executor="inline", chunk_size=4, progress=False)
+    monkeypatch.setenv("QTS_DASK_SCHEDULER", addr)
+    before = _chunks_run_by(client, "_run_chunk")
+    a = sweep("sma_cross", c, grid, chunk_size=4, progress=False)  # executor="auto"
+    b = sweep("sma_cross", c, grid, chunk_size=4, progress=False)
+    assert a.executor == b.executor == "dask" and a.chunks == 3
+    assert _chunks_run_by(client, "_run_chunk") - before == 6
+    assert len(parallel._ENV_CLIENTS) == 1  # both sweeps shared one connection
+    np.testing.assert_array_equal(a.stats, local.stats)
+    np.testing.assert_array_equal(b.stats, local.stats)
+    parallel._ENV_CLIENTS.pop(addr).close()

@@ -164,6 +164,19 @@ def _run_processes(fn, tasks: list, n_workers: int, bar) -> list:
     return out
 
 
+_ENV_CLIENTS: dict = {}
+
+
+def _env_client(addr: str):
+    """One Client per $QTS_DASK_SCHEDULER address for this process (not a new connection per sweep)."""
+    from distributed import Client
+
+    c = _ENV_CLIENTS.get(addr)
+    if c is None or c.status not in ("running", "connecting"):
+        c = _ENV_CLIENTS[addr] = Client(addr, set_as_default=False)
+    return c
+
+
 def _run_dask(fn, tasks, workers, client, bar):
     try:
         import dask
@@ -177,8 +190,8 @@ def _run_dask(fn, tasks, workers, client, bar):
             try:
                 client = get_client()
             except ValueError:
-                addr = os.environ.get("QTS_DASK_SCHEDULER")
-                client = Client(addr) if addr else None
+                addr = cluster_address()
+                client = _env_client(addr) if addr else None
         except ImportError:
             client = None
     if client is not None:
