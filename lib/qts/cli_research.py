@@ -88,7 +88,7 @@ def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed, allow
 def _cluster_option(f):
     return click.option("--cluster", metavar="tcp://HOST:PORT", envvar="QTS_DASK_SCHEDULER", default=None,
                         help="Run the sweeps and walk-forward folds on this Dask scheduler (default: "
-                             "$QTS_DASK_SCHEDULER; needs dask[distributed], and qts on the workers).")(f)
+                             "$QTS_DASK_SCHEDULER; needs dask[distributed] here and this package on the workers).")(f)
 
 
 def _check_cluster(address):

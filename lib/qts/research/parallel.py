@@ -111,7 +111,7 @@ def _run_processes(fn, tasks: list, n_workers: int, bar) -> list:
 
     from ._worker import read_msg, write_msg
 
-    lib = str(Path(__file__).resolve().parents[2])  # the directory holding the qts package
+    lib = str(Path(__file__).resolve().parents[2])  # the directory holding the package qts
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([lib, *filter(None, [os.environ.get("PYTHONPATH")])])}
     out: list = [None] * len(tasks)
     errors: list = []
