@@ -14,11 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[test]'
+	@echo "==> compiling the numba kernels into $(NUMBA_CACHE_DIR) (once, ~20 s: the first backtest is then fast)"
+	$(BIN)/python -m qts.research.warmup
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
+	@$(BIN)/python -m qts.research.warmup
 	@echo "==> paper trading on the embedded (generated, offline) market: no keys, no network (about 10 s once installed)"
 	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts run --fresh
 	QTS_HOME=$(CURDIR)/.demo $(BIN)/qts verify

@@ -74,6 +74,9 @@ else
   step "installing quant-trading-system and its libraries into $venv (first time: several minutes)"
   "$venv/bin/python" -m pip install --upgrade --progress-bar on pip
   "$venv/bin/python" -m pip install --progress-bar on -c "$root/constraints.txt" "$root"
+  step "compiling the backtest kernels once (numba, ~20 s): the first backtest is then fast"
+  "$venv/bin/python" -m qts.research.warmup \
+    || echo "setup: note: kernels not pre-compiled; the first backtest compiles them" >&2
   printf '%s\n' "$want" > "$stamp"
 fi
 

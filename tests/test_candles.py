@@ -207,3 +207,39 @@ def test_find_files_picks_a_file_dividing_the_interval(ohlcv_dir, tmp_path):
     with pytest.raises(CandleFileError) as ei:
         find_files(ohlcv_dir, ["DOGE/USDT"], 5)
     assert "DOGE/USDT" in str(ei.value)
+
+
+# -- the fast reader (numpy's C parser) and the row-by-row reader must agree --------------------------------
+
+def test_fast_reader_equals_row_by_row_reader_on_real_file(ohlcv_dir, monkeypatch):
+    from qts.market import candles as C
+
+    fast = load_csv(ohlcv_dir / "ETH_USDT-5m.csv")
+    monkeypatch.setattr(C, "_parse_fast", lambda fh: None)  # force the row-by-row reader
+    slow = load_csv(ohlcv_dir / "ETH_USDT-5m.csv")
+    for k in ("ts", "open", "high", "low", "close", "volume"):
+        a, b = getattr(fast, k), getattr(slow, k)
+        assert a.dtype == b.dtype and np.array_equal(a, b), k
+
+
+def test_blank_line_mid_file_is_refused_with_its_row(tmp_path):
+    p = _write(tmp_path, _rows(5))
+    lines = p.read_text().splitlines(keepends=True)
+    p.write_text("".join(lines[:3] + ["\n"] + lines[3:]))  # numpy's reader would skip it silently
+    e = _refused(p)
+    assert e.row == 3 and "6 values" in e.reason and "got 0" in e.reason
+
+
+def test_fractional_timestamp_is_refused_with_its_row(tmp_path):
+    rows = _rows(4)
+    rows[2][0] = rows[2][0] + 0.5
+    e = _refused(_write(tmp_path, rows))
+    assert e.row == 3 and "integer" in e.reason
+
+
+def test_quoted_values_still_load(tmp_path):
+    rows = _rows(4)
+    p = tmp_path / "BTC_USDT-5m.csv"
+    p.write_text(HEADER + "".join(",".join(f'"{v}"' for v in r) + "\n" for r in rows))  # csv quoting
+    c = load_csv(p)
+    assert c.ts.tolist() == [r[0] for r in rows] and c.close.tolist() == [101.0] * 4

@@ -50,10 +50,10 @@ def _data_options(f):
     return f
 
 
-def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
-    """(candles, symbol, description)."""
-    from .errors import input_errors
+def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed, allow_gaps=False):
+    """(candles, symbol, description). ``allow_gaps``: candle files may miss candles (nothing filled in)."""
     from ..market.candles import TIMEFRAMES, find_files, load_csv, timeframe_of
+    from .errors import input_errors
 
     if bool(data_dir) == bool(synthetic):
         raise InputError("choose the data: --data DIR (real candle files) or --synthetic (generated market)")
@@ -77,13 +77,58 @@ def _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed):
                 raise InputError(f"--days {d:g} at {timeframe} makes {n} candles; need 200+")
             return generate(symbol, n, tf_ms, seed=seed), symbol, f"SYNTHETIC {symbol} {timeframe}, {d:g} days, seed {seed}"
         path, factor = find_files(data_dir, [symbol], minutes)[symbol]
-        c = load_csv(path).resample(factor)
+        c = load_csv(path, allow_gaps=allow_gaps).resample(factor)
         if days:
             keep = int(days * 86_400_000 // tf_ms)
             c = c.slice(max(0, len(c) - keep), len(c))
         if len(c) < 200:
             raise InputError(f"{path.name}: {len(c)} candles at {timeframe}; need 200+")
         return c, symbol, f"{path.name} ({len(c)} candles at {timeframe}, {_iso(int(c.ts[0]))} to {_iso(int(c.ts[-1]))})"
+
+
+def _cluster_option(f):
+    return click.option("--cluster", metavar="tcp://HOST:PORT", envvar="QTS_DASK_SCHEDULER", default=None,
+                        help="Run the sweeps and walk-forward folds on this Dask scheduler (default: "
+                             "$QTS_DASK_SCHEDULER; needs dask[distributed] here and this package on the workers).")(f)
+
+
+def _check_cluster(address):
+    """The scheduler address, checked before anything is loaded (connecting comes later)."""
+    if not address:
+        return None
+    scheme, sep, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or not scheme or not host or not port.isdigit():
+        raise InputError(f"--cluster {address!r}: expected a Dask scheduler address like tcp://HOST:8786")
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise InputError('--cluster: dask.distributed is not installed: pip install "dask[distributed]"')
+    return address
+
+
+class _Cluster:
+    """``with _Cluster(address, say) as client``: a distributed Client on ``address`` (None: no cluster)."""
+
+    def __init__(self, address, say):
+        self.address, self.say, self.client = address, say, None
+
+    def __enter__(self):
+        if not self.address:
+            return None
+        from distributed import Client
+
+        try:
+            self.client = Client(self.address, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise InputError(f"--cluster {self.address}: cannot reach the Dask scheduler ({e})") from None
+        n = len(self.client.scheduler_info().get("workers", {}))
+        self.say(f"cluster: {self.address} ({n} worker{'s' if n != 1 else ''})")
+        return self.client
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
 
 
 def _gates(items):
@@ -177,9 +222,13 @@ def _print_verdict(rep) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML report here (and a PNG next to it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_cluster_option
+@click.option("--gaps", type=click.Choice(["refuse", "allow"]), default="refuse", show_default=True,
+              help="Candle files with missing candles (markets that close): allow runs on the rows as they are, "
+                   "fills nothing in, and annualizes by the data's bars per calendar year.")
 @click.pass_context
 def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, params, grid_items,
-                 validate, train, test, register, report_path, as_json):
+                 validate, train, test, register, report_path, as_json, cluster, gaps):
     """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion).
 
     Fills at the next bar's open with the paper account's fee and slippage (FEE_BPS, SLIPPAGE_BPS).
@@ -196,24 +245,36 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         raise InputError("--register needs --validate (only a validated strategy enters the registry)")
     fixed = _parse_params(params)
     grid = _parse_grid(grid_items, strategy)
-    gates = _gates(gate_items)
-    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed)
+    if not grid:
+        try:
+            STRATEGIES[strategy](**fixed)  # a bad --param is refused before the candles are read
+        except StrategyError as e:
+            raise InputError(str(e)) from None
+    cluster = _check_cluster(cluster) if (grid or validate) else None  # one backtest runs here
+    candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed,
+                                          allow_gaps=gaps == "allow")
+    gates = _gates(gate_items)  # after the data: Gates imports the research package (numba)
     config = _config(ctx)
+    n_gaps = candles.gaps()
+    if n_gaps:  # a closing market: its bars per calendar year, not the 24/7 count, annualize (CAGR, Sharpe)
+        desc += f", {n_gaps} gap{'s' if n_gaps != 1 else ''} (nothing filled in)"
+        years = (int(candles.ts[-1]) - int(candles.ts[0]) + candles.timeframe_ms) / (365 * 86_400_000)
+        config = config.model_copy(update={"periods_per_year": len(candles) / years})
     from ..research import backtest, sweep, validate_strategy
     from ..research.evaluation import expected_metrics, validation_summary, walk_forward_sizes
     from ..research.proposer import neighbourhood
 
     progress = True if _tty() else None
-    out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic)}
+    out: dict = {"strategy": strategy, "data": desc, "synthetic": bool(synthetic), "gaps": n_gaps}
     if not as_json:
         _say(f"data: {desc}")
-    with input_errors():
+    with input_errors(), _Cluster(cluster, (lambda m: None) if as_json else _say) as client:
         try:
             if grid:
                 full = {**{k: [v] for k, v in fixed.items()}, **grid}
                 if not as_json:
                     _say(f"sweeping {strategy}: " + ", ".join(f"{k} x{len(v)}" for k, v in full.items()) + " ...")
-                sw = sweep(strategy, candles, full, config, progress=progress)
+                sw = sweep(strategy, candles, full, config, progress=progress, client=client)
                 best = sw.best("sharpe", 1)
                 if best < 0:
                     raise InputError(f"--grid: no valid combination traded ({sw.n_invalid} refused by {strategy})")
@@ -232,7 +293,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
             result = backtest(strategy, candles, config, params=run_params)
         except StrategyError as e:
             raise InputError(str(e)) from None
-    m = result.metrics()
+    m = result.metrics(monthly=False)  # monthly returns need pandas (~0.3 s): the report computes its own
     out["params"] = result.params
     out["metrics"] = {k: v for k, v in m.items() if k != "monthly_returns"}
     if not as_json:
@@ -244,9 +305,9 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         tr, te = walk_forward_sizes(len(candles))
         if not as_json:
             _say(f"validating on {len(candles)} bars (walk-forward train {train or tr}, test {test or te}) ...")
-        with input_errors():
+        with input_errors(), _Cluster(cluster, lambda m: None) as client:
             rep = validate_strategy(strategy, candles, vgrid, train=train or tr, test=test or te, config=config,
-                                    gates=gates, progress=progress)
+                                    gates=gates, progress=progress, client=client)
         data = {"symbol": symbol, "synthetic": bool(synthetic), "source": desc, "bars": len(candles),
                 "timeframe_minutes": candles.timeframe_ms / 60_000, "start_ts": int(candles.ts[0]),
                 "end_ts": int(candles.ts[-1])}
@@ -260,7 +321,10 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     if report_path:
         from ..reports.backtest_report import write_backtest_report
 
-        paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol)
+        notes = [f"{n_gaps} gap(s) in the candles: nothing filled in, annualized by the data's bars per "
+                 "calendar year"] if n_gaps else None
+        paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol,
+                                      notes=notes)
         out["report"] = {k: str(v) for k, v in paths.items()}
         if not as_json:
             click.echo(f"report: {paths['html']}  (PNG: {paths['png']})")
@@ -308,9 +372,10 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
 @click.option("--proposer-seed", type=int, default=0, show_default=True, help="Seed of the offline proposer.")
 @click.option("--no-register", is_flag=True, help="Do not add survivors to the registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_cluster_option
 @click.pass_context
 def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, model, offline,
-                 program_path, holdout, max_candidates, proposer_seed, no_register, as_json):
+                 program_path, holdout, max_candidates, proposer_seed, no_register, as_json, cluster):
     """Propose strategy candidates from notes and market statistics, validate them on held-out data,
     and add the survivors to the strategy registry as `backtested`.
 
@@ -327,6 +392,7 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
                                "subcommand, e.g. `qts research edges --help`)", ctx)
     from ..research.program import resolve_model
 
+    cluster = _check_cluster(cluster)
     raw = open(notes_path, "rb").read(256 * 1024)
     notes = raw.decode("utf-8", "replace")
     gates = _gates(gate_items)
@@ -349,9 +415,11 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
 
     home = None if no_register else _home(ctx)
     try:
-        res = run_research(candles, notes, symbol=symbol, model=chosen, program=program, seed=proposer_seed,
-                           holdout=holdout, gates=gates, config=config, max_candidates=max_candidates, home=home,
-                           synthetic=bool(synthetic), data_source=desc, executor="auto", on_progress=say)
+        with _Cluster(cluster, say) as client:  # "dask" runs on this process's Client (get_client)
+            res = run_research(candles, notes, symbol=symbol, model=chosen, program=program, seed=proposer_seed,
+                               holdout=holdout, gates=gates, config=config, max_candidates=max_candidates,
+                               home=home, synthetic=bool(synthetic), data_source=desc,
+                               executor="dask" if client else "auto", on_progress=say)
     except ValueError as e:
         raise InputError(str(e)) from None
     if as_json:

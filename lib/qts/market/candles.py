@@ -8,6 +8,7 @@ columns, unparsable or NaN/infinite values, timestamps out of order or with a ga
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ class Candles:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def gaps(self) -> int:
+        """How many times candles are missing between two consecutive rows (a market that closes)."""
+        return int(np.count_nonzero(np.diff(self.ts) > self.timeframe_ms))
+
     def slice(self, start: int, stop: int) -> "Candles":
         return Candles(self.ts[start:stop], self.open[start:stop], self.high[start:stop],
                        self.low[start:stop], self.close[start:stop], self.volume[start:stop],
@@ -80,8 +85,9 @@ class Candles:
                        np.add.reduceat(self.volume, starts)[full], tf)
 
 
-def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> None:
-    """Raise CandleFileError at the first bad row."""
+def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1, allow_gaps: bool = False) -> None:
+    """Raise CandleFileError at the first bad row. ``allow_gaps``: missing candles are no error (nothing
+    is filled in; see ``Candles.gaps``), every other check stands."""
     cols = np.vstack([c.open, c.high, c.low, c.close, c.volume])
     bad = ~np.isfinite(cols).all(axis=0)
     checks = [
@@ -89,7 +95,7 @@ def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> 
         (np.r_[False, np.diff(c.ts) <= 0], "timestamp not after the previous row (out of order or duplicate)"),
         # off-grid before gap: a step of 1.5 candles is off the grid, not "0 candles missing"
         (np.r_[False, (np.diff(c.ts) % c.timeframe_ms) != 0], "timestamp off the candle grid"),
-        (np.r_[False, np.diff(c.ts) > c.timeframe_ms], "gap: candles missing before this row"),
+        (np.r_[False, np.diff(c.ts) > c.timeframe_ms] & (not allow_gaps), "gap: candles missing before this row"),
         (c.high < c.low, "high < low"),
         (c.high < np.maximum(c.open, c.close), "high below open or close"),
         (c.low > np.minimum(c.open, c.close), "low above open or close"),
@@ -109,9 +115,29 @@ def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> 
         raise CandleFileError(path, first_row + i, reason)
 
 
-def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
+def _parse_fast(fh) -> np.ndarray | None:
+    """The data rows after the header as an (n, 6) array, parsed by numpy's C reader (~0.05 s for 72k
+    rows instead of ~0.3 s row by row), or None when anything is off (blank or short rows, a non-number,
+    a fractional timestamp, quotes): then the row-by-row reader runs and names the bad row."""
+    try:
+        body = fh.read()
+        n_lines = len(body.splitlines())
+        if not n_lines:
+            return None
+        arr = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, comments=None, ndmin=2)
+    except Exception:
+        return None
+    if arr.shape != (n_lines, 6):
+        return None
+    ts = arr[:, 0]
+    if not (np.isfinite(ts).all() and (ts == np.floor(ts)).all()):
+        return None
+    return arr
+
+
+def load_csv(path: Path | str, timeframe_ms: int | None = None, allow_gaps: bool = False) -> Candles:
     """Load and validate one candle file. The timeframe comes from the file name (``BTC_USDT-5m.csv``)
-    when not given."""
+    when not given. ``allow_gaps``: accept missing candles (a market that closes), fill nothing in."""
     path = Path(path)
     if timeframe_ms is None:
         m = FILE_RE.match(path.name)
@@ -133,8 +159,15 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
             raise CandleFileError(path, None, f"unreadable header ({e})") from None
         if [h.strip() for h in header] != HEADER:
             raise CandleFileError(path, 0, f"wrong columns {header!r}; expected {','.join(HEADER)}")
+        fast = _parse_fast(fh)
+        if fast is not None:
+            rows = fast
+        else:  # the row-by-row reader finds (and names) the problem
+            fh.seek(0)
+            reader = csv.reader(fh)
+            next(reader)
         try:
-            for n, row in enumerate(reader, 1):
+            for n, row in enumerate(reader if fast is None else (), 1):
                 if len(row) != 6:
                     raise CandleFileError(path, n, f"expected 6 values, got {len(row)}")
                 try:
@@ -146,10 +179,10 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
                 rows.append(vals)
         except (csv.Error, UnicodeDecodeError) as e:
             raise CandleFileError(path, len(rows) + 1, f"unreadable row ({e})") from None
-    if not rows:
+    if not len(rows):
         raise CandleFileError(path, None, "no candles after the header")
     c = Candles.from_rows(rows, timeframe_ms)
-    validate(c, path)
+    validate(c, path, allow_gaps=allow_gaps)
     return c
 
 

@@ -157,6 +157,7 @@ def _kpis(m: dict, result) -> str:
              ("Calmar", _num(m["calmar"]), ""), ("trades", str(m["n_trades"]), ""),
              ("win rate", _num(m["win_rate"], pct=True, nd=1), ""), ("profit factor", _num(m["profit_factor"]), ""),
              ("avg trade", _num(m["avg_trade_return"], pct=True, nd=3, signed=True), _cls(m["avg_trade_return"])),
+             ("expectancy", _num(m["expectancy"], signed=True), _cls(m["expectancy"])),
              ("exposure", _num(m["exposure"], pct=True, nd=1), ""),
              ("final equity", _num(m["final_equity"]), "")]
     return '<div class="kpi">' + "".join(f'<div><b class="{c}">{escape(v)}</b><span>{escape(k)}</span></div>'

@@ -109,14 +109,15 @@ class BacktestResult:
             held[t.entry_bar - self.start:(self.stop if t.is_open else t.exit_bar) - self.start] = True
         return held
 
-    def metrics(self) -> dict:
+    def metrics(self, monthly: bool = True) -> dict:
         """The same statistics recomputed from the equity curve and trades by :mod:`.metrics`, plus
-        the monthly returns."""
+        the monthly returns (``monthly=False``: without them, and without importing pandas)."""
         closed = self.closed_trades
         out = M.summarize(self.equity, self.config.init_cash, self.config.ppy(self.timeframe_ms),
                           [t.pnl for t in closed], [t.ret for t in closed], self.in_position(),
                           int(len(self.trades) > len(closed)))
-        out["monthly_returns"] = M.monthly_returns(self.equity, self.ts, self.config.init_cash)
+        if monthly:
+            out["monthly_returns"] = M.monthly_returns(self.equity, self.ts, self.config.init_cash)
         return out
 
 

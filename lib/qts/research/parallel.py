@@ -5,22 +5,23 @@ a module-level function and the tasks picklable.
 
 executor:
 - ``"inline"``: in this process (numba kernels still use every core through ``prange``);
-- ``"processes"``: a local ``ProcessPoolExecutor`` (``spawn`` start method: the parent may already
-  run numba worker threads, which must not be forked); each worker pins numba to one thread so
-  ``workers`` processes do not oversubscribe the cores;
+- ``"processes"``: ``workers`` local worker processes started as ``python -m qts.research._worker``
+  (tasks and results travel as pickles over their stdin/stdout). They never import the caller's
+  ``__main__``, so a script without an ``if __name__ == "__main__"`` guard works (multiprocessing's
+  spawn re-ran such a script in every worker: BrokenProcessPool). Each worker pins numba to one thread
+  so ``workers`` processes do not oversubscribe the cores;
 - ``"dask"``: ``distributed.Client`` given as ``client=`` or the one running in this process
   (``distributed.get_client()``), else one connected to ``$QTS_DASK_SCHEDULER``; with none of them,
   dask's local multiprocessing scheduler. Needs the ``dask`` package (and ``distributed`` for a
   cluster): ``pip install "dask[distributed]"``.
-- ``"auto"``: what the caller decided is worth it (see ``choose``).
+- ``"auto"``: see ``choose``: in-process, or the Dask cluster the caller pointed at.
 Ray is not supported in this build (not installed here; use Dask).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import sys
 
 EXECUTORS = ("auto", "inline", "processes", "dask")
 
@@ -32,24 +33,39 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def choose(executor: str, n_tasks: int, est_seconds: float, workers: int | None = None) -> str:
-    """Resolve ``"auto"``: processes only when there is more than one task, more than one core, and
-    enough work (> 5 s) to pay for starting them (~1 s each: numpy, numba, the cached kernels)."""
+def cluster_address() -> str | None:
+    """``$QTS_DASK_SCHEDULER`` (e.g. ``tcp://10.0.0.5:8786``), or None."""
+    return os.environ.get("QTS_DASK_SCHEDULER") or None
+
+
+def choose(executor: str, n_tasks: int, est_seconds: float, workers: int | None = None, client=None) -> str:
+    """Resolve ``"auto"``.
+
+    The rule: ``"dask"`` when the caller pointed at a cluster (``client=``, ``$QTS_DASK_SCHEDULER``, or a
+    ``distributed.Client`` already running in this process); otherwise ``"inline"``, always. Local
+    processes are never chosen automatically, because nothing measured them faster: the kernels already
+    run every core in-process (numba ``prange`` over combinations), so a pool adds process start (~1 s
+    each: numpy, numba, the cached kernels), a pickled copy of the candles per task and one indicator
+    cache per worker. Measured on this project's 2-core machine (issue 13): slower than in-process, and
+    past 2 GB where in-process stayed under 1 GB (10,000 combinations on 287,335 bars). In-process
+    memory is bounded by the sweep's chunking instead. ``"processes"`` stays available to ask for.
+    ``n_tasks``, ``est_seconds`` and ``workers`` are kept for callers; a rule that uses them must come
+    with a benchmark showing the pool faster on that kind of machine."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor: unknown {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if executor != "auto":
         return executor
-    w = workers or cpu_count()
-    return "processes" if n_tasks > 1 and w > 1 and est_seconds > 5.0 else "inline"
+    if client is not None or cluster_address():
+        return "dask"
+    if "distributed" in sys.modules:  # a Client may run in this process (never imported just to look)
+        try:
+            from distributed import get_client
 
-
-def _init_worker() -> None:
-    try:
-        import numba
-
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover - numba missing or already limited
-        pass
+            get_client()
+            return "dask"
+        except (ValueError, ImportError):
+            pass
+    return "inline"
 
 
 def _progress(total: int, progress: bool | None, desc: str):
@@ -77,21 +93,88 @@ def run_tasks(fn, tasks: list, executor: str = "inline", workers: int | None = N
                     bar.update(1)
             return out
         if executor == "processes":
-            w = min(workers or cpu_count(), len(tasks))
-            out = [None] * len(tasks)
-            with ProcessPoolExecutor(w, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-                futs = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-                from concurrent.futures import as_completed
-
-                for f in as_completed(futs):
-                    out[futs[f]] = f.result()
-                    if bar:
-                        bar.update(1)
-            return out
+            return _run_processes(fn, tasks, min(workers or cpu_count(), len(tasks)), bar)
         return _run_dask(fn, tasks, workers, client, bar)
     finally:
         if bar:
             bar.close()
+
+
+def _run_processes(fn, tasks: list, n_workers: int, bar) -> list:
+    """Tasks on ``n_workers`` ``qts.research._worker`` processes, each fed by a thread of this process
+    (one task at a time per worker, results in task order); the first failure is raised here once every
+    worker has stopped."""
+    import pickle
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    from ._worker import read_msg, write_msg
+
+    lib = str(Path(__file__).resolve().parents[2])  # the directory holding the package qts
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([lib, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out: list = [None] * len(tasks)
+    errors: list = []
+    lock = threading.Lock()
+    todo = iter(range(len(tasks)))
+
+    def feed(proc) -> None:
+        try:
+            while not errors:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                write_msg(proc.stdin, pickle.dumps((fn, tasks[i]), protocol=pickle.HIGHEST_PROTOCOL))
+                data = read_msg(proc.stdout)
+                if data is None:
+                    raise RuntimeError(f"executor \"processes\": worker {proc.pid} died (exit {proc.wait()})")
+                ok, val = pickle.loads(data)
+                if not ok:
+                    raise val
+                out[i] = val
+                if bar:
+                    with lock:
+                        bar.update(1)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    procs = [subprocess.Popen([sys.executable, "-m", "qts.research._worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=env) for _ in range(n_workers)]
+    try:
+        threads = [threading.Thread(target=feed, args=(p,), daemon=True) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for p in procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if errors:
+        raise errors[0]
+    return out
+
+
+_ENV_CLIENTS: dict = {}
+
+
+def _env_client(addr: str):
+    """One Client per $QTS_DASK_SCHEDULER address for this process (not a new connection per sweep)."""
+    from distributed import Client
+
+    c = _ENV_CLIENTS.get(addr)
+    if c is None or c.status not in ("running", "connecting"):
+        c = _ENV_CLIENTS[addr] = Client(addr, set_as_default=False)
+    return c
 
 
 def _run_dask(fn, tasks, workers, client, bar):
@@ -107,8 +190,8 @@ def _run_dask(fn, tasks, workers, client, bar):
             try:
                 client = get_client()
             except ValueError:
-                addr = os.environ.get("QTS_DASK_SCHEDULER")
-                client = Client(addr) if addr else None
+                addr = cluster_address()
+                client = _env_client(addr) if addr else None
         except ImportError:
             client = None
     if client is not None:

@@ -114,7 +114,7 @@ _PROCESS_CACHES: dict = {}
 def _cache_for(candles: Candles, budget: int) -> specs.IndicatorCache:
     key = (len(candles), int(candles.ts[0]), int(candles.ts[-1]), candles.timeframe_ms, float(candles.close.sum()))
     c = _PROCESS_CACHES.get(key)
-    if c is None:
+    if c is None or c.budget != budget:
         _PROCESS_CACHES.clear()  # one data set at a time per process
         c = _PROCESS_CACHES[key] = specs.IndicatorCache(budget)
     return c
@@ -173,9 +173,12 @@ def sweep(strategy: str, candles: Candles, grid, config: BacktestConfig | None =
     order = sorted(range(m), key=lambda i: tuple(params[i][k] for k in keys)) if keys else list(range(m))
     size = chunk_size or default_chunk_size(strategy, len(candles))
     max_series = max(2, (128 << 20) // (8 * len(candles)))  # a chunk's stacked indicator rows: <= 128 MB
+    if specs.is_fused(strategy):  # its SMAs stay in the cache's one matrix (no stacking): as many as fit
+        max_series = max(max_series, cache_bytes // (8 * len(candles)))
     chunks = plan_chunks(strategy, params, order, size, max_series)
     kargs = config.kernel_args(candles.timeframe_ms)
-    ex = parallel.choose(executor, len(chunks), estimate_seconds(strategy, m, len(candles), stop - start), workers)
+    ex = parallel.choose(executor, len(chunks), estimate_seconds(strategy, m, len(candles), stop - start), workers,
+                         client)
     ex = ex if len(chunks) > 1 else "inline"
     tasks = [(strategy, candles, kargs, start, stop, edges, [params[i] for i in ch], cache_bytes) for ch in chunks]
     results = parallel.run_tasks(_run_chunk, tasks, ex, workers, progress, desc=f"sweep {strategy}", client=client)

@@ -187,7 +187,7 @@ def walk_forward(strategy: str, candles: Candles, grid, train: int, test: int, s
     folds_split = splits.walk_forward(len(candles), train, test, step, anchored, purge, start)
     tasks = [(i, strategy, candles, params, config, s, objective, min_trades) for i, s in enumerate(folds_split)]
     est = sum(s.train_bars for s in folds_split) * len(params) * 1e-8
-    ex = parallel.choose(executor, len(tasks), est, workers)
+    ex = parallel.choose(executor, len(tasks), est, workers, client)
     folds = parallel.run_tasks(_run_fold, tasks, ex, workers, progress, desc="walk-forward", client=client)
     r = np.concatenate([f.oos_returns for f in folds]) if folds else np.empty(0)
     eq = config.init_cash * np.cumprod(1.0 + r)

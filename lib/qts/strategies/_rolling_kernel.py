@@ -118,7 +118,7 @@ def mean_near_midpoint(p, k, nf, q, tmp):
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # sweeps compute several windows on threads
 def kernel(x, n, out):
     p = np.empty(128)
     tmp = np.empty(128)
@@ -190,7 +190,7 @@ def round_div(w, n):
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # sweeps compute several windows on threads
 def int_kernel(units, n, unit_exp, out):
     s = np.int64(0)
     for i in range(len(units)):
