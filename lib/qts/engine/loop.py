@@ -49,6 +49,7 @@ class TradingLoop:
             "WHERE o.mode=? AND o.symbol=? AND o.side='buy' AND o.filled>0 AND o.created_ts>=p.opened_ts "
             "ORDER BY o.id DESC LIMIT 1", (self.broker.mode, symbol))
         close = float(candles.close[-1])
+        self._protect = (row["stop_loss"], row["take_profit"]) if row else (None, None)  # for the decision record
         if row and row["stop_loss"] and close <= row["stop_loss"]:
             return "stop_loss"
         if row and row["take_profit"] and close >= row["take_profit"]:
@@ -101,10 +102,16 @@ class TradingLoop:
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
         open_syms = {o["symbol"] for o in self.broker.open_orders()}
+        from .replay import Recorder, strategy_code_hash
+
+        recorder = Recorder(self.store, self.feed.source)  # what each decision needs to be re-run (qts replay)
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
             held = self.broker.position_amount(symbol)
+            account = {"cash": self.broker.cash(),
+                       "positions": {s: p["amount"] for s, p in self.broker.positions().items()}}
+            self._protect = (None, None)
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
             exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
@@ -128,6 +135,7 @@ class TradingLoop:
 
                 intent = _replace(intent, client_order_id=make_client_order_id(
                     "live", int(candles.ts[-1]), symbol, intent.side, strat.name))
+            self.gate.last_risk = None
             if intent:
                 res = self.gate.submit(intent)
                 result = res.to_dict()
@@ -141,13 +149,22 @@ class TradingLoop:
                                       "first_ts": int(candles.ts[0]) if len(candles) else None,
                                       "last_ts": int(candles.ts[-1]) if len(candles) else None,
                                       "held": held, "price": price, "equity": eq["equity"], "source": self.feed.source,
-                                      "indicators": {k: v for k, v in info.items() if k != "reason"}}),
+                                      "indicators": {k: v for k, v in info.items() if k != "reason"},
+                                      "replay": {"candles": recorder.window(symbol, candles), "held": held,
+                                                 "price": price, "allocation": self.allocation(eq["equity"]),
+                                                 "params": strat.params.model_dump(),
+                                                 "code_hash": strategy_code_hash(type(strat)),
+                                                 "stop_loss": self._protect[0], "take_profit": self._protect[1],
+                                                 "account_before": account,
+                                                 "risk": recorder.risk(self.feed, self.gate.last_risk)
+                                                 if intent and getattr(self.gate, "last_risk", None) else None}}),
                 "outputs": dumps({"target": target, "intent": intent.to_dict() if intent else None,
                                   "result": result}),
                 "reason_codes": dumps(codes)})
         eq = self.broker.equity()
         report.equity, report.cash = eq["equity"], eq["cash"]
         with self.store.tx():
+            recorder.flush()
             for row in decisions:
                 self.store.insert("decisions", row)
             self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})

@@ -159,6 +159,8 @@ def apply_risk(gate, intent):
     profile = effective_profile(gate)
     snap = build_snapshot(gate, intent, full=intent.side == "buy")
     d = RiskManager(profile).assess(intent, snap)
+    # what the sizing saw and answered, for the decision record (engine/replay.py re-runs it from this)
+    gate.last_risk = {"profile": profile, "snapshot": snap, "intent": intent, "decision": d}
     if not d.allowed:
         raise Refuse(d.code, d.message)
     for note in d.adjustments:
