@@ -668,6 +668,7 @@ from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
 from . import cli_monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
 from . import cli_research  # noqa: E402,F401  (backtest, research, registry, promote)
 from . import cli_agent  # noqa: E402,F401  (agent start/status/approve/...: live trading)
+from . import cli_control  # noqa: E402,F401  (replay, summary, dashboard: the operator control plane)
 
 
 def main(argv=None):

@@ -1,0 +1,76 @@
+"""``qts`` commands of the operator control plane: replay (re-run recorded decisions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .cli import InputError, _iso, cli
+from .paths import StateHome
+
+
+def _home(ctx) -> StateHome:
+    return StateHome.resolve(ctx.obj.get("home"))
+
+
+def _open_store(home: StateHome):
+    from .store import Store
+
+    if not home.db_path.exists():
+        raise click.ClickException(f"no database at {home.db_path} yet: run `qts run` first")
+    return Store.open(home, check_journal=False)
+
+
+@cli.command("replay")
+@click.option("--verify", "do_verify", is_flag=True, required=True,
+              help="Re-run the recorded decisions and report every one that differs (required: the only mode).")
+@click.option("--since", default=None,
+              help="Only decisions from: YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC), epoch ms, or a span back (12h, 7d).")
+@click.option("--mode", type=click.Choice(["paper", "live"]), default=None, help="Only this mode's decisions.")
+@click.option("--profile", "profile_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="What-if: size every recorded order with this risk profile (JSON) instead of the recorded one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def replay_cmd(ctx, do_verify, since, mode, profile_file, as_json):
+    """Re-run recorded decisions exactly: the strategy on the candles it saw (stored by content), the
+    loop's order rule, and the risk layer's sizing on the recorded portfolio and risk profile. Lists each
+    decision whose re-run differs, field by field (recorded vs replayed), and any stored input that no
+    longer matches its hash. Exit status 1 when any differs. Reads the database only."""
+    from .engine.replay import verify
+    from .reports.performance import TimeSpecError, parse_time
+
+    store = _open_store(_home(ctx))
+    try:
+        lo = parse_time(since, store.scalar("SELECT MAX(ts) FROM decisions") or int(time.time() * 1000))
+    except TimeSpecError as e:
+        raise InputError(f"--since: {e}") from None
+    override = None
+    if profile_file:
+        from .safety.risk_profile import validate_profile
+
+        try:
+            with open(profile_file, encoding="utf-8") as fh:
+                data = json.load(fh)
+            # a profile record (safety/risk_profile.json) or a bare profile object
+            override = validate_profile(data.get("profile", data) if isinstance(data, dict) else data)
+        except (OSError, ValueError) as e:  # RiskProfileError is a ValueError naming the field
+            raise InputError(f"--profile {profile_file}: {e}") from None
+    rep = verify(store, since_ms=lo, mode=mode, profile_override=override)
+    store.close()
+    d = rep.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=1, default=str))
+    else:
+        rate = f" ({d['per_second']:,.0f}/s)" if d["per_second"] else ""
+        click.echo(f"replayed {rep.checked} decision(s) in {rep.elapsed_s:.2f}s{rate}: {rep.verified} identical, "
+                   f"{len(rep.mismatches)} differ" + (f", {len(rep.unreplayable)} recorded before replay inputs "
+                                                       "existed (skipped)" if rep.unreplayable else ""))
+        for m in rep.mismatches:
+            click.echo(f"  decision {m.decision_id}  {_iso(m.ts)}  {m.symbol}  {m.strategy}")
+            for f in m.fields:
+                click.echo(f"    {f['field']}: recorded {f['recorded']!r}, replayed {f['replayed']!r}")
+    if rep.mismatches:
+        sys.exit(1)
