@@ -412,6 +412,10 @@ class LiveBroker(BookedBroker):
                 rep["discrepancies"].append({"kind": "position", "symbol": sym, "database": db_amt, "exchange": ex_amt})
         for d in rep["discrepancies"]:
             self.store.event("reconcile", f"discrepancy: {d}", severity="warning", data=d)
+        if rep["discrepancies"]:
+            from ..notify.alerts import on_reconcile_mismatch  # queued; never blocks or raises
+
+            on_reconcile_mismatch(self.store.home, rep["discrepancies"])
         rep["ms"] = (time.perf_counter() - t0) * 1000
         self.store.event("reconcile", f"reconciled: {rep['orders_checked']} open orders checked, "
                                       f"{rep['fills_adopted']} fills adopted, {len(rep['lost'])} lost, "

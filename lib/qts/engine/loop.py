@@ -108,6 +108,11 @@ class TradingLoop:
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
+            if len(candles) and ts - (int(candles.ts[-1]) + candles.timeframe_ms) >= 2 * candles.timeframe_ms:
+                from ..notify.alerts import on_stale_feed  # queued; never blocks or raises
+
+                on_stale_feed(self.store.home, symbol, ts - int(candles.ts[-1]) - candles.timeframe_ms,
+                              candles.timeframe_ms, self.feed.source)
             held = self.broker.position_amount(symbol)
             account = {"cash": self.broker.cash(),
                        "positions": {s: p["amount"] for s, p in self.broker.positions().items()}}

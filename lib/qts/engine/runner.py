@@ -247,6 +247,10 @@ class Runner:
             n = self.loop.run(self.stop, max_cycles=max_cycles, on_cycle=tick)
         except BaseException as e:
             self._final_status("crashed", error=f"{e.__class__.__name__}: {e}")
+            if isinstance(e, Exception):  # (not Ctrl-C / SystemExit)
+                from ..notify.alerts import on_loop_crashed
+
+                on_loop_crashed(self.home, f"{e.__class__.__name__}: {e}", self.mode, self.source)
             raise
         else:
             if self.loop.halted:

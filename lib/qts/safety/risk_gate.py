@@ -165,6 +165,10 @@ def apply_risk(gate, intent):
         raise Refuse(d.code, d.message)
     for note in d.adjustments:
         gate.note(note)
+        if note.startswith("RISK_DRAWDOWN_REDUCE"):
+            from ..notify.alerts import on_drawdown_throttle  # queued; never blocks or raises
+
+            on_drawdown_throttle(gate.store.home, note, gate.mode, getattr(gate.feed, "source", None), intent.symbol)
     if intent.side == "buy":
         return replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
     return replace(intent, amount=d.amount) if d.amount and d.amount != intent.amount else intent
