@@ -74,3 +74,37 @@ def replay_cmd(ctx, do_verify, since, mode, profile_file, as_json):
                 click.echo(f"    {f['field']}: recorded {f['recorded']!r}, replayed {f['replayed']!r}")
     if rep.mismatches:
         sys.exit(1)
+
+
+@cli.command("summary")
+@click.option("--day", "day", default="yesterday", show_default=True,
+              help="The UTC day: YYYY-MM-DD, today or yesterday.")
+@click.option("--mode", type=click.Choice(["paper", "live"]), default="paper", show_default=True)
+@click.option("--send", is_flag=True, help="Also send it to the configured notification sinks (for cron).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def summary_cmd(ctx, day, mode, send, as_json):
+    """The daily summary of one UTC day: P&L by strategy and symbol, fees, refusals by reason, predicted vs
+    realized (strategy registry), registry changes, alerts raised. The loop sends it by itself once a day
+    when QTS_SUMMARY_AT=HH:MM is set; from cron: `5 0 * * * qts summary --day yesterday --send`."""
+    from .reports.daily import DayError, daily_summary, parse_day, render_daily, send_summary
+
+    try:
+        day0 = parse_day(day)
+    except DayError as e:
+        raise InputError(f"--day: {e}") from None
+    home = _home(ctx)
+    store = _open_store(home)
+    d = daily_summary(store, day0, mode)
+    store.close()
+    click.echo(json.dumps(d, indent=1, default=str) if as_json else render_daily(d))
+    if send:
+        from .notify import get_notifier
+
+        took = send_summary(home, d)
+        n = get_notifier(home)
+        if n is not None:
+            n.flush(10)
+        click.echo(f"sent to {took} sink(s)", err=True)
+        if not took:
+            sys.exit(1)

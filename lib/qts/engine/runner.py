@@ -240,6 +240,10 @@ class Runner:
         def tick(report, n):
             self.cycles, self.last = n, report
             self._status("running")
+            from ..reports.daily import maybe_send_daily  # once a day at QTS_SUMMARY_AT; never raises
+
+            maybe_send_daily(self.home, self.loop.store, report.ts, self.loop.broker.mode,
+                             getattr(self.loop.feed, "source", None))
             if on_cycle:
                 on_cycle(report, n)
 

@@ -23,6 +23,8 @@ QTS_NOTIFY_LEVEL               lowest severity sent to the webhook / Telegram / 
                                drawdown throttle, demotion, stale feed, refusals piling up, live fills,
                                and every critical alert go out) or ``critical``
 QTS_ALERT_REFUSALS             gate refusals within 10 minutes that raise "refusals piling up" (default 5)
+QTS_SUMMARY_AT                 HH:MM (UTC): the loop sends the previous day's summary at the first cycle
+                               past it (qts.reports.daily); unset: no scheduled summary
 =============================  ===========================================================================
 
 Levels route: ``info`` goes to the events table only (unless QTS_NOTIFY_LEVEL=info), ``warning`` and
@@ -56,7 +58,7 @@ ENV_VARS = ("QTS_NOTIFY_WEBHOOK_URL", "QTS_NOTIFY_WEBHOOK_FORMAT", "QTS_TELEGRAM
             "QTS_TELEGRAM_API", "QTS_SMTP_HOST", "QTS_SMTP_PORT", "QTS_SMTP_USER", "QTS_SMTP_PASSWORD",
             "QTS_SMTP_FROM", "QTS_SMTP_TO", "QTS_SMTP_STARTTLS", "QTS_SMTP_SSL", "QTS_NOTIFY_LOG", "QTS_NOTIFY_RATE",
             "QTS_NOTIFY_BURST", "QTS_NOTIFY_QUEUE", "QTS_NOTIFY_TIMEOUT", "QTS_NOTIFY_REPLAY", "QTS_NOTIFY_LEVEL",
-            "QTS_ALERT_REFUSALS")
+            "QTS_ALERT_REFUSALS", "QTS_SUMMARY_AT")
 SECRET_VARS = ("QTS_TELEGRAM_TOKEN", "QTS_SMTP_PASSWORD", "QTS_NOTIFY_WEBHOOK_URL")
 
 

@@ -86,8 +86,8 @@ class _Lane:
         self.thread.start()
 
     def routes(self, event: Event) -> bool:
-        """Whether this sink takes the event at all (``qts notify test`` events go everywhere)."""
-        return event.kind == "test" or RANK.get(event.severity, 1) >= self.min_rank
+        """Whether this sink takes the event at all (``qts notify test`` and the daily summary go everywhere)."""
+        return event.kind in ("test", "summary") or RANK.get(event.severity, 1) >= self.min_rank
 
     def offer(self, event: Event) -> bool:
         if not self.routes(event):
