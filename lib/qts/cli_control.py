@@ -108,3 +108,52 @@ def summary_cmd(ctx, day, mode, send, as_json):
         click.echo(f"sent to {took} sink(s)", err=True)
         if not took:
             sys.exit(1)
+
+
+@cli.command("dashboard")
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--for", "for_s", type=click.FloatRange(min=0.1), default=None,
+              help="Stop by itself after SECONDS (default: until Ctrl-C or SIGTERM).")
+@click.pass_context
+def dashboard_cmd(ctx, port, for_s):
+    """Serve the operator dashboard on 127.0.0.1: equity and drawdown, positions with their stops, the last
+    decisions with reason codes, recent orders and refusals, breaker / trading state / kill switch, registry
+    strategies with predicted vs realized, alerts. It updates itself every 2 s.
+
+    Reading it and its two controls (engage the kill switch, halt trading: both only tighten) need the token:
+    QTS_MONITOR_TOKEN (16+ characters), or one made up for this run. Open the printed URL; the token rides in
+    its #fragment, which the browser never sends to a server. Loosening is not on the page: it shows the
+    terminal commands (PIN)."""
+    import os
+    import secrets
+    import signal
+    import threading
+
+    from .monitor import MonitorError
+    from .monitor.dashboard import start_dashboard
+    from .monitor.server import MIN_TOKEN_LEN
+
+    home = _home(ctx)
+    if not home.db_path.exists():
+        raise click.ClickException(f"no database at {home.db_path} yet: run `qts run` first")
+    token = os.environ.get("QTS_MONITOR_TOKEN") or ""
+    if len(token) < MIN_TOKEN_LEN:
+        if token:
+            click.echo(f"QTS_MONITOR_TOKEN is shorter than {MIN_TOKEN_LEN} characters: using a token made up for "
+                       "this run instead", err=True)
+        token = secrets.token_urlsafe(24)
+    try:
+        srv = start_dashboard(home, port=port, token=token)
+    except MonitorError as e:
+        raise InputError(f"--port: {e}") from None
+    click.echo(f"dashboard: {srv.url}/#token={token}", err=False)
+    click.echo("(the token is in the #fragment: keep the URL private; Ctrl-C stops the dashboard)", err=True)
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop.wait(for_s)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        srv.stop()
