@@ -1,0 +1,157 @@
+"""`qts dashboard` in a real headless Chromium (the DevTools client of test_report_html): the page loads
+with no console error and no request leaving 127.0.0.1, shows the numbers the database holds (read here
+with plain SQL), moves when a cycle runs without reloading, and its two controls only tighten (halt,
+kill switch) and need the token; loosening is only shown as a terminal command.
+
+The dashboard server binds 127.0.0.1 on a free port and is stopped by the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CONFIG_VARS
+from qts.cli import cli
+from test_report_html import Browser, chromium  # noqa: F401  (the fixture, reused)
+
+NO_ENV = {k: None for k in CONFIG_VARS}
+TOKEN = "dashboard-test-token-0123456789"
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args, env=NO_ENV, catch_exceptions=False)
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    r = invoke(["--home", str(h), "run", "--days", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return h
+
+
+@pytest.fixture
+def dash(home):
+    from qts.monitor.dashboard import start_dashboard
+    from qts.paths import StateHome
+
+    srv = start_dashboard(StateHome.resolve(str(home)), port=0, token=TOKEN)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):  # noqa: F811
+    b = Browser(chromium, tmp_path / "chromium-profile")
+    yield b
+    b.close()
+
+
+def sql(home, q, args=()):
+    conn = sqlite3.connect(home / "db" / "metrics.db")
+    try:
+        return conn.execute(q, args).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for(browser, expr: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = browser.evaluate(expr)
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {expr}")
+
+
+def text(browser, el_id: str) -> str:
+    return browser.evaluate(f"document.getElementById({json.dumps(el_id)}).textContent")
+
+
+def db_equity(home) -> float:
+    cash = sql(home, "SELECT COALESCE(SUM(free),0) FROM balances WHERE mode='paper'")[0][0]
+    held = sql(home, "SELECT p.amount * json_extract(d.inputs, '$.price') FROM positions p JOIN decisions d ON "
+                     "d.id=(SELECT MAX(id) FROM decisions WHERE symbol=p.symbol AND mode='paper') "
+                     "WHERE p.mode='paper' AND p.amount>0")
+    return cash + sum(v for (v,) in held)
+
+
+def test_the_page_shows_the_database_and_moves_with_a_cycle(home, dash, browser):
+    browser.open(f"{dash.url}/?every=300#token={TOKEN}")
+    wait_for(browser, "window.qtsData !== undefined")
+    assert browser.problems() == []
+    assert all(u.startswith(dash.url) for u in browser.requests()), browser.requests()
+    # the token left the address bar (it stays in this tab's sessionStorage only)
+    assert "token" not in browser.evaluate("location.href")
+
+    n_dec = sql(home, "SELECT COUNT(*) FROM decisions")[0][0]
+    assert text(browser, "decision_count") == str(n_dec)
+    assert text(browser, "equity") == f"{db_equity(home):,.2f}"
+    (sym, codes), = sql(home, "SELECT symbol, reason_codes FROM decisions ORDER BY id DESC LIMIT 1")
+    first = browser.evaluate("Array.from(document.querySelectorAll('#decisions tr')[1].cells).map(c => c.textContent)")
+    assert first[1] == sym and first[-1] == " ".join(json.loads(codes))
+    (status, side), = sql(home, "SELECT status, side FROM orders ORDER BY id DESC LIMIT 1")
+    row = browser.evaluate("Array.from(document.querySelectorAll('#orders tr')[1].cells).map(c => c.textContent)")
+    assert row[2] == side and row[6] == status
+    assert text(browser, "ks") == "clear" and text(browser, "synthetic") == "SYNTHETIC market"
+    assert browser.evaluate("document.querySelectorAll('#eqpath')[0].getAttribute('d').split('L').length") > 100
+
+    # a cycle runs (another process's command, here in-process): the page follows without a reload
+    browser.evaluate("window.loadMarker = 'same page'")
+    before_cycle = text(browser, "last_cycle")
+    r = invoke(["--home", str(home), "once"])
+    assert r.exit_code == 0, r.output
+    n_after = sql(home, "SELECT COUNT(*) FROM decisions")[0][0]
+    assert n_after > n_dec
+    wait_for(browser, f"document.getElementById('decision_count').textContent === '{n_after}'")
+    assert browser.evaluate("window.loadMarker") == "same page"
+    assert text(browser, "last_cycle") != before_cycle
+    assert text(browser, "equity") == f"{db_equity(home):,.2f}"
+    assert browser.problems() == []
+
+
+def test_controls_tighten_with_the_token_and_loosening_is_only_a_command(home, dash, browser):
+    from qts.paths import StateHome
+    from qts.safety import kill_switch
+    from qts.safety.breaker import Breaker
+
+    h = StateHome.resolve(str(home))
+    # without the token: neither the data nor a control
+    for method, path in (("GET", "/dashboard/data"), ("POST", "/halt"), ("POST", "/kill-switch")):
+        req = urllib.request.Request(dash.url + path, method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"Authorization": "Bearer wrong-token-wrong-token"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10)
+        assert e.value.code == 401
+    assert Breaker(h).status(int(time.time() * 1000)).trading_state == "ACTIVE"
+    assert not kill_switch.status(h).engaged
+
+    browser.open(f"{dash.url}/?every=300#token={TOKEN}")
+    wait_for(browser, "window.qtsData !== undefined")
+    loosen = browser.evaluate("document.getElementById('loosen').textContent")
+    assert "qts kill-switch reset" in loosen and "qts breaker state ACTIVE" in loosen
+    # no control on the page loosens anything
+    assert browser.evaluate("Array.from(document.querySelectorAll('button')).map(b => b.id)") == ["btn_kill", "btn_halt"]
+
+    browser.evaluate("window.confirm = () => true")
+    browser.evaluate("document.getElementById('btn_halt').click()")
+    wait_for(browser, "document.getElementById('ctl_result').textContent === 'Halt trading: done'")
+    assert Breaker(h).status(int(time.time() * 1000)).trading_state == "HALTED"
+    wait_for(browser, "document.getElementById('trading').textContent === 'HALTED'")
+
+    browser.evaluate("document.getElementById('btn_kill').click()")
+    wait_for(browser, "document.getElementById('ctl_result').textContent === 'Engage the kill switch: done'")
+    assert kill_switch.status(h).engaged
+    wait_for(browser, "document.getElementById('ks').textContent === 'ENGAGED'")
+    # a cycle now is refused by the loop itself (the gate would refuse every order anyway)
+    r = invoke(["--home", str(home), "once"])
+    assert "kill switch" in (r.output + str(r.exception or "")).lower()
+    assert browser.problems() == []
