@@ -183,3 +183,28 @@ def test_a_crashed_loop_is_a_critical_alert_and_its_status_says_crashed(hook, tm
     crashed = [e for e in hook.events() if e["kind"] == "loop_crashed"]
     assert len(crashed) == 1 and crashed[0]["severity"] == "critical"
     assert "Input/output error" in crashed[0]["text"]
+
+
+# -- reconciliation against the loopback exchange (tests/live_support.py) -----------------------------------
+
+from live_support import ex, srv  # noqa: E402,F401  (the shared loopback fixtures)
+
+
+def test_a_reconciliation_mismatch_is_a_critical_alert(hook, store, ex, monkeypatch):  # noqa: F811
+    from live_support import live_broker
+    from qts import notify
+
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_URL", hook.url)
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_FORMAT", "json")
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    broker = live_broker(store, ex, symbols)
+    broker.reconcile()
+    notify.get_notifier(store.home).flush(10)
+    assert [e for e in hook.events() if e["kind"] == "reconcile"] == []  # books == exchange: nothing to say
+    ex.create_order("ETH/USDT", "limit", "buy", 0.01, 1000, {"clientOrderId": "foreign1"})  # placed by hand
+    rep = broker.reconcile()
+    notify.get_notifier(store.home).flush(10)
+    (e,) = [e for e in hook.events() if e["kind"] == "reconcile"]
+    assert e["severity"] == "critical"
+    assert [d["kind"] for d in e["data"]["discrepancies"]] == [d["kind"] for d in rep["discrepancies"]]
+    assert "foreign_open_order" in e["text"]

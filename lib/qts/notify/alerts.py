@@ -7,6 +7,7 @@ drawdown throttle         warning     the risk layer shrinking an entry (RISK_DR
 strategy demoted          warning     registry supervision demoting a live strategy
 stale data feed           warning     the loop, when a symbol's newest closed candle is 2+ bars old
 refusals piling up        warning     the gate, QTS_ALERT_REFUSALS refusals within 10 minutes
+order error               warning     a gate refusal GATE_ERROR / BROKER_ERROR (critical when live)
 drawdown halt             critical    a gate refusal RISK_DRAWDOWN_HALT
 daily loss limit hit      critical    a gate refusal RISK_DAILY_LOSS
 kill switch               critical    notify.on_kill_switch (safety/kill_switch.py, the agent)
@@ -78,6 +79,10 @@ def on_refusal(home, code: str, message: str, mode: str = "paper", source: str |
         if code == "RISK_DAILY_LOSS":
             alert(home, "daily_loss", f"{mode.upper()}: daily loss limit hit", message, "critical",
                   {"mode": mode, "code": code, "symbol": symbol}, subject=mode, source=source)
+        elif code in ("GATE_ERROR", "BROKER_ERROR"):  # the system failing, not a limit doing its job
+            alert(home, "order_error", f"{mode.upper()}: order failed ({code})", message,
+                  "critical" if mode == "live" else "warning", {"mode": mode, "code": code, "symbol": symbol},
+                  subject=f"{mode}:{code}", source=source)
         elif code == "RISK_DRAWDOWN_HALT":
             alert(home, "drawdown_halt", f"{mode.upper()}: drawdown halt, entries stopped", message, "critical",
                   {"mode": mode, "code": code, "symbol": symbol}, subject=mode, source=source)
