@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_loop.py", "bench_safety.py", "bench_hooks.py", "bench_backtest.py", "bench_live.py",
-           "bench_agent.py", "bench_store.py"]
+           "bench_agent.py", "bench_store.py", "bench_replay.py"]
 
 
 def main() -> int:

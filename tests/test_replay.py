@@ -170,3 +170,14 @@ def test_decisions_recorded_before_replay_inputs_are_skipped_not_verified(sessio
     rep = verify(home)
     assert rep.ok and [u["decision_id"] for u in rep.unreplayable] == [1]
     assert rep.checked == rep.verified == len(decisions(session_home)) - 1
+
+
+def test_a_resumed_session_and_single_cycles_replay_too(tmp_path):
+    """Each process starts its candle record afresh (the loop writes only candles new to it within a run)."""
+    home = tmp_path / "home"
+    for args in (["run", "--days", "0.3", "--quiet"], ["run", "--days", "0.2", "--quiet"], ["once"], ["once"]):
+        r = run_cli(["--home", str(home)] + args)
+        assert r.exit_code == 0, r.output
+    n = len(decisions(home))
+    rep = verify(home)
+    assert rep.ok and rep.checked == rep.verified == n and not rep.unreplayable

@@ -104,7 +104,7 @@ class TradingLoop:
         open_syms = {o["symbol"] for o in self.broker.open_orders()}
         from .replay import Recorder, strategy_code_hash
 
-        recorder = Recorder(self.store, self.feed.source)  # what each decision needs to be re-run (qts replay)
+        recorder = Recorder.for_loop(self)  # what each decision needs to be re-run (qts replay)
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
@@ -168,11 +168,16 @@ class TradingLoop:
                 "reason_codes": dumps(codes)})
         eq = self.broker.equity()
         report.equity, report.cash = eq["equity"], eq["cash"]
-        with self.store.tx():
-            recorder.flush()
-            for row in decisions:
-                self.store.insert("decisions", row)
-            self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        try:
+            with self.store.tx():
+                recorder.flush()
+                for row in decisions:
+                    self.store.insert("decisions", row)
+                self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        except BaseException:
+            recorder.rolled_back()
+            raise
+        recorder.committed()
         report.elapsed_ms = (time.perf_counter() - t0) * 1000
         return report
 

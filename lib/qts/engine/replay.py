@@ -80,13 +80,31 @@ def profile_body(profile) -> tuple[str, str]:
 
 class Recorder:
     """Collects, during a cycle, the candle rows and profile bodies its decisions refer to; :meth:`flush`
-    writes them inside the cycle's transaction (with the decisions)."""
+    writes them inside the cycle's transaction (with the decisions), :meth:`committed` after it.
+
+    The loop keeps one recorder for its life: it remembers, per symbol, the contiguous range of candle
+    times already in the table (committed), so a cycle writes only the candles that are new to it (one
+    or two per symbol), not its whole window again."""
 
     def __init__(self, store, source: str):
         self.store, self.source = store, source
-        self._seen: dict[tuple, tuple[int, int]] = {}  # (symbol, tf) -> candle ts range queued by this recorder
+        self._stored: dict[tuple, tuple[int, int]] = {}   # (symbol, tf) -> ts range in the table (committed)
+        self._seen: dict[tuple, tuple[int, int]] = {}     # the same, with this cycle's queued rows
         self._rows: list[tuple] = []
         self._blobs: dict[str, tuple[str, str]] = {}
+        self._known_blobs: set[str] = set()
+        self.identity = None
+
+    @classmethod
+    def for_loop(cls, loop) -> "Recorder":
+        """The loop's recorder; a new one when the feed or the database (replaced on disk) changed."""
+        r = getattr(loop, "_recorder", None)
+        ident = loop.store.identity()
+        if r is None or r.source != loop.feed.source or r.store is not loop.store or r.identity != ident:
+            r = cls(loop.store, loop.feed.source)
+            r.identity = ident
+            loop._recorder = r
+        return r
 
     def window(self, symbol: str, c) -> dict:
         """Queue the candles' rows; return the reference a decision records."""
@@ -97,13 +115,15 @@ class Recorder:
         if n:
             key = (symbol, int(c.timeframe_ms))
             lo, hi = self._seen.get(key, (None, None))
+            first, last, tf = int(c.ts[0]), int(c.ts[-1]), int(c.timeframe_ms)
+            if lo is not None and (first > hi + tf or last < lo - tf):
+                lo = hi = None  # not touching the range: the union would have a hole; start a new range
             for i in range(n):
                 t = int(c.ts[i])
                 if lo is not None and lo <= t <= hi:
                     continue  # already queued or stored by this process (windows are contiguous)
                 self._rows.append((self.source, symbol, int(c.timeframe_ms), t, float(c.open[i]),
                                    float(c.high[i]), float(c.low[i]), float(c.close[i]), float(c.volume[i])))
-            first, last = int(c.ts[0]), int(c.ts[-1])
             self._seen[key] = (first, last) if lo is None else (min(lo, first), max(hi, last))
         return ref
 
@@ -111,7 +131,8 @@ class Recorder:
         """The risk layer's inputs and answer (``gate.last_risk``) as a record."""
         profile, snap, intent, d = capture["profile"], capture["snapshot"], capture["intent"], capture["decision"]
         phash, body = profile_body(profile)
-        self._blobs[phash] = ("risk_profile", body)
+        if phash not in self._known_blobs:
+            self._blobs[phash] = ("risk_profile", body)
         candles = {}
         for s, arrs in snap.candles.items():
             c = feed.candles(s, RISK_CANDLES)  # the same clock, the same window the risk layer read
@@ -154,6 +175,15 @@ class Recorder:
                                             self._rows)
         for h, (kind, body) in self._blobs.items():
             self.store.execute("INSERT OR IGNORE INTO replay_blobs (hash, kind, body) VALUES (?,?,?)", (h, kind, body))
+
+    def committed(self) -> None:
+        """The cycle's transaction committed: what was queued is in the table."""
+        self._stored = dict(self._seen)
+        self._known_blobs.update(self._blobs)
+        self._rows, self._blobs = [], {}
+
+    def rolled_back(self) -> None:
+        self._seen = dict(self._stored)
         self._rows, self._blobs = [], {}
 
 
