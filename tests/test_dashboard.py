@@ -155,3 +155,22 @@ def test_controls_tighten_with_the_token_and_loosening_is_only_a_command(home, d
     r = invoke(["--home", str(home), "once"])
     assert "kill switch" in (r.output + str(r.exception or "")).lower()
     assert browser.problems() == []
+
+
+def test_prometheus_predicted_vs_realized_per_strategy(home, dash):
+    reg = home / "registry" / "strategies.json"
+    reg.parent.mkdir(exist_ok=True)
+    reg.write_text(json.dumps({"strategies": [{"name": "sma_cross", "status": "paper", "params": {"fast": 20, "slow": 50},
+                                               "expected": {"sharpe": 1.5, "win_rate": 0.55}}]}))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text_ = opener.open(dash.url + "/metrics", timeout=30).read().decode()
+    lines = dict(line.rsplit(" ", 1) for line in text_.splitlines() if line and not line.startswith("#"))
+    key = 'qts_strategy_{}{{mode="paper",strategy="sma_cross",metric="{}"}}'
+    assert float(lines[key.format("predicted", "sharpe")]) == 1.5
+    assert float(lines[key.format("predicted", "win_rate")]) == 0.55
+    wins, n = sql(home, "SELECT SUM(pnl > 0), COUNT(*) FROM closed_trades WHERE mode='paper'")[0]
+    assert n > 0 and float(lines[key.format("realized", "win_rate")]) == pytest.approx(wins / n)
+    (pnl_end,), (start,) = (sql(home, "SELECT equity FROM equity_snapshots ORDER BY id DESC LIMIT 1")[0],
+                            sql(home, "SELECT equity FROM equity_snapshots ORDER BY id LIMIT 1")[0])
+    # one strategy trades every symbol: its P&L is the account's from the first snapshot
+    assert float(lines['qts_strategy_pnl{mode="paper",strategy="sma_cross"}']) == pytest.approx(pnl_end - start, abs=0.01)

@@ -32,7 +32,10 @@ LOOSEN_COMMANDS = [
 _PERF_TTL_S = 30.0
 
 
-def dashboard_data(home, store, decisions: int = 20, rows: int = 20, _cache: dict = {}) -> dict:  # noqa: B006
+_CACHE: dict = {}
+
+
+def dashboard_data(home, store, decisions: int = 20, rows: int = 20) -> dict:
     """Everything the page shows, JSON-ready, read from the database (and the registry file)."""
     from ..reports.status import collect_status
 
@@ -71,17 +74,22 @@ def dashboard_data(home, store, decisions: int = 20, rows: int = 20, _cache: dic
     out["alerts"] = store.query("SELECT ts, json_extract(data, '$.alert') AS alert, json_extract(data, '$.severity') "
                                 "AS severity, message FROM events WHERE kind='notify' AND json_extract(data, '$.alert') "
                                 "IS NOT NULL ORDER BY id DESC LIMIT ?", (rows,))
-    out["registry"] = _registry(home, store, mode, _cache)
+    out["registry"] = registry_view(home, store, mode)
     out["loosen"] = [{"what": w, "command": c} for w, c in LOOSEN_COMMANDS]
     return out
 
 
-def _registry(home, store, mode: str, cache: dict) -> dict:
+def registry_view(home, store, mode: str, cache: dict = _CACHE) -> dict:
     """Registry strategies and predicted vs realized (performance() over the whole history: cached 30 s,
-    and again as soon as a new snapshot lands)."""
+    and recomputed as soon as a new snapshot lands or the registry file changes). Also /metrics'."""
     from ..reports.performance import load_registry, performance
 
-    stamp = (str(home.root), store.scalar("SELECT MAX(id) FROM equity_snapshots"))
+    reg_file = home.root / "registry" / "strategies.json"
+    try:
+        reg_stamp = reg_file.stat().st_mtime_ns
+    except OSError:
+        reg_stamp = None
+    stamp = (str(home.root), mode, store.scalar("SELECT MAX(id) FROM equity_snapshots"), reg_stamp)
     hit = cache.get("registry")
     if hit and hit[0] == stamp and time.monotonic() - hit[1] < _PERF_TTL_S:
         return hit[2]
