@@ -465,16 +465,10 @@ def write_report(home, out: Path | None = None, mode: str | None = None, since_m
         out.write_text(html, encoding="utf-8")
         png_path = None
         if png:
+            from .report_png import sections_png  # matplotlib: only when a PNG is asked for
+
             png_path = Path(png) if not isinstance(png, bool) else out.with_suffix(".png")
-            ts = [s["ts"] for s in g["snaps"]]
-            eq = [s["equity"] for s in g["snaps"]]
-            peak, dd = None, []
-            for e in eq:
-                peak = e if peak is None else max(peak, e)
-                dd.append(100 * (peak - e) / peak if peak else 0.0)
-            a = g["perf"]["account"]
-            charts.report_png(png_path, f"{title}: equity {_m(a['end_equity'])} ({_p(a['return_pct'])}), "
-                                        f"max drawdown {_p(a['max_drawdown_pct'], False)}", ts, eq, dd)
+            sections_png(png_path, g, title)  # the HTML's sections, labelled SYNTHETIC when they are
         return {"html": str(out), "png": str(png_path) if png_path else None, "bytes": len(html.encode()),
                 "account": g["perf"]["account"]}
     finally:
