@@ -208,3 +208,28 @@ def test_a_reconciliation_mismatch_is_a_critical_alert(hook, store, ex, monkeypa
     assert e["severity"] == "critical"
     assert [d["kind"] for d in e["data"]["discrepancies"]] == [d["kind"] for d in rep["discrepancies"]]
     assert "foreign_open_order" in e["text"]
+
+
+def test_an_agent_whose_heartbeat_stopped_is_a_critical_alert(hook, home, monkeypatch):
+    """The status file a killed agent leaves behind (state running, heartbeat frozen)."""
+    import time as _time
+
+    from qts import notify
+    from qts.agent.paths import AgentPaths
+    from qts.notify.alerts import check_agent
+
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_URL", hook.url)
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_FORMAT", "json")
+    paths = AgentPaths.for_home(home.root)
+    assert check_agent(home) is None  # no agent ever ran here
+    paths.status_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.status_file.write_text(json.dumps({"state": "running", "pid": 999999, "heartbeat": _time.time()}))
+    assert check_agent(home) is False  # alive
+    paths.status_file.write_text(json.dumps({"state": "stopped", "pid": 999999, "heartbeat": _time.time() - 600}))
+    assert check_agent(home) is False  # stopped cleanly: not an alarm
+    paths.status_file.write_text(json.dumps({"state": "running", "pid": 999999, "heartbeat": _time.time() - 60}))
+    assert check_agent(home) is True and check_agent(home) is True
+    notify.get_notifier(home).flush(10)
+    downs = [e for e in hook.events() if e["kind"] == "agent_down"]
+    assert len(downs) == 1 and downs[0]["severity"] == "critical"  # twice down, once alerted (cooldown)
+    assert "qts agent start" in downs[0]["text"]

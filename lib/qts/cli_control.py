@@ -150,6 +150,14 @@ def dashboard_cmd(ctx, port, for_s):
     click.echo(f"dashboard: {srv.url}/#token={token}", err=False)
     click.echo("(the token is in the #fragment: keep the URL private; Ctrl-C stops the dashboard)", err=True)
     stop = threading.Event()
+
+    def watch():  # the agent's heartbeat, whether or not a page is open
+        from .notify.alerts import check_agent
+
+        while not stop.wait(30.0):
+            check_agent(home)
+
+    threading.Thread(target=watch, name="qts-dashboard-watch", daemon=True).start()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         stop.wait(for_s)

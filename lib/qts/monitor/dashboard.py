@@ -75,6 +75,9 @@ def dashboard_data(home, store, decisions: int = 20, rows: int = 20) -> dict:
                                 "AS severity, message FROM events WHERE kind='notify' AND json_extract(data, '$.alert') "
                                 "IS NOT NULL ORDER BY id DESC LIMIT ?", (rows,))
     out["registry"] = registry_view(home, store, mode)
+    from ..notify.alerts import check_agent
+
+    out["agent_down"] = check_agent(home)  # (alerts when the agent's heartbeat stopped; cooldown 5 min)
     out["loosen"] = [{"what": w, "command": c} for w, c in LOOSEN_COMMANDS]
     return out
 

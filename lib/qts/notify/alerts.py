@@ -13,6 +13,7 @@ daily loss limit hit      critical    a gate refusal RISK_DAILY_LOSS
 kill switch               critical    notify.on_kill_switch (safety/kill_switch.py, the agent)
 loop crashed              critical    the loop's runner, when a cycle raised
 agent alert               critical    the trading agent's own alerts (a failed cycle, books rebuilt...)
+agent down                critical    :func:`check_agent` (qts dashboard's watcher): heartbeat stopped
 reconciliation mismatch   critical    the live broker's reconcile finding database != exchange
 ========================  ==========  ============================================================
 
@@ -148,3 +149,35 @@ def on_reconcile_mismatch(home, discrepancies: list) -> None:
     alert(home, "reconcile", f"Reconciliation mismatch: {len(discrepancies)} difference(s) with the exchange",
           "; ".join(f"{d.get('kind')} {d.get('symbol', '')}".strip() for d in discrepancies[:10]), "critical",
           {"discrepancies": discrepancies[:50]}, subject="live")
+
+
+def check_agent(home) -> bool | None:
+    """The trading agent's status file says running (or starting) but its heartbeat stopped: the agent died
+    without shutting down (killed, crashed, the machine slept). Alerts critical (cooldown 5 min). Returns
+    True when it is down, False when alive or cleanly stopped, None when no agent ever ran here.
+    Called by the long-running processes that watch (``qts dashboard``'s watcher, each dashboard poll)."""
+    try:
+        from ..agent.paths import AgentPaths
+        from ..agent.protocol import agent_alive, read_status
+
+        paths = AgentPaths.for_home(home.root)
+        st = read_status(paths)
+        if st is None:
+            return None
+        if st.get("state") not in ("running", "starting"):
+            return False
+        if agent_alive(paths, st):
+            return False
+        try:
+            age = time.time() - float(st.get("heartbeat", 0))
+        except (TypeError, ValueError):
+            age = float("nan")
+        alert(home, "agent_down", "Trading agent DOWN",
+              f"its status says {st.get('state')} but the last heartbeat is {age:.0f} s old (pid {st.get('pid')}): "
+              "live orders are not being placed or watched. The human restarts it in their own terminal: "
+              "`qts agent start` (PIN).", "critical", {"pid": st.get("pid"), "heartbeat_age_s": age},
+              subject="agent")
+        return True
+    except Exception as e:
+        log.warning("check_agent: %s: %s", e.__class__.__name__, e)
+        return None
