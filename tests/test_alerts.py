@@ -233,3 +233,25 @@ def test_an_agent_whose_heartbeat_stopped_is_a_critical_alert(hook, home, monkey
     downs = [e for e in hook.events() if e["kind"] == "agent_down"]
     assert len(downs) == 1 and downs[0]["severity"] == "critical"  # twice down, once alerted (cooldown)
     assert "qts agent start" in downs[0]["text"]
+
+
+from test_registry import key  # noqa: E402,F401  (the PIN-unlocked signing key fixture)
+
+
+def test_a_demoted_strategy_is_a_warning(hook, home, store, key, monkeypatch):  # noqa: F811
+    """Registry supervision demoting a live-ramp strategy after a breaker trip (test_registry's own setup)."""
+    import test_registry as tr
+    from qts import notify
+    from qts.registry import supervise
+
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_URL", hook.url)
+    monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_FORMAT", "json")
+    e = tr.live_ramp_entry(home, store, key)
+    t = tr.T0 + 8 * tr.DAY
+    assert supervise(home, store, now=t + 2 * tr.DAY) == []
+    store.event("breaker", "closed -> open: API error rate 40% > 25%", data={"state": "open"}, ts=t + 2 * tr.DAY)
+    done = supervise(home, store, now=t + 3 * tr.DAY)
+    assert [d["action"] for d in done] == ["demoted"]
+    notify.get_notifier(home).flush(10)
+    (ev,) = [x for x in hook.events() if x["kind"] == "demoted"]
+    assert ev["severity"] == "warning" and ev["data"]["entry_id"] == e.id and "breaker" in ev["text"]
