@@ -181,3 +181,21 @@ def test_a_resumed_session_and_single_cycles_replay_too(tmp_path):
     n = len(decisions(home))
     rep = verify(home)
     assert rep.ok and rep.checked == rep.verified == n and not rep.unreplayable
+
+
+def test_a_failing_record_never_breaks_a_cycle_and_is_reported(tmp_path, monkeypatch):
+    from qts.engine import replay
+
+    def broken(self, symbol, c):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(replay.Recorder, "window", broken)
+    home = tmp_path / "home"
+    r = run_cli(["--home", str(home), "run", "--days", "0.05", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["cycles"] > 0
+    monkeypatch.undo()
+    rep = verify(home)
+    n = sqlite3.connect(home / "db" / "metrics.db").execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert rep.checked == 0 and len(rep.unreplayable) == n > 0
+    assert all("No space left on device" in u["why"] for u in rep.unreplayable)

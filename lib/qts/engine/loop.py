@@ -102,7 +102,7 @@ class TradingLoop:
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
         open_syms = {o["symbol"] for o in self.broker.open_orders()}
-        from .replay import Recorder, strategy_code_hash
+        from .replay import Recorder
 
         recorder = Recorder.for_loop(self)  # what each decision needs to be re-run (qts replay)
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
@@ -114,8 +114,7 @@ class TradingLoop:
                 on_stale_feed(self.store.home, symbol, ts - int(candles.ts[-1]) - candles.timeframe_ms,
                               candles.timeframe_ms, self.feed.source)
             held = self.broker.position_amount(symbol)
-            account = {"cash": self.broker.cash(),
-                       "positions": {s: p["amount"] for s, p in self.broker.positions().items()}}
+            account = recorder.account(self.broker)  # before the decision's order
             self._protect = (None, None)
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
@@ -155,14 +154,11 @@ class TradingLoop:
                                       "last_ts": int(candles.ts[-1]) if len(candles) else None,
                                       "held": held, "price": price, "equity": eq["equity"], "source": self.feed.source,
                                       "indicators": {k: v for k, v in info.items() if k != "reason"},
-                                      "replay": {"candles": recorder.window(symbol, candles), "held": held,
-                                                 "price": price, "allocation": self.allocation(eq["equity"]),
-                                                 "params": strat.params.model_dump(),
-                                                 "code_hash": strategy_code_hash(type(strat)),
-                                                 "stop_loss": self._protect[0], "take_profit": self._protect[1],
-                                                 "account_before": account,
-                                                 "risk": recorder.risk(self.feed, self.gate.last_risk)
-                                                 if intent and getattr(self.gate, "last_risk", None) else None}}),
+                                      "replay": recorder.record(
+                                          symbol, strat, candles, held=held, price=price,
+                                          allocation=self.allocation(eq["equity"]), protect=self._protect,
+                                          account=account, feed=self.feed,
+                                          risk=getattr(self.gate, "last_risk", None) if intent else None)}),
                 "outputs": dumps({"target": target, "intent": intent.to_dict() if intent else None,
                                   "result": result}),
                 "reason_codes": dumps(codes)})

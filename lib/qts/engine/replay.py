@@ -106,6 +106,24 @@ class Recorder:
             loop._recorder = r
         return r
 
+    def account(self, broker) -> dict:
+        try:
+            return {"cash": broker.cash(), "positions": {s: p["amount"] for s, p in broker.positions().items()}}
+        except Exception as e:  # the record must never break a cycle
+            return {"error": f"{e.__class__.__name__}: {e}"}
+
+    def record(self, symbol: str, strat, candles, *, held: float, price: float, allocation: float, protect,
+               account: dict, feed, risk: dict | None) -> dict:
+        """A decision's ``inputs.replay``. Never raises: a failure is recorded (``error``) and the decision is
+        then reported by :func:`verify` as not replayable, with the reason."""
+        try:
+            return {"candles": self.window(symbol, candles), "held": held, "price": price, "allocation": allocation,
+                    "params": strat.params.model_dump(), "code_hash": strategy_code_hash(type(strat)),
+                    "stop_loss": protect[0], "take_profit": protect[1], "account_before": account,
+                    "risk": self.risk(feed, risk) if risk else None}
+        except Exception as e:
+            return {"error": f"{e.__class__.__name__}: {e}"}
+
     def window(self, symbol: str, c) -> dict:
         """Queue the candles' rows; return the reference a decision records."""
         n = len(c)
@@ -290,8 +308,9 @@ def verify(store, since_ms: int | None = None, mode: str | None = None, limit: i
         except ValueError:
             inputs = {}
         rec = inputs.get("replay") if isinstance(inputs, dict) else None
-        if not isinstance(rec, dict):
-            rep.unreplayable.append({"decision_id": row["id"], "why": "recorded without replay inputs"})
+        if not isinstance(rec, dict) or rec.get("error"):
+            why = f"recording failed: {rec['error']}" if isinstance(rec, dict) else "recorded without replay inputs"
+            rep.unreplayable.append({"decision_id": row["id"], "why": why})
             continue
         rep.checked += 1
         diffs = _replay_one(row, inputs, rec, loader, strategies, profile_override)
