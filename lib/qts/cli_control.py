@@ -66,8 +66,8 @@ def replay_cmd(ctx, do_verify, since, mode, profile_file, as_json):
     else:
         rate = f" ({d['per_second']:,.0f}/s)" if d["per_second"] else ""
         click.echo(f"replayed {rep.checked} decision(s) in {rep.elapsed_s:.2f}s{rate}: {rep.verified} identical, "
-                   f"{len(rep.mismatches)} differ" + (f", {len(rep.unreplayable)} recorded before replay inputs "
-                                                       "existed (skipped)" if rep.unreplayable else ""))
+                   f"{len(rep.mismatches)} differ" + (f", {len(rep.unreplayable)} not replayable (skipped; first: "
+                                                       f"{rep.unreplayable[0]['why']})" if rep.unreplayable else ""))
         for m in rep.mismatches:
             click.echo(f"  decision {m.decision_id}  {_iso(m.ts)}  {m.symbol}  {m.strategy}")
             for f in m.fields:

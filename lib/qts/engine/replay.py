@@ -239,7 +239,7 @@ class ReplayReport:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "checked": self.checked, "verified": self.verified,
-                "unreplayable": len(self.unreplayable), "mismatches": [m.to_dict() for m in self.mismatches],
+                "unreplayable": len(self.unreplayable), "unreplayable_first": self.unreplayable[:20], "mismatches": [m.to_dict() for m in self.mismatches],
                 "elapsed_s": round(self.elapsed_s, 4),
                 "per_second": round(self.checked / self.elapsed_s, 1) if self.elapsed_s > 0 else None}
 
