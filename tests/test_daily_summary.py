@@ -104,3 +104,23 @@ def test_summary_send_for_cron_reaches_the_sink(hook, tmp_path):
     assert "sent to 2 sink(s)" in r.stderr  # webhook + events table
     (e,) = [e for e in hook.events() if e["kind"] == "summary"]
     assert e["data"]["summary"]["day"] == "2026-01-01" and e["data"]["summary"]["account"]["decisions"] > 0
+
+
+def test_registry_changes_of_the_day_are_listed(tmp_path):
+    """A research entry added on the day (the registry's own API, test_registry's helper) appears in the
+    summary of that day and not in the next day's."""
+    import test_registry as tr
+    from qts.paths import StateHome
+    from qts.reports.daily import daily_summary
+    from qts.store import Store
+
+    home = StateHome.resolve(str(tmp_path / "home"))
+    store = Store.open(home)
+    t = tr.T0 + 3_600_000
+    e = tr.add(home, now=t)
+    day = t - t % DAY
+    s = daily_summary(store, day)
+    (c,) = s["registry_changes"]
+    assert (c["entry_id"], c["ts"], c["to_stage"]) == (e.id, t, e.stage)
+    assert daily_summary(store, day + DAY)["registry_changes"] == []
+    store.close()
