@@ -174,3 +174,36 @@ def test_prometheus_predicted_vs_realized_per_strategy(home, dash):
                             sql(home, "SELECT equity FROM equity_snapshots ORDER BY id LIMIT 1")[0])
     # one strategy trades every symbol: its P&L is the account's from the first snapshot
     assert float(lines['qts_strategy_pnl{mode="paper",strategy="sma_cross"}']) == pytest.approx(pnl_end - start, abs=0.01)
+
+
+def test_the_dashboard_command_prints_a_working_url_and_stops_by_itself(home):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS and k != "QTS_MONITOR_TOKEN"}
+    qts = str(Path(sys.executable).parent / "qts")
+    p = subprocess.Popen([qts, "--home", str(home), "dashboard", "--port", "0", "--for", "20"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.match(r"dashboard: (http://127\.0\.0\.1:\d+)/#token=(\S+)", line)
+        assert m, line
+        base, token = m.group(1), m.group(2)
+        assert len(token) >= 16
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        req = urllib.request.Request(base + "/dashboard/data", headers={"Authorization": f"Bearer {token}"})
+        d = json.loads(opener.open(req, timeout=30).read())
+        assert d["decision_count"] == sql(home, "SELECT COUNT(*) FROM decisions")[0][0]
+        page = opener.open(base + "/", timeout=30).read().decode()
+        assert token not in page and "/dashboard/data" in page  # the page carries no secret and no data
+        p.terminate()  # SIGTERM: stops cleanly
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
