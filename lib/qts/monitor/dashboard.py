@@ -8,8 +8,8 @@ Routes (on top of the monitor's /health, /metrics, /positions, /status, POST /ki
 - ``GET /dashboard/data``  (token) equity and drawdown, positions with their stops, the last decisions with
   reason codes, recent orders and refusals, breaker / trading state / kill switch, registry strategies with
   predicted vs realized, recent alerts.
-- ``POST /halt``  (token) trading state HALTED (a tightening: no PIN). ``POST /kill-switch`` (token) is the
-  monitor's own. Nothing on the page loosens: it shows the terminal commands for that (PIN).
+- ``POST /halt``, ``POST /reduce``  (token) trading state HALTED / REDUCING, only as a tightening (REDUCING
+  after HALTED is refused, 409, with the terminal command). ``POST /kill-switch`` (token) is the monitor's own. Nothing on the page loosens: it shows the terminal commands for that (PIN).
 
 Every dashboard route checks the Host header (127.0.0.1 / localhost / [::1] at the server's port), so a
 web page elsewhere cannot reach it through DNS rebinding; the token is a header, never a cookie, so a
@@ -139,7 +139,8 @@ class DashboardHandler(_Handler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if not self._host_ok():
             return self._send(421, {"error": "wrong Host"})
-        if path != "/halt":
+        target = {"/halt": "HALTED", "/reduce": "REDUCING"}.get(path)
+        if target is None:
             return super().do_POST()
         length = self.headers.get("Content-Length")
         try:
@@ -157,12 +158,15 @@ class DashboardHandler(_Handler):
         try:
             from ..safety.breaker import Breaker
 
-            st = Breaker(self.mon.home, self.mon.store).set_trading_state("HALTED", int(time.time() * 1000),
-                                                                         reason="dashboard: halt")
+            st = Breaker(self.mon.home, self.mon.store).set_trading_state(
+                target, int(time.time() * 1000), reason=f"dashboard: {target}")
+        except PermissionError as e:  # REDUCING after HALTED loosens: not from a web page
+            return self._send(409, {"error": str(e), "changed": False,
+                                    "command": f"qts breaker state {target}  (in your own terminal, with the PIN)"})
         except Exception as e:  # fail closed: say it did not happen
-            log.error("halt via dashboard failed: %s: %s", e.__class__.__name__, e)
-            return self._send(500, {"error": f"{e.__class__.__name__}: {e}", "halted": False})
-        return self._send(200, {"halted": st.trading_state == "HALTED", "trading_state": st.trading_state,
+            log.error("%s via dashboard failed: %s: %s", target, e.__class__.__name__, e)
+            return self._send(500, {"error": f"{e.__class__.__name__}: {e}", "changed": False})
+        return self._send(200, {"changed": st.trading_state == target, "trading_state": st.trading_state,
                                 "undo": "qts breaker state ACTIVE  (in your own terminal, with the PIN)"})
 
 
@@ -209,7 +213,7 @@ code{background:#eef;padding:1px 4px;border-radius:3px}#msg{color:#b42318}.muted
 <section><h2>Alerts</h2><table id="alerts"></table></section>
 <section><h2>Controls</h2>
 <p>Tighten (needs the dashboard token):</p>
-<button id="btn_kill" type="button">Engage kill switch</button><button id="btn_halt" type="button">Halt trading</button>
+<button id="btn_kill" type="button">Engage kill switch</button><button id="btn_halt" type="button">Halt trading</button><button id="btn_reduce" type="button">Reduce only</button>
 <p id="ctl_result" class="muted"></p>
 <p>Loosening is never done from here. In your own terminal (the PIN is asked there):</p><table id="loosen"></table>
 </section>
@@ -287,6 +291,7 @@ code{background:#eef;padding:1px 4px;border-radius:3px}#msg{color:#b42318}.muted
   }
   $("btn_kill").addEventListener("click", () => act("/kill-switch", "Engage the kill switch", {reason: "dashboard", flatten: true}));
   $("btn_halt").addEventListener("click", () => act("/halt", "Halt trading"));
+  $("btn_reduce").addEventListener("click", () => act("/reduce", "Reduce only"));
   poll();
 })();
 </script></body></html>
