@@ -167,7 +167,24 @@ class DashboardHandler(_Handler):
             log.error("%s via dashboard failed: %s: %s", target, e.__class__.__name__, e)
             return self._send(500, {"error": f"{e.__class__.__name__}: {e}", "changed": False})
         return self._send(200, {"changed": st.trading_state == target, "trading_state": st.trading_state,
+                                "agent": _tell_agent(self.mon.home, "halt" if target == "HALTED" else "reduce"),
                                 "undo": "qts breaker state ACTIVE  (in your own terminal, with the PIN)"})
+
+
+def _tell_agent(home, op: str) -> str:
+    """The running trading agent keeps its policy in memory: a tightening is sent to it too (like
+    `qts breaker state HALTED` does). Returns what happened, for the page."""
+    try:
+        from ..agent import protocol
+        from ..agent.paths import AgentPaths
+
+        paths = AgentPaths.for_home(home.root)
+        if not protocol.agent_alive(paths):
+            return "no trading agent running"
+        ans = protocol.call(paths, op, {"reason": "dashboard"}, timeout_s=15)
+        return str((ans.get("data") or {}).get("changed") or ans.get("message") or "told")
+    except Exception as e:
+        return f"not told ({e.__class__.__name__}: {e}); run `qts agent {op if op == 'halt' else 'reduce'}`"
 
 
 def start_dashboard(home, port: int = 8766, host: str = "127.0.0.1", token: str | None = None) -> MonitorServer:
