@@ -28,7 +28,8 @@ SMTP_PASSWORD = "smtp-pa55word-do-not-log"
 NOTIFY_VARS = ("QTS_NOTIFY_WEBHOOK_URL", "QTS_NOTIFY_WEBHOOK_FORMAT", "QTS_TELEGRAM_TOKEN", "QTS_TELEGRAM_CHAT_ID",
                "QTS_TELEGRAM_API", "QTS_SMTP_HOST", "QTS_SMTP_PORT", "QTS_SMTP_USER", "QTS_SMTP_PASSWORD",
                "QTS_SMTP_FROM", "QTS_SMTP_TO", "QTS_SMTP_STARTTLS", "QTS_SMTP_SSL", "QTS_NOTIFY_LOG", "QTS_NOTIFY_RATE",
-               "QTS_NOTIFY_BURST", "QTS_NOTIFY_QUEUE", "QTS_NOTIFY_TIMEOUT", "QTS_NOTIFY_REPLAY")
+               "QTS_NOTIFY_BURST", "QTS_NOTIFY_QUEUE", "QTS_NOTIFY_TIMEOUT", "QTS_NOTIFY_REPLAY",
+               "QTS_NOTIFY_LEVEL", "QTS_ALERT_REFUSALS")
 
 
 @pytest.fixture(autouse=True)
@@ -458,6 +459,12 @@ def test_hooks_send_through_the_process_notifier(http, home, monkeypatch):
     monkeypatch.setenv("QTS_NOTIFY_WEBHOOK_URL", http.url + "/w")
     intent = OrderIntent("BTC/USDT", "buy", 0.01, strategy="sma_cross", reason="entry")
     filled = OrderResult(True, "qtsp1", "filled", 0.01, 61_000.5, 0.61)
+    # levels route: a paper fill is info, kept in the events table only by default
+    assert notify.on_trade(home, filled, intent, mode="paper", source="ccxt:binance") == 1  # log only
+    notify.get_notifier(home).flush(10)
+    assert http.requests == []
+    notify.shutdown(2)
+    monkeypatch.setenv("QTS_NOTIFY_LEVEL", "info")  # the operator asks for every fill
     assert notify.on_trade(home, filled, intent, mode="paper", source="ccxt:binance") == 2  # webhook + log
     # replays and the synthetic market stay quiet unless asked
     assert notify.on_trade(home, filled, intent, source="synthetic(seed=7)") == 0
@@ -475,7 +482,7 @@ def test_hooks_send_through_the_process_notifier(http, home, monkeypatch):
     assert texts[2].startswith("\U0001f6a8 KILL SWITCH ENGAGED\nmanual")
     notify.shutdown(2)
     kinds = [json.loads(r["data"])["event"] for r in events(home)]
-    assert kinds == ["trade", "breaker", "kill_switch"]
+    assert kinds == ["trade", "trade", "breaker", "kill_switch"]
 
     monkeypatch.setenv("QTS_NOTIFY_REPLAY", "1")
     assert notify.on_trade(home, filled, intent, source="synthetic(seed=7)") == 2

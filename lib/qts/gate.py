@@ -311,6 +311,10 @@ class Gate:
         if not v.allowed:
             self.store.event("gate", f"refused {intent.side} {intent.symbol}: {v.code}: {v.message}",
                              severity="warning", data=rec, ts=ts)
+            from .notify.alerts import on_refusal  # queued on a background thread; never blocks or raises
+
+            on_refusal(self.store.home, str(v.code), v.message, self.mode, getattr(self.feed, "source", None),
+                       intent.symbol)
 
     def _log_error(self, where: str, e: Exception) -> None:
         try:

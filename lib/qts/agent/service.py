@@ -187,6 +187,9 @@ class TradingAgent:
     def alert(self, message: str) -> None:
         self.cfg.journal.append("alert", {"message": message})
         self._event("alert", "ALERT: " + message, "critical")
+        from ..notify.alerts import on_agent_alert  # queued; never blocks or raises
+
+        on_agent_alert(self.store.home, message)
 
     # -- the worker: the one thread that touches the database and the exchange ---------------------------
     def run_task(self, fn, timeout_s: float = 60.0):

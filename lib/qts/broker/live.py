@@ -425,6 +425,13 @@ class LiveBroker(BookedBroker):
                 rep["discrepancies"].append({"kind": "position", "symbol": sym, "database": db_amt, "exchange": ex_amt})
         for d in rep["discrepancies"]:
             self.store.event("reconcile", f"discrepancy: {d}", severity="warning", data=d)
+        # the first reconcile of these books adopts the exchange's cash: that is no mismatch to alert on
+        adopted_cash = not self.store.scalar("SELECT 1 FROM events WHERE kind='reconcile' AND message LIKE 'reconciled:%'")
+        alarming = [d for d in rep["discrepancies"] if not (adopted_cash and d["kind"] == "cash")]
+        if alarming:
+            from ..notify.alerts import on_reconcile_mismatch  # queued; never blocks or raises
+
+            on_reconcile_mismatch(self.store.home, alarming)
         rep["ms"] = (time.perf_counter() - t0) * 1000
         self.store.event("reconcile", f"reconciled: {rep['orders_checked']} open orders checked, "
                                       f"{rep['fills_adopted']} fills adopted, {len(rep['lost'])} lost, "

@@ -81,7 +81,7 @@ def status_cmd(ctx, as_json, decisions):
 def _mode(ctx, mode):
     if mode:
         return mode
-    from ..engine.runner import read_status
+    from ..engine.status_file import read_status
 
     st = read_status(_home(ctx))
     if st.get("mode") in ("paper", "live"):

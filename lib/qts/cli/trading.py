@@ -227,7 +227,7 @@ def once_cmd(ctx, **kw):
 @click.pass_context
 def stop_cmd(ctx, timeout):
     """Stop the running loop cleanly (SIGTERM; it finishes the current cycle)."""
-    from ..engine.runner import pid_alive, read_pid
+    from ..engine.status_file import pid_alive, read_pid
 
     home = StateHome.resolve(ctx.obj.get("home"))
     pid = read_pid(home)

@@ -49,6 +49,7 @@ class TradingLoop:
             "WHERE o.mode=? AND o.symbol=? AND o.side='buy' AND o.filled>0 AND o.created_ts>=p.opened_ts "
             "ORDER BY o.id DESC LIMIT 1", (self.broker.mode, symbol))
         close = float(candles.close[-1])
+        self._protect = (row["stop_loss"], row["take_profit"]) if row else (None, None)  # for the decision record
         if row and row["stop_loss"] and close <= row["stop_loss"]:
             return "stop_loss"
         if row and row["take_profit"] and close >= row["take_profit"]:
@@ -103,10 +104,20 @@ class TradingLoop:
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
         open_syms = {o["symbol"] for o in self.broker.open_orders()}
+        from .replay import Recorder
+
+        recorder = Recorder.for_loop(self)  # what each decision needs to be re-run (qts replay)
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
+            if len(candles) and ts - (int(candles.ts[-1]) + candles.timeframe_ms) >= 2 * candles.timeframe_ms:
+                from ..notify.alerts import on_stale_feed  # queued; never blocks or raises
+
+                on_stale_feed(self.store.home, symbol, ts - int(candles.ts[-1]) - candles.timeframe_ms,
+                              candles.timeframe_ms, self.feed.source)
             held = self.broker.position_amount(symbol)
+            account = recorder.account(self.broker)  # before the decision's order
+            self._protect = (None, None)
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
             exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
@@ -130,6 +141,7 @@ class TradingLoop:
 
                 intent = _replace(intent, client_order_id=make_client_order_id(
                     "live", int(candles.ts[-1]), symbol, intent.side, strat.name))
+            self.gate.last_risk = None
             if intent:
                 res = self.gate.submit(intent)
                 result = res.to_dict()
@@ -143,16 +155,27 @@ class TradingLoop:
                                       "first_ts": int(candles.ts[0]) if len(candles) else None,
                                       "last_ts": int(candles.ts[-1]) if len(candles) else None,
                                       "held": held, "price": price, "equity": eq["equity"], "source": self.feed.source,
-                                      "indicators": {k: v for k, v in info.items() if k != "reason"}}),
+                                      "indicators": {k: v for k, v in info.items() if k != "reason"},
+                                      "replay": recorder.record(
+                                          symbol, strat, candles, held=held, price=price,
+                                          allocation=self.allocation(eq["equity"]), protect=self._protect,
+                                          account=account, feed=self.feed,
+                                          risk=getattr(self.gate, "last_risk", None) if intent else None)}),
                 "outputs": dumps({"target": target, "intent": intent.to_dict() if intent else None,
                                   "result": result}),
                 "reason_codes": dumps(codes)})
         eq = self.broker.equity()
         report.equity, report.cash = eq["equity"], eq["cash"]
-        with self.store.tx():
-            for row in decisions:
-                self.store.insert("decisions", row)
-            self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        try:
+            with self.store.tx():
+                recorder.flush()
+                for row in decisions:
+                    self.store.insert("decisions", row)
+                self.store.insert("equity_snapshots", {"mode": self.broker.mode, "ts": ts, **eq})
+        except BaseException:
+            recorder.rolled_back()
+            raise
+        recorder.committed()
         report.elapsed_ms = (time.perf_counter() - t0) * 1000
         return report
 

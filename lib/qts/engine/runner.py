@@ -22,6 +22,7 @@ import time
 
 from ..fsutil import StateFileError, check_regular_file, describe_os_error, write_atomic
 from ..paths import StateHome
+from .status_file import pid_alive, read_pid, read_status  # noqa: F401  (their home; imported from here too)
 
 
 class AlreadyRunning(RuntimeError):
@@ -104,74 +105,6 @@ def _pid_in(path) -> int | None:
         return None
 
 
-def read_pid(home: StateHome) -> int | None:
-    """The pid of the process holding the loop's lock; None when nobody holds it (a pid left in the file by
-    a crashed loop, or written there by hand, is not trusted: ``qts stop`` must not signal a stranger)."""
-    try:
-        fd = os.open(home.pid_file, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # held: a loop runs
-        except OSError:
-            return None
-        else:
-            return None  # nobody holds it (our shared lock is dropped with the fd below)
-        try:
-            pid = int(os.pread(fd, 32, 0).strip())
-        except (OSError, ValueError):
-            return None
-    finally:
-        os.close(fd)
-    return pid if pid_alive(pid) else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
-def read_status(home: StateHome) -> dict:
-    """The loop's status file. Missing: "not running". Damaged (unreadable, not JSON, not a status):
-    state "unknown" with the problem named in ``reason``: never a traceback, never "running"."""
-    path = home.status_file
-
-    def unknown(problem: str) -> dict:
-        return {"state": "unknown", "reason": f"{path}: {problem}", "problem": f"{path}: {problem}"}
-
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {"state": "not running"}
-    except OSError as e:
-        return unknown(f"cannot be read: {describe_os_error(e)}")
-    try:
-        st = json.loads(raw.decode("utf-8"))
-    except ValueError:
-        return unknown("not JSON (damaged)" if raw.strip() else "empty")
-    if not isinstance(st, dict) or not isinstance(st.get("state"), str):
-        return unknown("not a loop status (no state)")
-    try:
-        pid = int(st.get("pid") or 0)
-    except (TypeError, ValueError):
-        return unknown(f"pid {st.get('pid')!r} is not a number")
-    if st["state"] == "running" and not pid_alive(pid):
-        st["state"] = "dead"  # the process ended without cleaning up (kill -9, crash)
-    return st
-
-
 class Runner:
     def __init__(self, home: StateHome, loop, mode: str, source: str, lock: LoopLock | None = None):
         self.home, self.loop, self.mode, self.source = home, loop, mode, source
@@ -240,6 +173,10 @@ class Runner:
         def tick(report, n):
             self.cycles, self.last = n, report
             self._status("running")
+            from ..reports.daily import maybe_send_daily  # once a day at QTS_SUMMARY_AT; never raises
+
+            maybe_send_daily(self.home, self.loop.store, report.ts, self.loop.broker.mode,
+                             getattr(self.loop.feed, "source", None))
             if on_cycle:
                 on_cycle(report, n)
 
@@ -247,6 +184,10 @@ class Runner:
             n = self.loop.run(self.stop, max_cycles=max_cycles, on_cycle=tick)
         except BaseException as e:
             self._final_status("crashed", error=f"{e.__class__.__name__}: {e}")
+            if isinstance(e, Exception):  # (not Ctrl-C / SystemExit)
+                from ..notify.alerts import on_loop_crashed
+
+                on_loop_crashed(self.home, f"{e.__class__.__name__}: {e}", self.mode, self.source)
             raise
         else:
             if self.loop.halted:

@@ -61,7 +61,7 @@ def is_loopback(host: str) -> bool:
 # -- what the routes answer --------------------------------------------------------------------------------
 
 def health(home, store, now_s: float | None = None) -> tuple[int, dict]:
-    from ..engine.runner import read_status
+    from ..engine.status_file import read_status
     from ..reports.status import _breaker
     from ..safety import kill_switch
 
@@ -202,7 +202,28 @@ def metrics_text(home, store, now_s: float | None = None) -> str:
     errs = store.scalar("SELECT COUNT(*) FROM metrics WHERE name='api_error' AND ts>=?", (since,))
     if lat or errs:
         p.add("qts_api_errors_5m", "gauge", "API errors in the last 5 minutes.", errs or 0)
+    _strategy_metrics(p, home, store, m)
     return p.text()
+
+
+def _strategy_metrics(p: "_Prom", home, store, m: dict) -> None:
+    """Predicted (strategy registry) vs realized per strategy and metric, and P&L per strategy."""
+    from .registry_view import registry_view  # performance() over the history, cached 30 s
+
+    try:
+        reg = registry_view(home, store, m["mode"])
+    except Exception as e:
+        log.warning("strategy metrics: %s: %s", e.__class__.__name__, e)
+        return
+    pairs = [(row["strategy"], c) for row in reg["predicted_vs_realized"] for c in row.get("comparison") or []]
+    if pairs:
+        p.add("qts_strategy_predicted", "gauge", "What the strategy registry predicted, per strategy and metric.",
+              [({**m, "strategy": s, "metric": c["metric"]}, c["expected"]) for s, c in pairs])
+        p.add("qts_strategy_realized", "gauge", "The same metric realized (whole history of this mode).",
+              [({**m, "strategy": s, "metric": c["metric"]}, c["realized"]) for s, c in pairs])
+    if reg["realized"]:
+        p.add("qts_strategy_pnl", "gauge", "Mark-to-market P&L per strategy after fees (whole history).",
+              [({**m, "strategy": g["strategy"]}, g["pnl"]) for g in reg["realized"]])
 
 
 # -- the server --------------------------------------------------------------------------------------------

@@ -17,8 +17,19 @@ QTS_NOTIFY_RATE                notifications per minute per sink (token bucket r
 QTS_NOTIFY_BURST               bucket size (default 5)
 QTS_NOTIFY_QUEUE               queued notifications per sink before dropping (default 100)
 QTS_NOTIFY_TIMEOUT             seconds per network send (default 5)
-QTS_NOTIFY_REPLAY              ``1``: also notify trades of replays / the synthetic market (default: no)
+QTS_NOTIFY_REPLAY              ``1``: also notify trades and alerts of replays / the synthetic market (default: no)
+QTS_NOTIFY_LEVEL               lowest severity sent to the webhook / Telegram / email sinks: ``info`` (paper
+                               fills too), ``warning`` (default: fills of paper stay in the events table;
+                               drawdown throttle, demotion, stale feed, refusals piling up, live fills,
+                               and every critical alert go out) or ``critical``
+QTS_ALERT_REFUSALS             gate refusals within 10 minutes that raise "refusals piling up" (default 5)
+QTS_SUMMARY_AT                 HH:MM (UTC): the loop sends the previous day's summary at the first cycle
+                               past it (qts.reports.daily); unset: no scheduled summary
 =============================  ===========================================================================
+
+Levels route: ``info`` goes to the events table only (unless QTS_NOTIFY_LEVEL=info), ``warning`` and
+``critical`` to every configured sink. Each alert of :mod:`qts.notify.alerts` has a cooldown per subject,
+and every sink its token bucket (critical alerts skip the bucket, never the queue bound).
 
 The library calls three hooks, each returning at once and never raising:
 :func:`on_trade` (the gate, after an order is placed), :func:`on_breaker` (each breaker transition),
@@ -46,7 +57,8 @@ log = logging.getLogger("qts.notify")
 ENV_VARS = ("QTS_NOTIFY_WEBHOOK_URL", "QTS_NOTIFY_WEBHOOK_FORMAT", "QTS_TELEGRAM_TOKEN", "QTS_TELEGRAM_CHAT_ID",
             "QTS_TELEGRAM_API", "QTS_SMTP_HOST", "QTS_SMTP_PORT", "QTS_SMTP_USER", "QTS_SMTP_PASSWORD",
             "QTS_SMTP_FROM", "QTS_SMTP_TO", "QTS_SMTP_STARTTLS", "QTS_SMTP_SSL", "QTS_NOTIFY_LOG", "QTS_NOTIFY_RATE",
-            "QTS_NOTIFY_BURST", "QTS_NOTIFY_QUEUE", "QTS_NOTIFY_TIMEOUT", "QTS_NOTIFY_REPLAY")
+            "QTS_NOTIFY_BURST", "QTS_NOTIFY_QUEUE", "QTS_NOTIFY_TIMEOUT", "QTS_NOTIFY_REPLAY", "QTS_NOTIFY_LEVEL",
+            "QTS_ALERT_REFUSALS", "QTS_SUMMARY_AT")
 SECRET_VARS = ("QTS_TELEGRAM_TOKEN", "QTS_SMTP_PASSWORD", "QTS_NOTIFY_WEBHOOK_URL")
 
 
@@ -132,6 +144,10 @@ def from_env(home=None, environ=None, log_sink: bool | None = None) -> Notifier:
                                    _flag(env, "QTS_SMTP_STARTTLS"), _flag(env, "QTS_SMTP_SSL"), timeout, masker))
     except ValueError as e:
         raise NotifyConfigError(masker(str(e))) from None
+    level = env.get("QTS_NOTIFY_LEVEL", "warning").strip().lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise NotifyConfigError(f"QTS_NOTIFY_LEVEL: info, warning or critical, got {env['QTS_NOTIFY_LEVEL']!r}")
+    _num(env, "QTS_ALERT_REFUSALS", 5, 1, 100_000, int)  # checked here so a bad value is named at start
     writer = EventWriter(home) if home is not None else None
     use_log = _flag(env, "QTS_NOTIFY_LOG", True) if log_sink is None else log_sink
     if use_log and writer is not None:
@@ -139,7 +155,7 @@ def from_env(home=None, environ=None, log_sink: bool | None = None) -> Notifier:
     return Notifier(sinks, rate_per_min=_num(env, "QTS_NOTIFY_RATE", 20.0, 0.1, 100_000),
                     burst=int(_num(env, "QTS_NOTIFY_BURST", 5, 1, 10_000, int)),
                     queue_size=int(_num(env, "QTS_NOTIFY_QUEUE", 100, 1, 100_000, int)), masker=masker,
-                    writer=writer, send_replays=bool(_flag(env, "QTS_NOTIFY_REPLAY", False)))
+                    writer=writer, send_replays=bool(_flag(env, "QTS_NOTIFY_REPLAY", False)), min_level=level)
 
 
 # -- one notifier per state home in this process ----------------------------------------------------------

@@ -22,6 +22,7 @@ from .sinks import Sink, SinkError
 
 log = logging.getLogger("qts.notify")
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
 ICON = {"debug": "", "info": "", "warning": "\u26a0\ufe0f ", "error": "\u2757 ", "critical": "\U0001f6a8 "}
 _STOP = object()
 
@@ -69,8 +70,10 @@ class EventWriter:
 class _Lane:
     """One sink: its queue, bucket, thread and counters."""
 
-    def __init__(self, sink: Sink, notifier: "Notifier", rate_per_s: float, burst: int, queue_size: int):
+    def __init__(self, sink: Sink, notifier: "Notifier", rate_per_s: float, burst: int, queue_size: int,
+                 min_level: str = "debug"):
         self.sink, self.notifier = sink, notifier
+        self.min_rank = RANK.get(min_level, 0)  # routing: events below this severity do not go to this sink
         self.bucket = TokenBucket(rate_per_s, burst)
         self.q: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stats = {"sent": 0, "failed": 0, "dropped_rate_limit": 0, "dropped_queue_full": 0, "last_error": None,
@@ -82,7 +85,13 @@ class _Lane:
         self.thread = threading.Thread(target=self._run, name=f"qts-notify-{sink.name}", daemon=True)
         self.thread.start()
 
+    def routes(self, event: Event) -> bool:
+        """Whether this sink takes the event at all (``qts notify test`` and the daily summary go everywhere)."""
+        return event.kind in ("test", "summary") or RANK.get(event.severity, 1) >= self.min_rank
+
     def offer(self, event: Event) -> bool:
+        if not self.routes(event):
+            return False
         if event.severity != "critical" and not self.bucket.try_take():
             self._drop("dropped_rate_limit", event)
             return False
@@ -156,13 +165,16 @@ class _Lane:
 class Notifier:
     def __init__(self, sinks: list[Sink], rate_per_min: float = 20.0, burst: int = 5, queue_size: int = 100,
                  masker: Masker | None = None, writer: EventWriter | None = None, drop_report_s: float = 60.0,
-                 send_replays: bool = False):
+                 send_replays: bool = False, min_level: str = "debug"):
         self.masker = masker or Masker([s for sink in sinks for s in getattr(sink, "secrets", ())])
         self.writer = writer
         self.drop_report_s = drop_report_s
         self.send_replays = send_replays
         self.closed = False
-        self.lanes = [_Lane(s, self, rate_per_min / 60.0, burst, queue_size) for s in sinks]
+        # routing: the events-table sink takes every level; the others (chat, Telegram, email) ``min_level`` and up
+        self.min_level = min_level
+        self.lanes = [_Lane(s, self, rate_per_min / 60.0, burst, queue_size,
+                            "debug" if s.name == "log" else min_level) for s in sinks]
 
     @property
     def sinks(self) -> list[Sink]:
@@ -220,4 +232,4 @@ class Notifier:
         return {lane.sink.name: dict(lane.stats) for lane in self.lanes}
 
     def describe(self) -> list[dict]:
-        return [lane.sink.describe() for lane in self.lanes]
+        return [{**lane.sink.describe(), "min_level": SEVERITIES[lane.min_rank]} for lane in self.lanes]

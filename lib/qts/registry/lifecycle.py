@@ -404,6 +404,10 @@ def supervise(reg_or_home, store, now: int | None = None, tol: Tolerance | None 
         _event(store, f"registry: {e.id} demoted from {e.stage_label()} to paper: {why}", "critical",
                {"action": "demote", "entry_id": e.id, "from": e.stage, "to": "paper", "reason": why}, now)
         out.append({"entry_id": e.id, "action": "demoted", "from": e.stage_label(), "to": "paper", "reason": why})
+        if getattr(store, "home", None) is not None:
+            from ..notify.alerts import on_demoted
+
+            on_demoted(store.home, e.id, e.stage_label(), why)
     return out
 
 

@@ -305,26 +305,3 @@ def metric_png(path, name: str, ts: list[int], values: list[float], title_extra:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def report_png(path, title: str, eq_ts: list[int], equity: list[float], dd_pct: list[float]) -> None:
-    """Equity over drawdown, one PNG."""
-    plt = _plt()
-    import matplotlib.dates as mdates
-
-    xs = [datetime.fromtimestamp(t / 1000, timezone.utc) for t in eq_ts]
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 5.6), dpi=110, sharex=True,
-                                 gridspec_kw={"height_ratios": [3, 1.2]})
-    a1.plot(xs, equity, color="#1f77b4", lw=1.5, label="equity")
-    a1.fill_between(xs, equity, min(equity) if equity else 0, color="#1f77b4", alpha=0.08)
-    a1.set_title(title, loc="left", fontsize=11)
-    a1.grid(alpha=0.3)
-    a1.set_ylabel("equity")
-    a2.fill_between(xs, [-d for d in dd_pct], 0, color=DOWN, alpha=0.5, lw=0)
-    a2.set_ylabel("drawdown %")
-    a2.grid(alpha=0.3)
-    a2.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=timezone.utc))
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import charts
 from .performance import NO_EXPECTATION, performance
+from .periods import _day_key, _month_key, period_returns  # noqa: F401
 from .status import collect_status, last_prices
 
 DAY_MS = 86_400_000
@@ -74,34 +75,6 @@ def gather(store, mode: str = "paper", since_ms: int | None = None, until_ms: in
             "refusals": refusals, "refusal_codes": refusal_codes, "since": since_ms, "until": until_ms, "mode": mode,
             "synthetic": any(str(d["source"] or "").startswith("synthetic") for d in decs[-50:]),
             "sources": sorted({str(d["source"]) for d in decs if d["source"]})}
-
-
-def period_returns(ts: list[int], eq: list[float], start_equity: float | None, key) -> list[tuple]:
-    """[(period key, first ts, return %)] from each period's last equity vs the previous period's last."""
-    out = []
-    prev = start_equity
-    cur_key, cur_last, cur_first = None, None, None
-    for t, e in zip(ts, eq):
-        k = key(t)
-        if k != cur_key and cur_key is not None:
-            if prev:
-                out.append((cur_key, cur_first, 100 * (cur_last / prev - 1)))
-            prev = cur_last
-            cur_first = None
-        cur_key, cur_last = k, e
-        cur_first = t if cur_first is None else cur_first
-    if cur_key is not None and prev:
-        out.append((cur_key, cur_first, 100 * (cur_last / prev - 1)))
-    return out
-
-
-def _month_key(t):
-    d = datetime.fromtimestamp(t / 1000, timezone.utc)
-    return (d.year, d.month)
-
-
-def _day_key(t):
-    return t - t % DAY_MS
 
 
 # -- pieces ---------------------------------------------------------------------------------------------
@@ -465,16 +438,10 @@ def write_report(home, out: Path | None = None, mode: str | None = None, since_m
         out.write_text(html, encoding="utf-8")
         png_path = None
         if png:
+            from .report_png import sections_png  # matplotlib: only when a PNG is asked for
+
             png_path = Path(png) if not isinstance(png, bool) else out.with_suffix(".png")
-            ts = [s["ts"] for s in g["snaps"]]
-            eq = [s["equity"] for s in g["snaps"]]
-            peak, dd = None, []
-            for e in eq:
-                peak = e if peak is None else max(peak, e)
-                dd.append(100 * (peak - e) / peak if peak else 0.0)
-            a = g["perf"]["account"]
-            charts.report_png(png_path, f"{title}: equity {_m(a['end_equity'])} ({_p(a['return_pct'])}), "
-                                        f"max drawdown {_p(a['max_drawdown_pct'], False)}", ts, eq, dd)
+            sections_png(png_path, g, title)  # the HTML's sections, labelled SYNTHETIC when they are
         return {"html": str(out), "png": str(png_path) if png_path else None, "bytes": len(html.encode()),
                 "account": g["perf"]["account"]}
     finally:

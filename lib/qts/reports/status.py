@@ -129,7 +129,7 @@ def _settings_or_none(home):
 
 
 def _loop(home, now_s: float) -> dict:
-    from ..engine.runner import read_status
+    from ..engine.status_file import read_status
 
     st = read_status(home)
     out = {k: st.get(k) for k in ("state", "pid", "mode", "source", "cycles", "last_cycle_ts", "next_cycle_ts",

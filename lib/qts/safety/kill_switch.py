@@ -225,7 +225,7 @@ def engage(home: StateHome, reason: str, store=None, now_ms: int | None = None, 
 
 def stop_loop(home: StateHome, timeout_s: float = 5.0) -> dict:
     """SIGTERM the loop process (if any) and wait for it to exit."""
-    from ..engine.runner import pid_alive, read_pid
+    from ..engine.status_file import pid_alive, read_pid
 
     t0 = time.perf_counter()
     pid = read_pid(home)

@@ -159,10 +159,16 @@ def apply_risk(gate, intent):
     profile = effective_profile(gate)
     snap = build_snapshot(gate, intent, full=intent.side == "buy")
     d = RiskManager(profile).assess(intent, snap)
+    # what the sizing saw and answered, for the decision record (engine/replay.py re-runs it from this)
+    gate.last_risk = {"profile": profile, "snapshot": snap, "intent": intent, "decision": d}
     if not d.allowed:
         raise Refuse(d.code, d.message)
     for note in d.adjustments:
         gate.note(note)
+        if note.startswith("RISK_DRAWDOWN_REDUCE"):
+            from ..notify.alerts import on_drawdown_throttle  # queued; never blocks or raises
+
+            on_drawdown_throttle(gate.store.home, note, gate.mode, getattr(gate.feed, "source", None), intent.symbol)
     if intent.side == "buy":
         return replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
     return replace(intent, amount=d.amount) if d.amount and d.amount != intent.amount else intent
