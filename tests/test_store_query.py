@@ -109,3 +109,53 @@ def test_the_read_only_connection_cannot_write_even_when_asked_directly(filled):
     finally:
         conn.close()
     assert filled.scalar("SELECT COUNT(*) FROM events") == 5
+
+
+# -- the commands: qts db query / qts db export through click -------------------------------------------------
+
+def _qts(home, *args):
+    from click.testing import CliRunner
+
+    from qts.cli import cli
+
+    return CliRunner().invoke(cli, ["--home", str(home.root), "db", *args])
+
+
+def test_qts_db_query_prints_rows_and_refuses_a_write_with_exit_2(filled):
+    home = filled.home
+    r = _qts(home, "query", "SELECT severity, COUNT(*) AS n FROM events WHERE kind=? GROUP BY severity "
+                   "ORDER BY severity", "--param", "test", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == [{"severity": "info", "n": 3}, {"severity": "warning", "n": 2}]
+    r = _qts(home, "query", "SELECT message FROM events WHERE kind='test' ORDER BY id LIMIT 2")
+    assert r.exit_code == 0 and r.stdout.splitlines() == ["message", "event 0", "event 1"]
+    before = digest(home)
+    r = _qts(home, "query", "DELETE FROM events")
+    assert r.exit_code == 2 and "sql:" in r.output and "Traceback" not in r.output
+    assert digest(home) == before
+    assert filled.scalar("SELECT COUNT(*) FROM events WHERE kind='test'") == 5
+
+
+def test_qts_db_export_writes_a_csv_sqlite_utils_reads_and_names_a_bad_table(filled, tmp_path):
+    home = filled.home
+    out = tmp_path / "events.csv"
+    r = _qts(home, "export", "events", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    n = filled.scalar("SELECT COUNT(*) FROM events")
+    assert len(rows) == n and f"{n} rows" in r.stdout
+    bad = tmp_path / "bad.csv"
+    r = _qts(home, "export", "events; DROP TABLE events", "--out", str(bad))
+    assert r.exit_code == 2 and "table" in r.output and not bad.exists()
+
+
+@pytest.mark.parametrize("where", ["safety/risk_profile.json", "safety/KILL_SWITCH", "logs/trades.jsonl", "x.csv"])
+def test_qts_db_export_never_writes_into_the_state_home(filled, where):
+    """An export is a file write: it must not become a way to overwrite trading state (the Write tool's rule)."""
+    home = filled.home
+    target = home.root / where
+    before = target.read_bytes() if target.exists() else None
+    r = _qts(home, "export", "events", "--out", str(target))
+    assert r.exit_code == 2 and "nothing was written" in r.output, r.output
+    assert (target.read_bytes() if target.exists() else None) == before
