@@ -61,6 +61,10 @@ class Settings(BaseModel):
     SLIPPAGE_BPS: float = Field(5.0, ge=0, le=1000, description="paper slippage, basis points")
     EXCHANGE_URL: str | None = Field(None, description="point the exchange client at this base URL (a local "
                                                          "test exchange or a proxy); read by the agent at start")
+    CANDLE_MAX_JUMP: float = Field(5.0, gt=1, le=1e6, description="a candle priced beyond this multiple (or "
+                                   "fraction) of the recent median close is a bad print: quarantined, never used")
+    CANDLE_MAX_QUOTE_VOLUME: float = Field(1e12, gt=0, description="a candle whose volume x close exceeds this is "
+                                           "quarantined (absurd volume)")
     QTS_HOME: Path
 
     @field_validator("EXCHANGE_URL")

@@ -34,6 +34,7 @@ class TradingLoop:
         self.strategies = strategies
         self.interval_ms = settings.TRADE_INTERVAL * 60_000
         self.halted: str | None = None
+        self._quarantine_seen: set = set()
 
     def allocation(self, equity: float) -> float:
         """USD a full position may use: MAX_POSITION_SIZE, and no more than an equal share of equity."""
@@ -93,10 +94,23 @@ class TradingLoop:
             self.broker = self.paper_broker
             self.gate.broker = self.paper_broker
 
+    def record_quarantine(self, now_ms: int) -> set[str]:
+        """Write the candles the feed quarantined (up to now) as ``candle_quarantine`` events, each once.
+        Returns the symbols with a newly recorded one (their decisions carry CANDLE_QUARANTINED)."""
+        from ..market.quarantine import record
+
+        log = getattr(self.feed, "quarantine_log", None) or []
+        new = [r for r in log if r.ts <= now_ms and (r.symbol, r.ts, r.field) not in self._quarantine_seen]
+        if not new:
+            return set()
+        record(self.store, new, self._quarantine_seen)
+        return {r.symbol for r in new}
+
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
         self.check_breaker()
         ts = self.feed.now_ms()
+        quarantined = self.record_quarantine(ts)
         matched = self.broker.process_market()
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
@@ -110,7 +124,10 @@ class TradingLoop:
             exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
             if exit_reason:
                 target, info = 0.0, {**info, "reason": exit_reason.upper()}
+            quarantined |= self.record_quarantine(ts)  # a live feed screens as it fetches
             codes = [info.get("reason", "HOLD")]
+            if symbol in quarantined:
+                codes.append("CANDLE_QUARANTINED")
             intent = None
             result = None
             if symbol in open_syms:

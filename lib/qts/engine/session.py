@@ -83,24 +83,30 @@ def make_feed(settings: Settings, source: str, data_dir=None, days: float | None
     ``resume_after``: a replay continues after this cycle time (the last one recorded) when it lies
     inside the data, and ``days`` then counts from there.
     """
+    from ..market.quarantine import ScreenConfig
+
     day = 86_400_000
+    screen = ScreenConfig.from_settings(settings)
     if source == "synthetic":
         span = days or 2.0
-        feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+        feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup,
+                                    screen_config=screen)
         if resume_after and resume_after >= feed.start_ms:  # regenerate far enough (same seed, same prices)
             span += (resume_after - feed.start_ms) / day
-            feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+            feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed,
+                                        warmup=warmup, screen_config=screen)
         _resume(feed, resume_after, settings, None)
         return feed
     if source == "replay":
-        feed = ReplayFeed.from_dir(data_dir, settings.SYMBOLS, settings.TRADE_INTERVAL, warmup=warmup)
+        feed = ReplayFeed.from_dir(data_dir, settings.SYMBOLS, settings.TRADE_INTERVAL, warmup=warmup,
+                                   screen_config=screen)
         _resume(feed, resume_after, settings, days)
         return feed
     if source == "live-data":
         from ..market.ccxt_feed import CcxtFeed, public_exchange
 
         exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL)
-        return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL)
+        return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL, screen_config=screen)
     raise ValueError(f"source: unknown {source!r}")
 
 

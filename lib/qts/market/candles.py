@@ -109,12 +109,15 @@ def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1) -> 
         raise CandleFileError(path, first_row + i, reason)
 
 
-def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
+def load_csv(path: Path | str, timeframe_ms: int | None = None, quarantine: list | None = None,
+             screen_config=None) -> Candles:
     """Load and validate one candle file. The timeframe comes from the file name (``BTC_USDT-5m.csv``)
-    when not given."""
+    when not given. A file that is broken as a whole (columns, order, grid, gaps, impossible rows) is
+    refused; then the bad-candle quarantine (market/quarantine.py) drops bad prints and absurd volumes,
+    appending what it dropped to ``quarantine`` when a list is given."""
     path = Path(path)
+    m = FILE_RE.match(path.name)
     if timeframe_ms is None:
-        m = FILE_RE.match(path.name)
         if not m or m.group(3) not in TIMEFRAMES:
             raise CandleFileError(path, None, "cannot tell the timeframe: name it like BTC_USDT-5m.csv")
         timeframe_ms = TIMEFRAMES[m.group(3)] * 60_000
@@ -150,6 +153,11 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None) -> Candles:
         raise CandleFileError(path, None, "no candles after the header")
     c = Candles.from_rows(rows, timeframe_ms)
     validate(c, path)
+    from .quarantine import screen
+
+    c, rejected = screen(c, f"{m.group(1)}/{m.group(2)}" if m else path.stem, screen_config)
+    if quarantine is not None:
+        quarantine.extend(rejected)
     return c
 
 
