@@ -56,6 +56,19 @@ class TradingLoop:
             return "take_profit"
         return None
 
+    def rule_exit(self, symbol: str, strategy: Strategy, candles, now_ms: int) -> str | None:
+        """The strategy's own exit rules (take-profit / stop-loss in bps, time stop) on the last close, from
+        the position's fill price and the candles closed since its fill: the backtest's rule
+        (strategies/exits.py, research/backtest.apply_exit_rules)."""
+        if not strategy.exits.active or not len(candles):
+            return None
+        pos = self.broker.positions().get(symbol)
+        if not pos or not pos.get("avg_entry"):
+            return None
+        bars = (int(now_ms) - int(pos["opened_ts"])) // self.interval_ms
+        why = strategy.exits.check(float(pos["avg_entry"]), bars, float(candles.close[-1]), self.interval_ms)
+        return why.lower() if why else None
+
     def intent_for(self, symbol: str, target: float, held: float, price: float, equity: float,
                    strategy: Strategy, info: dict) -> OrderIntent | None:
         if target <= 0 < held:
@@ -122,6 +135,8 @@ class TradingLoop:
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
             exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
+            if held > 0 and not exit_reason:
+                exit_reason = self.rule_exit(symbol, strat, candles, ts)
             if exit_reason:
                 target, info = 0.0, {**info, "reason": exit_reason.upper()}
             quarantined |= self.record_quarantine(ts)  # a live feed screens as it fetches
