@@ -667,6 +667,7 @@ def db_migrate(ctx):
 from . import cli_safety  # noqa: E402,F401  (registers the safety commands)
 from . import cli_monitor  # noqa: E402,F401  (status, perf, report, metrics list/chart, notify, monitor)
 from . import cli_research  # noqa: E402,F401  (backtest, research, registry, promote)
+from . import cli_data  # noqa: E402,F401  (market liquidity, data download/sync)
 from . import cli_agent  # noqa: E402,F401  (agent start/status/approve/...: live trading)
 
 

@@ -161,8 +161,14 @@ class ReplayFeed:
     def ticker(self, symbol: str) -> dict:
         q = self.quote(symbol)
         half = self._rules[symbol].price_step / 2
+        # 24 h volume from the candles closed in the last 24 h (no look-ahead), as an exchange's ticker has it
+        c = self._data[symbol]
+        n = self._closed_count(symbol)
+        i = int(np.searchsorted(c.ts, self._now - 86_400_000, side="left"))
+        base24 = float(np.sum(c.volume[i:n]))
+        quote24 = float(np.sum(c.volume[i:n] * c.close[i:n]))
         return {"symbol": symbol, "last": q.price, "bid": q.price - half, "ask": q.price + half,
-                "timestamp": q.ts, "baseVolume": q.liquidity}
+                "timestamp": q.ts, "baseVolume": base24, "quoteVolume": quote24, "lastCandleVolume": q.liquidity}
 
     def order_book(self, symbol: str, depth: int = 10) -> dict:
         """A book synthesized around the price (replays have no real depth): labelled as such."""

@@ -164,7 +164,11 @@ def apply_risk(gate, intent):
     for note in d.adjustments:
         gate.note(note)
     if intent.side == "buy":
-        return replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
+        out = replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
+        from .liquidity import check as check_liquidity
+
+        check_liquidity(gate, out)  # a market too thin (24 h volume, spread, depth): refused, typed LIQUIDITY
+        return out
     return replace(intent, amount=d.amount) if d.amount and d.amount != intent.amount else intent
 
 
