@@ -102,7 +102,7 @@ def _exchange(ctx, exchange_id: str | None):
     settings = _settings(ctx)
     ex_id = (exchange_id or settings.EXCHANGE).strip().lower()
     try:
-        return public_exchange(ex_id, url=settings.EXCHANGE_URL), settings
+        return public_exchange(ex_id, url=settings.EXCHANGE_URL, sandbox=settings.EXCHANGE_SANDBOX), settings
     except ValueError as e:
         raise InputError(str(e).replace("EXCHANGE:", "--exchange:")) from None
 

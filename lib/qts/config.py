@@ -51,6 +51,7 @@ class Settings(BaseModel):
     EXCHANGE_API_KEY: SecretStr | None = None
     EXCHANGE_SECRET: SecretStr | None = None
     PAPER_TRADING: bool = True
+    EXCHANGE_SANDBOX: bool = Field(False, description="use the exchange's sandbox/testnet (ccxt set_sandbox_mode)")
     TRADE_INTERVAL: int = Field(5, description="minutes between cycles (a candle timeframe)")
     MAX_POSITION_SIZE: float = Field(1000.0, gt=0, le=1e9, description="USD per position")
     RISK_LIMIT_PERCENT: float = Field(2.0, gt=0, le=100, description="% of equity at risk per trade")
@@ -87,7 +88,7 @@ class Settings(BaseModel):
             raise ValueError("allowed: a ccxt exchange id (lowercase letters, digits, _)")
         return v
 
-    @field_validator("PAPER_TRADING", mode="before")
+    @field_validator("PAPER_TRADING", "EXCHANGE_SANDBOX", mode="before")
     @classmethod
     def _bool(cls, v):
         if isinstance(v, bool):

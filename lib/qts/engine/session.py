@@ -105,7 +105,8 @@ def make_feed(settings: Settings, source: str, data_dir=None, days: float | None
     if source == "live-data":
         from ..market.ccxt_feed import CcxtFeed, public_exchange
 
-        exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL)
+        exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL,
+                                               sandbox=settings.EXCHANGE_SANDBOX)
         return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL, screen_config=screen)
     raise ValueError(f"source: unknown {source!r}")
 

@@ -52,9 +52,23 @@ def describe_network_error(exchange_id: str, e: BaseException) -> str:
     return f"{exchange_id}: cannot reach {endpoint} ({why})"
 
 
-def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None = None):
+def apply_sandbox(ex, on: bool) -> None:
+    """EXCHANGE_SANDBOX=true: the exchange's sandbox/testnet URLs (ccxt ``set_sandbox_mode``). An exchange
+    without one is refused, naming the setting (never the real exchange in its place)."""
+    if not on:
+        return
+    import ccxt
+
+    try:
+        ex.set_sandbox_mode(True)
+    except (ccxt.NotSupported, TypeError, KeyError):  # (an exchange without test URLs fails in ccxt's clone)
+        raise ValueError(f"EXCHANGE_SANDBOX: {ex.id} has no sandbox/testnet in ccxt; unset EXCHANGE_SANDBOX "
+                         "or choose an exchange that has one") from None
+
+
+def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None = None, sandbox: bool = False):
     """A ccxt client for public data (no keys); ``url`` (EXCHANGE_URL) points it at a local test exchange
-    or a proxy."""
+    or a proxy; ``sandbox`` (EXCHANGE_SANDBOX) at the exchange's testnet."""
     import ccxt  # heavy (~0.4 s): only the commands that talk to an exchange pay for it
 
     cls = getattr(ccxt, exchange_id, None)
@@ -66,6 +80,7 @@ def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None 
         ex.options["fetchMargins"] = False
         ex.options["fetchCurrencies"] = False
         ex.has["fetchCurrencies"] = False
+    apply_sandbox(ex, sandbox)
     if url:
         from .exchange_url import apply_exchange_url
 
