@@ -82,7 +82,7 @@ class TradingLoop:
                 from ..registry import capital_fraction
 
                 frac = capital_fraction(self.settings.home, strategy.name, store=self.store,
-                                        params=strategy.params.model_dump())
+                                        params={**strategy.params.model_dump(), **strategy.exits.nonzero()})
                 if frac <= 0:
                     info["reason"] = "NOT_PROMOTED_TO_LIVE"
                     return None
