@@ -85,12 +85,13 @@ def screen(c: Candles, symbol: str, config: ScreenConfig | None = None) -> tuple
         return c, []
     ts = np.asarray(c.ts, dtype=np.int64)
     cols = {k: np.asarray(getattr(c, k), dtype=float) for k in (*_PRICES, "volume")}
-    reason: list[tuple[str, float | None, str] | None] = [None] * n
+    reason: dict[int, tuple[str, float | None, str]] = {}  # row -> (field, value, why): the first that applied
+    bad = np.zeros(n, dtype=bool)
 
     def flag(mask, field, why, values=None):
-        for i in np.flatnonzero(mask):
-            if reason[i] is None:
-                reason[i] = (field, None if values is None else float(values[i]), why)
+        for i in np.flatnonzero(mask & ~bad):
+            reason[int(i)] = (field, None if values is None else float(values[i]), why)
+        bad[mask] = True
 
     with np.errstate(invalid="ignore", over="ignore"):
         for k in _PRICES:
@@ -108,17 +109,17 @@ def screen(c: Candles, symbol: str, config: ScreenConfig | None = None) -> tuple
              f"is absurd (worth > {cfg.max_quote_volume:g} in quote currency per candle)", vol)
         flag(ts % c.timeframe_ms != 0, "timestamp", f"is off the {c.timeframe_ms // 60_000}m candle grid", ts)
     # timestamps must increase over the candles kept so far (a duplicate or an earlier one is quarantined)
-    last = None
-    for i in range(n):
-        if reason[i] is not None:
-            continue
-        if last is not None and ts[i] <= last:
-            reason[i] = ("timestamp", float(ts[i]), "is not after the previous candle's")
-            continue
-        last = int(ts[i])
+    kept = np.flatnonzero(~bad)
+    if kept.size > 1 and not np.all(np.diff(ts[kept]) > 0):  # (the common case needs no loop)
+        last = None
+        for i in kept:
+            if last is not None and ts[i] <= last:
+                reason[int(i)] = ("timestamp", float(ts[i]), "is not after the previous candle's")
+                bad[i] = True
+                continue
+            last = int(ts[i])
     # bad prints: against the median close of the previous `window` candles that passed the checks above
-    ok = np.array([r is None for r in reason])
-    idx = np.flatnonzero(ok)
+    idx = np.flatnonzero(~bad)
     if idx.size >= 2:
         closes = cl[idx]
         w = cfg.window
@@ -141,10 +142,11 @@ def screen(c: Candles, symbol: str, config: ScreenConfig | None = None) -> tuple
             reason[i] = (field, float(vals[field]),
                          f"is a bad print: {ratio:.4g}x the recent median close {ref[j]:.8g} "
                          f"(limit x{jump:g})")
-    rejected = [Rejected(symbol, int(ts[i]), *reason[i]) for i in range(n) if reason[i] is not None]
+    rejected = [Rejected(symbol, int(ts[i]), *reason[i]) for i in sorted(reason)]
     if not rejected:
         return c, []
-    keep = np.array([r is None for r in reason])
+    keep = np.ones(n, dtype=bool)
+    keep[list(reason)] = False
     clean = Candles(ts[keep], o[keep], h[keep], l[keep], cl[keep], vol[keep], c.timeframe_ms)
     return clean, rejected
 
