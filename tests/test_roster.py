@@ -14,6 +14,7 @@ from qts.config import load_settings
 from qts.engine.session import SessionError, make_feed, open_session
 from qts.registry import Registry, promote
 from qts.registry.models import DataInfo, Expected, ValidationSummary
+from test_registry import key, live_ramp_entry  # noqa: F401  (the PIN key fixture, a PIN-promoted entry)
 
 EXPECTED = Expected(sharpe=1.2, expectancy_pct=0.5, trade_return_std_pct=2.0, max_drawdown_pct=10.0, win_rate=0.55,
                     trades_per_day=1.0, n_trades=40)
@@ -116,3 +117,19 @@ def test_run_says_what_it_runs(settings, ohlcv_dir):
                                  "--quiet"], env={k: None for k in CONFIG_VARS})
     assert r.exit_code == 0, r.output
     assert f"running the registry's strategies: BTC/USDT: {e.id}" in r.output
+
+
+def test_live_loop_runs_the_live_entries_on_the_agents_symbols(home, store, key):
+    """The trading agent's loop (agent/service.py _run_loop): a live-ramp entry (PIN-promoted, real registry)
+    runs on its symbol with its pinned parameters; the agent's other symbols keep STRATEGY; a paper entry is
+    not a live strategy."""
+    from qts.engine.roster import live_strategies
+
+    settings = load_settings(environ={"TRADE_INTERVAL": "60", "STRATEGY": "rsi_reversion"}, home=home.root)
+    e = live_ramp_entry(home, store, key)
+    strategies, notes = live_strategies(settings, ("BTC/USDT", "ETH/USDT"))
+    assert (strategies["BTC/USDT"].name, strategies["BTC/USDT"].params.model_dump()) == ("sma_cross", e.params)
+    assert strategies["ETH/USDT"].name == "rsi_reversion" and notes == []
+    # the entry's symbol outside the agent's SYMBOLS: not run, and said so
+    strategies, notes = live_strategies(settings, ("ETH/USDT",))
+    assert set(strategies) == {"ETH/USDT"} and notes == [f"not run: {e.id}: BTC/USDT is not one of the agent's SYMBOLS"]

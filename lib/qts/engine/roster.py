@@ -33,15 +33,18 @@ class RosterError(RuntimeError):
     """The registry has promoted strategies and none of them can run."""
 
 
-def load_roster(settings, strategy_params: dict | None = None) -> Roster:
+def load_roster(settings, strategy_params: dict | None = None, stages=None) -> Roster:
+    """The roster for ``settings`` from the registry's entries in ``stages`` (default: paper, live-ramp, live)."""
     from ..registry import ACTIVE_STAGES, Registry
     from ..strategies import StrategyError, code_hash, make
+
+    stages = ACTIVE_STAGES if stages is None else tuple(stages)
 
     reg = Registry.load(settings.home)
     notes = []
     if not reg.ok:
         notes.append(f"registry unreadable ({reg.problem}): running the configured STRATEGY")
-    active = sorted((e for e in reg.entries if e.stage in ACTIVE_STAGES),
+    active = sorted((e for e in reg.entries if e.stage in stages),
                     key=lambda e: (STAGE_ORDER.get(e.stage, 9), e.id))
     if not active:
         strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
@@ -87,3 +90,31 @@ def roster_settings(settings, roster: Roster):
     if roster.source != "registry" or tuple(settings.SYMBOLS) == roster.symbols:
         return settings
     return settings.model_copy(update={"SYMBOLS": roster.symbols})
+
+
+def live_strategies(settings, symbols) -> tuple[dict, list[str]]:
+    """The trading agent's live loop: the registry's live-ramp / live entries on the agent's ``symbols`` (code
+    checked as above), and the configured STRATEGY on the agent's other symbols (as before: the registry's ramp
+    gives it no capital unless it is itself promoted, and it still exits what is held). Returns (symbol ->
+    Strategy, notes naming every entry not run and why)."""
+    from ..registry import LIVE_STAGES
+    from ..strategies import make
+
+    notes: list[str] = []
+    try:
+        roster = load_roster(settings, stages=LIVE_STAGES)
+    except RosterError as e:
+        roster, notes = None, [str(e)]
+    chosen = {}
+    if roster is not None and roster.source == "registry":
+        notes += [f"not run: {r}" for r in roster.refused]
+        for sym, strat in roster.strategies.items():
+            if sym in symbols:
+                chosen[sym] = strat
+            else:
+                notes.append(f"not run: {roster.entries[sym]}: {sym} is not one of the agent's SYMBOLS")
+    elif roster is not None:
+        notes += roster.notes
+    for sym in symbols:
+        chosen.setdefault(sym, make(settings.STRATEGY))
+    return chosen, notes
