@@ -47,7 +47,9 @@ def test_market_ticker_synthetic(hargs):
     assert t["timestamp"] == int(g.ts[200])
     assert t["bid"] < t["last"] < t["ask"]
     assert t["ask"] - t["bid"] == pytest.approx(0.01)  # one tick
-    assert t["baseVolume"] == g.volume[199]  # the last closed candle
+    # 24 h volume as an exchange's ticker has it: the candles closed in the last 24 h (here: all 200)
+    assert t["baseVolume"] == pytest.approx(g.volume[:200].sum())
+    assert t["quoteVolume"] == pytest.approx((g.volume[:200] * g.close[:200]).sum())
 
 
 def test_market_ticker_lowercase_symbol(hargs):

@@ -100,6 +100,16 @@ class FixedFeed:
     def closed_since(self, symbol, since_ms):
         return Candles.from_rows(np.empty((0, 6)), TF)   # resting orders never fill here
 
+    def ticker(self, symbol):  # deep and tight: the liquidity limits never bind here
+        q = self.quote(symbol)
+        return {"symbol": symbol, "last": q.price, "bid": q.price * 0.9999, "ask": q.price * 1.0001,
+                "quoteVolume": self.liquidity * q.price, "timestamp": q.ts}
+
+    def order_book(self, symbol, depth=10):
+        p = self.quote(symbol).price
+        return {"bids": [[p * (1 - 1e-4 * (i + 1)), self.liquidity] for i in range(depth)],
+                "asks": [[p * (1 + 1e-4 * (i + 1)), self.liquidity] for i in range(depth)]}
+
     def wait_next_cycle(self, interval_ms, stop=None):
         return None
 

@@ -51,6 +51,7 @@ class Settings(BaseModel):
     EXCHANGE_API_KEY: SecretStr | None = None
     EXCHANGE_SECRET: SecretStr | None = None
     PAPER_TRADING: bool = True
+    EXCHANGE_SANDBOX: bool = Field(False, description="use the exchange's sandbox/testnet (ccxt set_sandbox_mode)")
     TRADE_INTERVAL: int = Field(5, description="minutes between cycles (a candle timeframe)")
     MAX_POSITION_SIZE: float = Field(1000.0, gt=0, le=1e9, description="USD per position")
     RISK_LIMIT_PERCENT: float = Field(2.0, gt=0, le=100, description="% of equity at risk per trade")
@@ -61,6 +62,10 @@ class Settings(BaseModel):
     SLIPPAGE_BPS: float = Field(5.0, ge=0, le=1000, description="paper slippage, basis points")
     EXCHANGE_URL: str | None = Field(None, description="point the exchange client at this base URL (a local "
                                                          "test exchange or a proxy); read by the agent at start")
+    CANDLE_MAX_JUMP: float = Field(5.0, gt=1, le=1e6, description="a candle priced beyond this multiple (or "
+                                   "fraction) of the recent median close is a bad print: quarantined, never used")
+    CANDLE_MAX_QUOTE_VOLUME: float = Field(1e12, gt=0, description="a candle whose volume x close exceeds this is "
+                                           "quarantined (absurd volume)")
     QTS_HOME: Path
 
     @field_validator("EXCHANGE_URL")
@@ -83,7 +88,7 @@ class Settings(BaseModel):
             raise ValueError("allowed: a ccxt exchange id (lowercase letters, digits, _)")
         return v
 
-    @field_validator("PAPER_TRADING", mode="before")
+    @field_validator("PAPER_TRADING", "EXCHANGE_SANDBOX", mode="before")
     @classmethod
     def _bool(cls, v):
         if isinstance(v, bool):

@@ -36,6 +36,7 @@ class Reason:
     PRICE_COLLAR = "PRICE_COLLAR"
     DAILY_LOSS = "DAILY_LOSS"
     ORDER_RATE = "ORDER_RATE"
+    LIQUIDITY = "LIQUIDITY"  # 24 h volume, spread or book depth outside the risk profile (safety/liquidity.py)
 
 
 @dataclass

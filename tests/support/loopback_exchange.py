@@ -62,7 +62,8 @@ Market data
 Each symbol has a settable last price (:meth:`set_price`); every change is kept in a price history.
 ``klines`` are built from that history (open = price in force at the candle open, high/low over the
 changes inside the candle, close = last one; volume = own fills); ``ticker/24hr`` likewise over the last
-24 h. The synthetic book has ``book_levels`` levels of ``book_qty`` each at last ± k·tick (k >= 1), plus
+24 h, plus ``market_quote_volume_24h`` (default 50 M quote) of other traders' volume. The synthetic
+book has ``book_levels`` levels of ``book_qty`` each at last ± k·tick (k >= 1), plus
 the remaining quantity of resting own limit orders at their prices.
 
 Matching and fee rules (all amounts are ``Decimal``, wire format 8 decimals)
@@ -675,6 +676,7 @@ class LoopbackBinance:
         self.weight_limit, self.ban_after_429s, self.ban_seconds = weight_limit, ban_after_429s, ban_seconds
         self.idle_timeout, self.max_lifetime, self.hold_max = idle_timeout, max_lifetime, hold_max
         self.book_levels, self.book_qty = book_levels, _dec(book_qty)
+        self.market_quote_volume_24h: Any = "50000000"  # other traders' 24 h volume in ticker/24hr (settable)
         self.time_offset_ms = 0
         self.faults = FaultPlan()
         self.access_log: list[tuple[str, str, dict]] = []
@@ -1651,6 +1653,10 @@ class LoopbackBinance:
         start = now - 86_400_000
         o, h, l, c = self._ohlc(sym, start, now)
         vol, qvol, _, _, rows = self._volume(sym, start, now)
+        # other traders: a market's 24 h volume is not only our fills (liquidity gating reads it)
+        other_q = _dec(self.market_quote_volume_24h)
+        if other_q > 0 and c > 0:
+            vol, qvol = vol + other_q / c, qvol + other_q
         change = c - o
         pct = (change / o * 100) if o else ZERO
         return {

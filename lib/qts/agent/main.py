@@ -135,6 +135,9 @@ def make_exchange(settings, api_key: str, secret: str):
         ex.options["fetchCurrencies"] = False
         ex.has["fetchCurrencies"] = False
     ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+    from ..market.ccxt_feed import apply_sandbox
+
+    apply_sandbox(ex, bool(getattr(settings, "EXCHANGE_SANDBOX", False)))  # testnet keys go to the testnet
     if url:
         from ..market.exchange_url import apply_exchange_url
 

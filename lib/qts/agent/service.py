@@ -719,9 +719,12 @@ class TradingAgent:
     # -- the live loop ---------------------------------------------------------------------------
     def _run_loop(self) -> None:
         from ..engine.loop import TradingLoop
-        from ..strategies import make
+        from ..engine.roster import live_strategies
 
-        strategies = {s: make(self.settings.STRATEGY) for s in self.symbols}
+        # the registry's live-ramp / live strategies on their symbols (code checked); STRATEGY elsewhere
+        strategies, notes = live_strategies(self.settings, self.symbols)
+        for note in notes:
+            self.store.event("roster", f"live loop: {note}", severity="warning")
         self.loop = TradingLoop(self.settings, self.store, self.feed, self.broker, self.gate, strategies)
         interval = self.settings.TRADE_INTERVAL * 60_000
         while not self.stopping.is_set():

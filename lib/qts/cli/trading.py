@@ -92,6 +92,8 @@ def _open_locked(ctx, settings, data_dir, live_data, days, seed, params, fresh, 
         feed.pace_s = pace
     if archived:
         click.echo(f"new paper account; the previous one is archived in {archived}", err=True)
+    if session.notice:  # which registry strategies run (and which were refused), from engine/roster.py
+        click.echo(session.notice, err=True)
     if getattr(feed, "resumed", False):
         click.echo(f"resuming the replay after {_iso(resume)} (use --fresh to start over)", err=True)
     return session, source

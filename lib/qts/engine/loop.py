@@ -34,6 +34,7 @@ class TradingLoop:
         self.strategies = strategies
         self.interval_ms = settings.TRADE_INTERVAL * 60_000
         self.halted: str | None = None
+        self._quarantine_seen: set = set()
 
     def allocation(self, equity: float) -> float:
         """USD a full position may use: MAX_POSITION_SIZE, and no more than an equal share of equity."""
@@ -56,6 +57,19 @@ class TradingLoop:
             return "take_profit"
         return None
 
+    def rule_exit(self, symbol: str, strategy: Strategy, candles, now_ms: int) -> str | None:
+        """The strategy's own exit rules (take-profit / stop-loss in bps, time stop) on the last close, from
+        the position's fill price and the candles closed since its fill: the backtest's rule
+        (strategies/exits.py, research/backtest.apply_exit_rules)."""
+        if not strategy.exits.active or not len(candles):
+            return None
+        pos = self.broker.positions().get(symbol)
+        if not pos or not pos.get("avg_entry"):
+            return None
+        bars = (int(now_ms) - int(pos["opened_ts"])) // self.interval_ms
+        why = strategy.exits.check(float(pos["avg_entry"]), bars, float(candles.close[-1]), self.interval_ms)
+        return why.lower() if why else None
+
     def intent_for(self, symbol: str, target: float, held: float, price: float, equity: float,
                    strategy: Strategy, info: dict) -> OrderIntent | None:
         if target <= 0 < held:
@@ -71,7 +85,7 @@ class TradingLoop:
                 from ..registry import capital_fraction
 
                 frac = capital_fraction(self.settings.home, strategy.name, store=self.store,
-                                        params=strategy.params.model_dump())
+                                        params={**strategy.params.model_dump(), **strategy.exits.nonzero()})
                 if frac <= 0:
                     info["reason"] = "NOT_PROMOTED_TO_LIVE"
                     return None
@@ -96,10 +110,23 @@ class TradingLoop:
             self.broker = self.paper_broker
             self.gate.broker = self.paper_broker
 
+    def record_quarantine(self, now_ms: int) -> set[str]:
+        """Write the candles the feed quarantined (up to now) as ``candle_quarantine`` events, each once.
+        Returns the symbols with a newly recorded one (their decisions carry CANDLE_QUARANTINED)."""
+        from ..market.quarantine import record
+
+        log = getattr(self.feed, "quarantine_log", None) or []
+        new = [r for r in log if r.ts <= now_ms and (r.symbol, r.ts, r.field) not in self._quarantine_seen]
+        if not new:
+            return set()
+        record(self.store, new, self._quarantine_seen)
+        return {r.symbol for r in new}
+
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
         self.check_breaker()
         ts = self.feed.now_ms()
+        quarantined = self.record_quarantine(ts)
         matched = self.broker.process_market()
         eq = self.broker.equity()
         report = CycleReport(ts, eq["equity"], eq["cash"], fills_matched=matched)
@@ -121,9 +148,14 @@ class TradingLoop:
             target, info = strat.decide(candles, 1.0 if held > 0 else 0.0)
             price = self.feed.quote(symbol).price
             exit_reason = self.protective_exit(symbol, held, candles) if held > 0 else None
+            if held > 0 and not exit_reason:
+                exit_reason = self.rule_exit(symbol, strat, candles, ts)
             if exit_reason:
                 target, info = 0.0, {**info, "reason": exit_reason.upper()}
+            quarantined |= self.record_quarantine(ts)  # a live feed screens as it fetches
             codes = [info.get("reason", "HOLD")]
+            if symbol in quarantined:
+                codes.append("CANDLE_QUARANTINED")
             intent = None
             result = None
             if symbol in open_syms:

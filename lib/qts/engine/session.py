@@ -13,7 +13,6 @@ from ..gate import Gate
 from ..market.feed import ReplayFeed
 from ..store import Store
 from ..store.journal import sync_trades
-from ..strategies import make
 from .loop import TradingLoop
 
 
@@ -83,25 +82,42 @@ def make_feed(settings: Settings, source: str, data_dir=None, days: float | None
     ``resume_after``: a replay continues after this cycle time (the last one recorded) when it lies
     inside the data, and ``days`` then counts from there.
     """
+    from ..market.quarantine import ScreenConfig
+
     day = 86_400_000
+    screen = ScreenConfig.from_settings(settings)
+    settings = _roster_settings(settings)  # the registry's symbols when it has promoted strategies
     if source == "synthetic":
         span = days or 2.0
-        feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+        feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup,
+                                    screen_config=screen)
         if resume_after and resume_after >= feed.start_ms:  # regenerate far enough (same seed, same prices)
             span += (resume_after - feed.start_ms) / day
-            feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed, warmup=warmup)
+            feed = ReplayFeed.synthetic(settings.SYMBOLS, settings.TRADE_INTERVAL, days=span, seed=seed,
+                                        warmup=warmup, screen_config=screen)
         _resume(feed, resume_after, settings, None)
         return feed
     if source == "replay":
-        feed = ReplayFeed.from_dir(data_dir, settings.SYMBOLS, settings.TRADE_INTERVAL, warmup=warmup)
+        feed = ReplayFeed.from_dir(data_dir, settings.SYMBOLS, settings.TRADE_INTERVAL, warmup=warmup,
+                                   screen_config=screen)
         _resume(feed, resume_after, settings, days)
         return feed
     if source == "live-data":
         from ..market.ccxt_feed import CcxtFeed, public_exchange
 
-        exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL)
-        return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL)
+        exchange = exchange or public_exchange(settings.EXCHANGE, url=settings.EXCHANGE_URL,
+                                               sandbox=settings.EXCHANGE_SANDBOX)
+        return CcxtFeed(exchange, settings.SYMBOLS, settings.TRADE_INTERVAL, screen_config=screen)
     raise ValueError(f"source: unknown {source!r}")
+
+
+def _roster_settings(settings):
+    from .roster import RosterError, load_roster, roster_settings
+
+    try:
+        return roster_settings(settings, load_roster(settings))
+    except RosterError:
+        return settings  # open_session refuses with the reasons
 
 
 def _resume(feed: ReplayFeed, resume_after, settings, days) -> None:
@@ -136,7 +152,26 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None, 
     sync_trades(store)  # a crash between a fill's commit and its journal line is repaired here
     paper = PaperBroker(store, feed, fee_bps=settings.FEE_BPS, slippage_bps=settings.SLIPPAGE_BPS)
     paper.ensure_account(settings.INITIAL_CASH)
+    from .roster import RosterError, load_roster, roster_settings
+
+    try:  # the registry's promoted strategies (their symbols, pinned parameters, checked code); else STRATEGY
+        roster = load_roster(settings, strategy_params)
+    except RosterError as e:
+        store.close()
+        raise SessionError(f"{e}. Re-validate them, or retire them to run the configured STRATEGY") from None
+    settings = roster_settings(settings, roster)
+    missing = [s for s in roster.symbols if s not in feed.symbols]
+    if missing:
+        store.close()
+        raise SessionError(f"the feed has no data for {', '.join(missing)} (the registry's symbols)")
     gate = Gate(store, feed, paper, settings=settings)
-    strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
-    loop = TradingLoop(settings, store, feed, paper, gate, strategies, paper_broker=paper)
-    return Session(settings, store, feed, paper, gate, loop)
+    loop = TradingLoop(settings, store, feed, paper, gate, roster.strategies, paper_broker=paper)
+    notice = None
+    if roster.source == "registry" or roster.notes:
+        lines = [f"{sym}: {roster.entries[sym]} ({s.name} {s.params.model_dump()})" for sym, s in roster.strategies.items()
+                 ] if roster.source == "registry" else []
+        notice = "; ".join([*roster.notes, *(["running the registry's strategies: " + ", ".join(lines)] if lines else []),
+                            *[f"not run: {r}" for r in roster.refused]])
+        store.event("roster", notice, severity="warning" if roster.refused or roster.notes else "info",
+                    data={"source": roster.source, "entries": roster.entries, "refused": roster.refused})
+    return Session(settings, store, feed, paper, gate, loop, notice=notice)

@@ -11,10 +11,11 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .series import Candles  # noqa: F401  (its home is series.py; imported from here too)
 
 HEADER = ["timestamp_ms", "open", "high", "low", "close", "volume"]
 TIMEFRAMES = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240,
@@ -34,55 +35,6 @@ class CandleFileError(ValueError):
         self.path, self.row, self.reason = Path(path), row, reason
         where = f"{self.path.name}, row {row}" if row is not None else self.path.name
         super().__init__(f"{where}: {reason}")
-
-
-@dataclass(frozen=True)
-class Candles:
-    """Columns of equal length; ``ts`` is each candle's OPEN time in ms, strictly increasing."""
-
-    ts: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    timeframe_ms: int
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def gaps(self) -> int:
-        """How many times candles are missing between two consecutive rows (a market that closes)."""
-        return int(np.count_nonzero(np.diff(self.ts) > self.timeframe_ms))
-
-    def slice(self, start: int, stop: int) -> "Candles":
-        return Candles(self.ts[start:stop], self.open[start:stop], self.high[start:stop],
-                       self.low[start:stop], self.close[start:stop], self.volume[start:stop],
-                       self.timeframe_ms)
-
-    def close_time(self, i: int) -> int:
-        return int(self.ts[i]) + self.timeframe_ms
-
-    @classmethod
-    def from_rows(cls, rows, timeframe_ms: int) -> "Candles":
-        arr = np.asarray(rows, dtype=float).reshape(-1, 6)
-        return cls(arr[:, 0].astype(np.int64), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(),
-                   arr[:, 4].copy(), arr[:, 5].copy(), timeframe_ms)
-
-    def resample(self, factor: int) -> "Candles":
-        """Aggregate ``factor`` consecutive candles (aligned to the epoch) into one."""
-        if factor == 1:
-            return self
-        tf = self.timeframe_ms * factor
-        bucket = self.ts // tf
-        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-        counts = np.diff(np.r_[starts, len(self.ts)])
-        full = counts == factor  # drop incomplete buckets at the edges
-        s = starts[full]
-        e = s + factor - 1
-        return Candles(bucket[s] * tf, self.open[s], np.maximum.reduceat(self.high, starts)[full],
-                       np.minimum.reduceat(self.low, starts)[full], self.close[e],
-                       np.add.reduceat(self.volume, starts)[full], tf)
 
 
 def validate(c: Candles, path: Path | str = "<candles>", first_row: int = 1, allow_gaps: bool = False) -> None:
@@ -135,12 +87,16 @@ def _parse_fast(fh) -> np.ndarray | None:
     return arr
 
 
-def load_csv(path: Path | str, timeframe_ms: int | None = None, allow_gaps: bool = False) -> Candles:
+def load_csv(path: Path | str, timeframe_ms: int | None = None, allow_gaps: bool = False,
+             quarantine: list | None = None, screen_config=None) -> Candles:
     """Load and validate one candle file. The timeframe comes from the file name (``BTC_USDT-5m.csv``)
-    when not given. ``allow_gaps``: accept missing candles (a market that closes), fill nothing in."""
+    when not given. A file that is broken as a whole (columns, order, grid, impossible rows, gaps unless
+    ``allow_gaps``: a market that closes, nothing filled in) is refused; then the bad-candle quarantine
+    (market/quarantine.py) drops bad prints and absurd volumes, appending what it dropped to ``quarantine``
+    when a list is given."""
     path = Path(path)
+    m = FILE_RE.match(path.name)
     if timeframe_ms is None:
-        m = FILE_RE.match(path.name)
         if not m or m.group(3) not in TIMEFRAMES:
             raise CandleFileError(path, None, "cannot tell the timeframe: name it like BTC_USDT-5m.csv")
         timeframe_ms = TIMEFRAMES[m.group(3)] * 60_000
@@ -183,6 +139,11 @@ def load_csv(path: Path | str, timeframe_ms: int | None = None, allow_gaps: bool
         raise CandleFileError(path, None, "no candles after the header")
     c = Candles.from_rows(rows, timeframe_ms)
     validate(c, path, allow_gaps=allow_gaps)
+    from .quarantine import screen
+
+    c, rejected = screen(c, f"{m.group(1)}/{m.group(2)}" if m else path.stem, screen_config)
+    if quarantine is not None:
+        quarantine.extend(rejected)
     return c
 
 

@@ -52,9 +52,23 @@ def describe_network_error(exchange_id: str, e: BaseException) -> str:
     return f"{exchange_id}: cannot reach {endpoint} ({why})"
 
 
-def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None = None):
+def apply_sandbox(ex, on: bool) -> None:
+    """EXCHANGE_SANDBOX=true: the exchange's sandbox/testnet URLs (ccxt ``set_sandbox_mode``). An exchange
+    without one is refused, naming the setting (never the real exchange in its place)."""
+    if not on:
+        return
+    import ccxt
+
+    try:
+        ex.set_sandbox_mode(True)
+    except (ccxt.NotSupported, TypeError, KeyError):  # (an exchange without test URLs fails in ccxt's clone)
+        raise ValueError(f"EXCHANGE_SANDBOX: {ex.id} has no sandbox/testnet in ccxt; unset EXCHANGE_SANDBOX "
+                         "or choose an exchange that has one") from None
+
+
+def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None = None, sandbox: bool = False):
     """A ccxt client for public data (no keys); ``url`` (EXCHANGE_URL) points it at a local test exchange
-    or a proxy."""
+    or a proxy; ``sandbox`` (EXCHANGE_SANDBOX) at the exchange's testnet."""
     import ccxt  # heavy (~0.4 s): only the commands that talk to an exchange pay for it
 
     cls = getattr(ccxt, exchange_id, None)
@@ -66,6 +80,7 @@ def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None 
         ex.options["fetchMargins"] = False
         ex.options["fetchCurrencies"] = False
         ex.has["fetchCurrencies"] = False
+    apply_sandbox(ex, sandbox)
     if url:
         from .exchange_url import apply_exchange_url
 
@@ -75,7 +90,7 @@ def public_exchange(exchange_id: str, timeout_ms: int = 10_000, url: str | None 
 
 
 class CcxtFeed:
-    def __init__(self, exchange, symbols, minutes: int, clock: WallClock | None = None):
+    def __init__(self, exchange, symbols, minutes: int, clock: WallClock | None = None, screen_config=None):
         self.exchange = exchange
         self.symbols = tuple(symbols)
         self.timeframe_ms = minutes * 60_000
@@ -89,6 +104,8 @@ class CcxtFeed:
         self._candles: dict[str, tuple[int, Candles]] = {}
         self._quotes: dict[str, tuple[float, Quote]] = {}
         self.quote_ttl_s = 1.0
+        self.screen_config = screen_config
+        self.quarantine_log: list = []  # bad candles and prices dropped (market/quarantine.py); the loop records them
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -127,19 +144,38 @@ class CcxtFeed:
             c = hit[1]
             return c.slice(max(0, len(c) - limit), len(c))
         rows = self._api("fetch_ohlcv", symbol, self.timeframe, limit=min(limit + 1, 1000))
-        c = self._closed(rows)
+        c = self._closed(rows, symbol)
         self._candles[symbol] = (boundary, c)
         if len(c):
             self._liquidity[symbol] = float(c.volume[-1])
         return c.slice(max(0, len(c) - limit), len(c))
 
     def closed_since(self, symbol: str, since_ms: int) -> Candles:
-        return self._closed(self._api("fetch_ohlcv", symbol, self.timeframe, since=since_ms, limit=1000))
+        return self._closed(self._api("fetch_ohlcv", symbol, self.timeframe, since=since_ms, limit=1000), symbol)
 
-    def _closed(self, rows) -> Candles:
+    def _closed(self, rows, symbol: str = "?") -> Candles:
+        """The closed candles, through the quarantine (a bad print or an absurd row is dropped and logged)."""
+        from .quarantine import Rejected, screen
+
         now = self.now_ms()
-        rows = [r[:6] for r in rows if r[0] + self.timeframe_ms <= now and None not in r[:6]]
-        return Candles.from_rows(rows if rows else np.empty((0, 6)), self.timeframe_ms)
+        keep = []
+        for r in rows:
+            if not isinstance(r, (list, tuple)) or len(r) < 6:
+                continue
+            if any(v is None for v in r[:6]):
+                ts = r[0] if isinstance(r[0], (int, float)) else 0
+                self._log([Rejected(symbol, int(ts or 0), "row", None, "has a missing value")])
+                continue
+            if r[0] + self.timeframe_ms <= now:
+                keep.append(r[:6])
+        c = Candles.from_rows(keep if keep else np.empty((0, 6)), self.timeframe_ms)
+        c, rejected = screen(c, symbol, self.screen_config)
+        self._log(rejected)
+        return c
+
+    def _log(self, rejected) -> None:
+        known = {(r.symbol, r.ts, r.field) for r in self.quarantine_log[-500:]}
+        self.quarantine_log.extend(r for r in rejected if (r.symbol, r.ts, r.field) not in known)
 
     def ticker(self, symbol: str) -> dict:
         return self._api("fetch_ticker", symbol)
@@ -155,8 +191,16 @@ class CcxtFeed:
         price = t.get("last") or t.get("close")
         if not price or price <= 0:
             raise LookupError(f"{self.exchange.id} gave no last price for {symbol}")
-        if symbol not in self._liquidity:
-            self.candles(symbol, 2)
+        recent = self.candles(symbol, 20)
+        from .quarantine import Rejected, check_price
+
+        why = check_price(float(price), recent, self.screen_config)
+        if why:  # a bad print in the ticker: never marked, never traded at; the last clean close stands in
+            ts = int(t.get("timestamp") or self.now_ms())
+            self._log([Rejected(symbol, ts, "ticker.last", float(price), why)])
+            if not len(recent):
+                raise LookupError(f"{self.exchange.id}: the last price for {symbol} {why}")
+            price = float(recent.close[-1])
         q = Quote(symbol, float(price), self._liquidity.get(symbol, 0.0), int(t.get("timestamp") or self.now_ms()))
         self._quotes[symbol] = (time.monotonic(), q)
         return q

@@ -54,9 +54,20 @@ class ReplayFeed:
     """
 
     def __init__(self, data: dict[str, Candles], source: str, synthetic_data: bool = False,
-                 warmup: int = 200, start_ms: int | None = None, end_ms: int | None = None):
+                 warmup: int = 200, start_ms: int | None = None, end_ms: int | None = None,
+                 quarantined: list | None = None, screen_config=None):
         if not data:
             raise ValueError("a replay needs at least one symbol")
+        from .quarantine import screen
+
+        # every candle passes the quarantine before anything sees it; the loop records what was dropped
+        self.quarantine_log = list(quarantined or [])
+        self.screen_config = screen_config
+        screened = {}
+        for sym, c in data.items():
+            screened[sym], rejected = screen(c, sym, screen_config)
+            self.quarantine_log.extend(rejected)
+        data = screened
         tfs = {c.timeframe_ms for c in data.values()}
         if len(tfs) != 1:
             raise ValueError(f"all symbols must share one timeframe, got {sorted(tfs)}")
@@ -79,10 +90,11 @@ class ReplayFeed:
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_dir(cls, folder: Path | str, symbols, minutes: int, **kw) -> "ReplayFeed":
-        data = {}
+        data, quarantined = {}, []
         for sym, (path, factor) in find_files(folder, symbols, minutes).items():
-            data[sym] = load_csv(path).resample(factor)
-        return cls(data, source=f"replay:{Path(folder)}", **kw)
+            data[sym] = load_csv(path, quarantine=quarantined,
+                                 screen_config=kw.get("screen_config")).resample(factor)
+        return cls(data, source=f"replay:{Path(folder)}", quarantined=quarantined, **kw)
 
     @classmethod
     def synthetic(cls, symbols, minutes: int, days: float = 3.0, seed: int = 7, warmup: int = 200,
@@ -149,8 +161,14 @@ class ReplayFeed:
     def ticker(self, symbol: str) -> dict:
         q = self.quote(symbol)
         half = self._rules[symbol].price_step / 2
+        # 24 h volume from the candles closed in the last 24 h (no look-ahead), as an exchange's ticker has it
+        c = self._data[symbol]
+        n = self._closed_count(symbol)
+        i = int(np.searchsorted(c.ts, self._now - 86_400_000, side="left"))
+        base24 = float(np.sum(c.volume[i:n]))
+        quote24 = float(np.sum(c.volume[i:n] * c.close[i:n]))
         return {"symbol": symbol, "last": q.price, "bid": q.price - half, "ask": q.price + half,
-                "timestamp": q.ts, "baseVolume": q.liquidity}
+                "timestamp": q.ts, "baseVolume": base24, "quoteVolume": quote24, "lastCandleVolume": q.liquidity}
 
     def order_book(self, symbol: str, depth: int = 10) -> dict:
         """A book synthesized around the price (replays have no real depth): labelled as such."""

@@ -280,13 +280,15 @@ class Registry:
         validation). The same strategy, parameters, symbol and timeframe again: its validation,
         expectations and expiry are renewed instead (a failed re-validation takes a live stage back to
         paper). A retired entry is never revived: a new entry is made."""
-        from ..strategies import STRATEGIES, make
+        from ..strategies import STRATEGIES, code_hash, make
 
         if stage not in ("research", "backtested"):
             raise RegistryError(f"new entries start in research or backtested, not {stage!r} ({PATH})")
         if strategy not in STRATEGIES:
             raise RegistryError(f"unknown strategy {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
-        params = make(strategy, params).params.model_dump()  # the strategy's own validation
+        s = make(strategy, params)  # the strategy's own validation
+        params = {**s.params.model_dump(), **s.exits.nonzero()}  # exit rules (if any) are pinned with the signals
+        code = code_hash(strategy)
         base = entry_id(strategy, params, symbol, timeframe_minutes)
 
         def fn(f: RegistryFile, now: int):
@@ -300,6 +302,7 @@ class Registry:
                 frm, to, detail = e.stage, e.stage, "re-validated"
                 if validation is not None and validation.passed:
                     upd["expires_ts"] = now + int(ttl_days * DAY_MS)
+                    upd["code_sha256"] = code  # a passed re-validation pins the code it ran
                     if e.stage == "research" and stage == "backtested":
                         upd.update(stage="backtested", stage_since_ts=now)
                         to = "backtested"
@@ -321,7 +324,7 @@ class Registry:
             ne = Entry(id=eid, strategy=strategy, params=params, symbol=symbol, timeframe_minutes=timeframe_minutes,
                        stage=stage, created_ts=now, updated_ts=now, expires_ts=now + int(ttl_days * DAY_MS),
                        stage_since_ts=now, expected=expected, validation=validation, grid=grid or {},
-                       provenance=provenance or {}, note=note[:500])
+                       provenance=provenance or {}, note=note[:500], code_sha256=code)
             f.strategies.append(ne)
             return "add", ne, None, stage, None, f"added as {stage}", ne
 

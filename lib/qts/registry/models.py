@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 SCHEMA_VERSION = 1
 STAGES = ("research", "backtested", "paper", "live-ramp", "live", "retired")
@@ -143,6 +143,16 @@ class Entry(BaseModel):
     provenance: Provenance = Field(default_factory=Provenance)
     authorization: dict[str, Any] | None = None  # the PIN-signed approval of the current live stage/step
     note: str = ""
+    code_sha256: str | None = None  # the strategy's code when registered (strategies.code_hash); the trader
+    #                                 refuses an entry whose code changed since
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_code_hash(self, handler):
+        # entries written before code_sha256 existed keep their exact form (and so their hashes) when dumped
+        d = handler(self)
+        if isinstance(d, dict) and d.get("code_sha256") is None:
+            d.pop("code_sha256", None)
+        return d
 
     @field_validator("ramp_step")
     @classmethod

@@ -124,7 +124,7 @@ class BacktestResult:
 def resolve(strategy: Strategy | str, params: dict | None = None) -> Strategy:
     if isinstance(strategy, Strategy):
         if params:
-            return type(strategy)(**{**strategy.params.model_dump(), **params})
+            return type(strategy)(**{**strategy.params.model_dump(), **strategy.exits.nonzero(), **params})
         return strategy
     return make(strategy, params)
 
@@ -167,6 +167,10 @@ def backtest(strategy: Strategy | str, candles: Candles, config: BacktestConfig 
     entry, exit_, _ = strat.signals(candles)
     entry, size = split_confidence(entry)  # a confidence-emitting strategy: entries sized by it
     o, c = arrays(candles)
+    exit_reasons: dict[int, str] = {}
+    if strat.exits.active:  # take-profit / stop-loss / time stop: the loop's rule, bar by bar
+        exit_, exit_reasons = apply_exit_rules(strat.exits, entry, exit_, o, c, start, stop, config.slippage,
+                                               candles.timeframe_ms)
     stats = np.zeros(K.NSTAT)
     equity = np.zeros(stop - start)
     rows = np.zeros((K.max_trade_rows(start, stop), K.NTF))
@@ -174,7 +178,40 @@ def backtest(strategy: Strategy | str, candles: Candles, config: BacktestConfig 
                          np.ascontiguousarray(exit_, dtype=np.bool_),
                          np.empty(0) if size is None else np.ascontiguousarray(size), start, stop,
                          *config.kernel_args(candles.timeframe_ms), stats, equity, rows)
-    return build_result(strat, candles, config, start, stop, stats, equity, rows[:n])
+    res = build_result(strat, candles, config, start, stop, stats, equity, rows[:n])
+    if exit_reasons:
+        res.extra["exit_reasons"] = exit_reasons  # signal bar -> STOP_LOSS / TAKE_PROFIT / TIME_STOP
+    return res
+
+
+def apply_exit_rules(rules, entry, exit_, open_, close, start: int, stop: int, slip: float,
+                     timeframe_ms: int) -> tuple[np.ndarray, dict[int, str]]:
+    """The exit signals with the strategy's exit rules added: follows the kernel's position (enter at the
+    open after an entry signal at open x (1 + slip), exit at the open after an exit signal) and, while
+    held, asks :meth:`ExitRules.check` at each close, as the trading loop does. Returns (exit array,
+    {bar whose close triggered a rule: its reason})."""
+    out = np.array(exit_, dtype=np.bool_, copy=True)
+    reasons: dict[int, str] = {}
+    held, pending, entry_bar, entry_price = False, 0, -1, 0.0
+    for i in range(start, stop):
+        if pending == 1:
+            held, entry_bar, entry_price = True, i, float(open_[i]) * (1.0 + slip)
+        elif pending == -1:
+            held = False
+        pending = 0
+        if i + 1 >= stop:
+            break
+        if not held:
+            if entry[i]:
+                pending = 1
+        else:
+            why = rules.check(entry_price, i - entry_bar + 1, float(close[i]), timeframe_ms)
+            if why:
+                out[i] = True
+                reasons[i] = why
+            if out[i]:
+                pending = -1
+    return out, reasons
 
 
 def backtest_sma_fused(candles: Candles, fast: int, slow: int, config: BacktestConfig | None = None,

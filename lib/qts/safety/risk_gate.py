@@ -170,7 +170,11 @@ def apply_risk(gate, intent):
 
             on_drawdown_throttle(gate.store.home, note, gate.mode, getattr(gate.feed, "source", None), intent.symbol)
     if intent.side == "buy":
-        return replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
+        out = replace(intent, amount=d.amount, stop_loss=d.stop_loss, take_profit=d.take_profit)
+        from .liquidity import check as check_liquidity
+
+        check_liquidity(gate, out, profile)  # a market too thin (24 h volume, spread, depth): refused, typed LIQUIDITY
+        return out
     return replace(intent, amount=d.amount) if d.amount and d.amount != intent.amount else intent
 
 

@@ -42,6 +42,11 @@ low_profit_required_return     0.0              lower           return is below 
 low_profit_stop_min            720              lower           this many minutes
 max_orders_per_minute          10               higher          entries refused while this many orders were
                                                                 sent in the last 60 s
+min_quote_volume_24h           1000000.0        lower           entries refused in a market trading less in
+                                                                24 h (quote currency; 0 = off)
+max_spread_bps                 50.0             higher          entries refused when (ask-bid)/mid is wider
+max_depth_fraction             0.5              higher          entries refused when the order exceeds this
+                                                                fraction of the book's visible depth (its side)
 =============================  ===============  ==============  ============================================
 
 "any change" fields cannot be ranked as stricter or looser, so every change to them needs the PIN.
@@ -143,6 +148,11 @@ class RiskProfile(BaseModel):
     low_profit_required_return: float = Field(0.0, ge=-1, le=10)
     low_profit_stop_min: int = Field(720, ge=0, le=_MIN_PER_YEAR)
     max_orders_per_minute: int = Field(10, ge=1, le=100_000)
+    min_quote_volume_24h: float = Field(1_000_000.0, ge=0, le=1e13, description="entries refused in a market "
+                                        "trading less than this in 24 h (quote currency); 0 = off")
+    max_spread_bps: float = Field(50.0, gt=0, le=10_000, description="entries refused when (ask-bid)/mid is wider")
+    max_depth_fraction: float = Field(0.5, gt=0, le=1, description="entries refused when the order exceeds this "
+                                      "fraction of the visible book depth on its side")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -196,6 +206,9 @@ LIMIT_DIRECTIONS: dict[str, str] = {
     "low_profit_required_return": LOWER,
     "low_profit_stop_min": LOWER,
     "max_orders_per_minute": HIGHER,
+    "min_quote_volume_24h": LOWER,
+    "max_spread_bps": HIGHER,
+    "max_depth_fraction": HIGHER,
 }
 
 

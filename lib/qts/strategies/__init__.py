@@ -18,3 +18,22 @@ def make(name: str, params: dict | None = None) -> Strategy:
     if name not in STRATEGIES:
         raise StrategyError(f"strategy: unknown {name!r}; allowed: {', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[name](**(params or {}))
+
+
+def code_hash(name: str) -> str:
+    """SHA-256 of the code that decides for strategy ``name``: its class, the strategy base (decide,
+    hysteresis), the indicators and the exit rules. The registry pins it at registration; the trader refuses
+    an entry whose code changed since (a re-validation pins the new code)."""
+    import hashlib
+    import inspect
+
+    from . import base, exits, indicators
+
+    if name not in STRATEGIES:
+        raise StrategyError(f"strategy: unknown {name!r}; allowed: {', '.join(sorted(STRATEGIES))}")
+    h = hashlib.sha256()
+    for src in (inspect.getsource(STRATEGIES[name]), inspect.getsource(base), inspect.getsource(indicators),
+                inspect.getsource(exits)):
+        h.update(src.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()

@@ -19,8 +19,12 @@ class Strategy:
     Params: ClassVar[type[BaseModel]]
 
     def __init__(self, **params):
+        from .exits import ExitRules, split
+
+        params, exit_fields = split(params)
         try:
             self.params = self.Params(**params)
+            self.exits = ExitRules(**exit_fields)  # take-profit / stop-loss in bps, time stop (strategies/exits.py)
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(x) for x in err["loc"]) or "params"
@@ -63,7 +67,10 @@ class Strategy:
         return (1.0 if current > 0 else 0.0), {**info, "reason": "HOLD"}
 
     def describe(self) -> dict:
-        return {"strategy": self.name, "params": self.params.model_dump()}
+        out = {"strategy": self.name, "params": self.params.model_dump()}
+        if self.exits.active:
+            out["exits"] = self.exits.nonzero()
+        return out
 
 
 def split_confidence(entry: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
