@@ -448,6 +448,9 @@ def wide():
 def test_market_orders_need_a_spread_within_twice_the_collar(store, wide):
     ex = ccxt_client(wide)
     a = Live(store, wide, ex, make_policy(collar_bps=60.0, symbols=[BTC, WID]), symbols=[BTC, WID])
+    # the collar is the subject here, not the risk profile's liquidity limit (max_spread_bps 50 by default)
+    prof = a.auth.risk_profile()
+    a.auth.set_risk_profile(prof.model_copy(update={"max_spread_bps": 200.0}))
     b = a.auth.view.book(WID)
     assert (b["bid"], b["ask"], b["mid"]) == (99.5, 100.5, 100.0)
     a.placed(buy(1.0, symbol=WID, client_order_id="qtsaW1"))      # 100 bps <= 2 x 60 = 120
