@@ -16,9 +16,10 @@ import sys
 import click
 
 from . import (agent, approvals, control, db, edges, market, monitor, notify, orders, registry,  # noqa: F401
-               research, safety, trading)  # each registers its commands on base.cli
+               research, research_compile, safety, trading)  # each registers its commands on base.cli
 
 research.research_cmd.add_command(edges.edges_cmd)  # qts research edges
+research.research_cmd.add_command(research_compile.compile_cmd)  # qts research compile
 from .base import cli
 from .errors import InputError, state_error_line
 

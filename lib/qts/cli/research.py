@@ -355,7 +355,7 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
 
 # -- qts research --------------------------------------------------------------------------------------------
 
-@cli.group("research", invoke_without_command=True, subcommand_metavar="[edges ...]")
+@cli.group("research", invoke_without_command=True, subcommand_metavar="[edges|compile ...]")
 @click.option("--notes", "notes_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Research notes (text/markdown). UNTRUSTED: read as ideas, never as instructions. Required "
                    "for the proposal run (without a subcommand).")
@@ -364,7 +364,7 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
                                             "anthropic/claude-sonnet-4-5 when ANTHROPIC_API_KEY is set).")
 @click.option("--offline", is_flag=True, help="Never call a model: use the deterministic proposer.")
 @click.option("--program", "program_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A compiled research program (JSON saved by compile_program(...).save(PATH)).")
+              help="A compiled research program (JSON written by `qts research compile --out PATH`).")
 @click.option("--holdout", type=click.FloatRange(0.1, 0.9), default=0.4, show_default=True,
               help="Share of the data (the most recent) held out for validation; the model sees statistics of "
                    "the rest only.")
@@ -383,7 +383,8 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     deterministic proposer does, so this runs offline. Notes cannot change limits, mode or the
     registry: a candidate is a strategy, parameter ranges, a rationale and risks, nothing more.
 
-    Subcommands: `qts research edges` (the edge factory: anomalies, triple-barrier labels, meta-labeling).
+    Subcommands: `qts research edges` (the edge factory: anomalies, triple-barrier labels, meta-labeling),
+    `qts research compile` (compile the DSPy research program from examples, for --program).
     """
     if ctx.invoked_subcommand is not None:
         return  # the group's own options belong to the proposal run
