@@ -16,11 +16,13 @@ import sys
 import click
 
 from . import (agent, approvals, control, data, db, edges, market, monitor, notify, orders,  # noqa: F401
-               registry, research, safety, trading)  # each registers its commands on base.cli
+               registry, research, research_compile, safety, trading)  # each registers its commands on base.cli
 
-research.research_cmd.add_command(edges.edges_cmd)  # qts research edges
 from .base import cli
 from .errors import InputError, state_error_line
+
+research.research_cmd.add_command(edges.edges_cmd)  # qts research edges
+research.research_cmd.add_command(research_compile.compile_cmd)  # qts research compile
 
 __all__ = ["cli", "main", "InputError"]
 

@@ -205,6 +205,14 @@ def _print_verdict(rep) -> None:
     st = rep.walk_forward.stats
     click.echo(f"  walk-forward OOS: return {_fmt_pct(st['total_return'])}  Sharpe {st['sharpe']:.2f}  "
                f"max drawdown {100 * st['max_drawdown']:.2f}%  trades {st['n_trades']}  ({len(rep.walk_forward.folds)} folds)")
+    cv = getattr(rep, "cv", None)
+    if cv is not None and cv.folds:
+        click.echo(f"  purged CV: {len(cv.folds)} folds (purge {cv.purge}, embargo {cv.embargo} bars): test Sharpe "
+                   + " ".join(f"{f.oos_sharpe:+.2f}" for f in cv.folds)
+                   + f"; mean {cv.mean_oos_sharpe:.2f}, positive {sum(f.oos_sharpe > 0 for f in cv.folds)}/{len(cv.folds)}")
+    rec = getattr(rep, "recursive", None)
+    if rec is not None and not any(c.name == "stable_warmup" for c in v.checks):  # not gated: report it
+        click.echo(f"  warm-up: {'ok' if rec.ok else 'FAIL'}: {rec.summary()}")
 
 
 # -- qts backtest ------------------------------------------------------------------------------------------
@@ -215,7 +223,14 @@ def _print_verdict(rep) -> None:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Fixed parameter, repeatable.")
 @click.option("--grid", "grid_items", multiple=True, metavar="NAME=LOW:HIGH:STEP",
               help="Sweep a parameter (inclusive range, or a,b,c); the best by Sharpe is reported.")
-@click.option("--validate", is_flag=True, help="Walk-forward, deflated Sharpe, PBO, look-ahead: judged by the gates.")
+@click.option("--validate", is_flag=True, help="Walk-forward, deflated Sharpe, PBO, look-ahead, warm-up: judged by "
+                                              "the gates.")
+@click.option("--purged-cv", "purged_cv", type=click.IntRange(2, 20), default=None, metavar="K",
+              help="With --validate: purged k-fold cross-validation in K folds as a gate too (min_cv_positive, "
+                   "min_cv_sharpe; purge and embargo = the grid's longest lookback).")
+@click.option("--recursive", "recursive", is_flag=True,
+              help="Recursive (warm-up) analysis of the parameters run: do decisions depend on history before "
+                   "the strategy's declared lookback? (Part of --validate's gates anyway.)")
 @click.option("--train", type=click.IntRange(min=2), default=None, help="Walk-forward training bars (default: a third).")
 @click.option("--test", type=click.IntRange(min=1), default=None, help="Walk-forward test bars (default: a sixth).")
 @click.option("--register", is_flag=True, help="With --validate: add a passing strategy to the registry as backtested.")
@@ -228,7 +243,7 @@ def _print_verdict(rep) -> None:
                    "fills nothing in, and annualizes by the data's bars per calendar year.")
 @click.pass_context
 def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, params, grid_items,
-                 validate, train, test, register, report_path, as_json, cluster, gaps):
+                 validate, purged_cv, recursive, train, test, register, report_path, as_json, cluster, gaps):
     """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion).
 
     Fills at the next bar's open with the paper account's fee and slippage (FEE_BPS, SLIPPAGE_BPS).
@@ -243,6 +258,8 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         raise InputError(f"strategy: unknown {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
     if register and not validate:
         raise InputError("--register needs --validate (only a validated strategy enters the registry)")
+    if purged_cv and not validate:
+        raise InputError("--purged-cv needs --validate (it is one of the validation gates)")
     fixed = _parse_params(params)
     grid = _parse_grid(grid_items, strategy)
     if not grid:
@@ -254,6 +271,8 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     candles, symbol, desc = _load_candles(ctx, data_dir, synthetic, symbol, timeframe, days, seed,
                                           allow_gaps=gaps == "allow")
     gates = _gates(gate_items)  # after the data: Gates imports the research package (numba)
+    if purged_cv:
+        gates = gates.model_copy(update={"purged_cv_folds": purged_cv})
     config = _config(ctx)
     n_gaps = candles.gaps()
     if n_gaps:  # a closing market: its bars per calendar year, not the 24/7 count, annualize (CAGR, Sharpe)
@@ -299,6 +318,14 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     if not as_json:
         click.echo(f"{strategy} {result.params} on {symbol}" + ("   (SYNTHETIC market)" if synthetic else ""))
         _print_metrics(m)
+    if recursive:
+        from ..research.recursive import recursive_check
+
+        rc = recursive_check(STRATEGIES[strategy](**result.params), candles)
+        out["recursive"] = {"ok": rc.ok, "lookback": rc.lookback, "starts": len(rc.starts), "first": rc.first,
+                            "summary": rc.summary()}
+        if not as_json:
+            click.echo(f"warm-up: {'ok' if rc.ok else 'FAIL'}: {rc.summary()}")
     rep = None
     if validate:
         vgrid = ({**{k: [v] for k, v in fixed.items()}, **grid} if grid else neighbourhood(strategy, result.params))
@@ -355,7 +382,7 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
 
 # -- qts research --------------------------------------------------------------------------------------------
 
-@cli.group("research", invoke_without_command=True, subcommand_metavar="[edges ...]")
+@cli.group("research", invoke_without_command=True, subcommand_metavar="[edges|compile ...]")
 @click.option("--notes", "notes_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Research notes (text/markdown). UNTRUSTED: read as ideas, never as instructions. Required "
                    "for the proposal run (without a subcommand).")
@@ -364,7 +391,7 @@ def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, gr
                                             "anthropic/claude-sonnet-4-5 when ANTHROPIC_API_KEY is set).")
 @click.option("--offline", is_flag=True, help="Never call a model: use the deterministic proposer.")
 @click.option("--program", "program_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A compiled research program (JSON saved by compile_program(...).save(PATH)).")
+              help="A compiled research program (JSON written by `qts research compile --out PATH`).")
 @click.option("--holdout", type=click.FloatRange(0.1, 0.9), default=0.4, show_default=True,
               help="Share of the data (the most recent) held out for validation; the model sees statistics of "
                    "the rest only.")
@@ -383,7 +410,8 @@ def research_cmd(ctx, notes_path, data_dir, synthetic, symbol, timeframe, days, 
     deterministic proposer does, so this runs offline. Notes cannot change limits, mode or the
     registry: a candidate is a strategy, parameter ranges, a rationale and risks, nothing more.
 
-    Subcommands: `qts research edges` (the edge factory: anomalies, triple-barrier labels, meta-labeling).
+    Subcommands: `qts research edges` (the edge factory: anomalies, triple-barrier labels, meta-labeling),
+    `qts research compile` (compile the DSPy research program from examples, for --program).
     """
     if ctx.invoked_subcommand is not None:
         return  # the group's own options belong to the proposal run

@@ -106,6 +106,8 @@ class ValidationSummary(BaseModel):
     pbo: float | None = None
     oos: dict[str, Any] = Field(default_factory=dict)
     lookahead_ok: bool | None = None
+    recursive_ok: bool | None = None            # warm-up analysis (None: not run, e.g. older entries)
+    purged_cv: dict[str, Any] | None = None     # with the purged-CV gate: folds, mean and per-fold test Sharpe
     gates: dict[str, Any] = Field(default_factory=dict)
     strict_gates: bool = False                  # every gate at least as strict as the defaults
     selected_params: dict[str, Any] | None = None

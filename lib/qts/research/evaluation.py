@@ -56,7 +56,8 @@ def strict_gates(gates) -> bool:
             and gates.min_dsr >= d.min_dsr and gates.max_pbo <= d.max_pbo
             and gates.min_oos_sharpe >= d.min_oos_sharpe and gates.max_oos_drawdown <= d.max_oos_drawdown
             and (d.min_wf_efficiency is None or (gates.min_wf_efficiency or -math.inf) >= d.min_wf_efficiency)
-            and (gates.require_no_lookahead or not d.require_no_lookahead))
+            and (gates.require_no_lookahead or not d.require_no_lookahead)
+            and (gates.require_stable_warmup or not d.require_stable_warmup))
 
 
 def _f(v):
@@ -113,6 +114,8 @@ def validation_summary(report, gates, data: dict, now_ms: int) -> dict:
                "n_trials": int(report.n_trials), "dsr": report.dsr.dsr if report.dsr else None,
                "pbo": report.pbo.pbo if report.pbo else None, "oos": dict(report.walk_forward.stats),
                "lookahead_ok": report.lookahead.ok if report.lookahead else None,
+               "recursive_ok": report.recursive.ok if getattr(report, "recursive", None) else None,
+               "purged_cv": report.cv.summary() if getattr(report, "cv", None) else None,
                "gates": gates.model_dump(), "strict_gates": strict_gates(gates),
                "selected_params": report.best_params, "data": data, "validated_ts": int(now_ms)})
 

@@ -240,4 +240,89 @@ def compile_program(trainset: list, metric, *, program: ResearchProgram | None =
             return opt.compile(program, trainset=trainset, valset=valset)
         opt = dspy.MIPROv2(metric=metric, auto="light", max_bootstrapped_demos=max_demos, max_labeled_demos=0,
                            num_threads=num_threads, seed=seed)
-        return opt.compile(program, trainset=trainset, valset=valset)
+        # MIPROv2 takes 80% of the trainset as its valset when none is given; its minibatches (35 examples)
+        # cannot exceed the valset, so a small set is evaluated whole
+        n_val = len(valset) if valset else max(1, int(len(trainset) * 0.8))
+        return opt.compile(program, trainset=trainset, valset=valset, minibatch=n_val > 35)
+
+
+# -- compiling from an examples file (qts research compile) ---------------------------------------------------
+
+EXAMPLES_FORMAT = """An examples file is JSON Lines (one object per line; blank lines and lines starting with # are skipped)
+or one JSON list of objects. Each object is one training example: {"notes": "research notes text"}
+(required, a non-empty string; UNTRUSTED like any notes). The candles are cut into one window per
+example, in file order: the statistics of a window's first (1 - holdout) share go into the prompt, its
+last holdout share is the held-out slice the metric validates the proposed candidates on."""
+
+MAX_EXAMPLES = 64
+
+
+def read_examples(path: str | Path) -> list[str]:
+    """The notes of each example in ``path`` (see :data:`EXAMPLES_FORMAT`). ValueError names the bad
+    line or item and field."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    stripped = text.lstrip()
+    items: list[tuple[str, object]] = []
+    if stripped.startswith("["):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON (line {e.lineno}: {e.msg})") from None
+        items = [(f"item {i + 1}", x) for i, x in enumerate(data)]
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                items.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"line {n}: not valid JSON ({e.msg})") from None
+    out = []
+    for where, x in items:
+        if not isinstance(x, dict):
+            raise ValueError(f"{where}: expected an object like {{\"notes\": \"...\"}}")
+        notes = x.get("notes")
+        if not isinstance(notes, str) or not notes.strip():
+            raise ValueError(f"{where}: notes: required, a non-empty string")
+        out.append(notes)
+    if not out:
+        raise ValueError("no examples (expected one JSON object per line with a \"notes\" field)")
+    if len(out) > MAX_EXAMPLES:
+        raise ValueError(f"{len(out)} examples: at most {MAX_EXAMPLES}")
+    return out
+
+
+def compile_from_examples(candles, notes: list[str], *, lm, optimizer: str = "bootstrap", holdout: float = 0.4,
+                          gates=None, config=None, max_demos: int = 2, max_candidates: int = 2, seed: int = 0,
+                          symbol: str | None = None) -> ResearchProgram:
+    """One example per entry of ``notes`` (a window of ``candles`` each, :func:`build_trainset`), the
+    out-of-sample metric (:func:`make_metric`), then :func:`compile_program`. The mipro and
+    random-search optimizers need at least 2 examples (one to validate on)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: one of {', '.join(OPTIMIZERS)}")
+    if optimizer != "bootstrap" and len(notes) < 2:
+        raise ValueError(f"optimizer {optimizer}: needs at least 2 examples, got {len(notes)}")
+    trainset = build_trainset(candles, list(notes), windows=len(notes), holdout=holdout, symbol=symbol)
+    metric = make_metric(candles, gates=gates, config=config, max_candidates=max_candidates)
+    valset = None
+    if optimizer == "random-search":  # it evaluates candidate programs on a valset: the last example(s)
+        cut = max(1, len(trainset) // 2)
+        trainset, valset = trainset[:cut], trainset[cut:]
+    return compile_program(trainset, metric, lm=lm, optimizer=optimizer, max_demos=max_demos, valset=valset,
+                           seed=seed)
+
+
+def save_program(program: ResearchProgram, path: str | Path) -> Path:
+    """Write ``program``'s state (demonstrations and instructions) as JSON, atomically: the file is
+    either the old one or the whole new one. :func:`load_program` reads it back."""
+    from ..fsutil import write_atomic
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.state.json")
+    try:
+        program.save(str(tmp))  # dspy's own format (state + dependency versions)
+        data = tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_atomic(path, data, mode=0o644)
+    return path

@@ -10,9 +10,14 @@
 5. walk-forward (rolling, or anchored): optimize in-sample, test the winner out-of-sample, fold after
    fold; out-of-sample returns stitched together;
 6. look-ahead check of the selected parameters;
-7. :class:`Gates` turn all that into a :class:`Verdict` (pass/fail and every reason).
+7. :class:`Gates` turn all that into a :class:`Verdict` (pass/fail and every reason);
+8. recursive (warm-up) analysis of the selected parameters (:mod:`.recursive`): decisions must not
+   depend on history before the declared ``lookback``;
+9. with ``gates.purged_cv_folds`` set, purged k-fold cross-validation (:func:`purged_cv`, purge and
+   embargo = the grid's longest lookback) judged by ``min_cv_positive`` and ``min_cv_sharpe``.
 
-``purged_cv`` is the purged, embargoed k-fold alternative to the walk-forward (not gated by default).
+``purged_cv`` is the purged, embargoed k-fold alternative to the walk-forward (gated only when
+``gates.purged_cv_folds`` is set).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from . import metrics as M
 from . import overfit, parallel, splits
 from .backtest import BacktestConfig, backtest
 from .lookahead import LookaheadReport, lookahead_check
+from .recursive import RecursiveReport, recursive_check
 from .sweep import SweepResult, expand_grid, sweep
 
 
@@ -49,6 +55,13 @@ class Gates(BaseModel):
                                                               "None: not gated")
     require_no_lookahead: bool = Field(True, description="signals on cut data must equal the full data's")
     pbo_blocks: int = Field(16, ge=2, le=24, description="CSCV blocks (even): C(S, S/2) splits")
+    purged_cv_folds: int | None = Field(None, ge=2, le=20, description="purged k-fold CV as a gate: K folds "
+                                                                       "(None: not run)")
+    min_cv_positive: float = Field(0.5, ge=0, le=1, description="purged CV: share of the folds whose test "
+                                                                "Sharpe is > 0")
+    min_cv_sharpe: float = Field(0.0, description="purged CV: mean annualized test Sharpe over the folds")
+    require_stable_warmup: bool = Field(True, description="decisions after the declared lookback must not "
+                                                          "depend on earlier history (recursive analysis)")
 
     @model_validator(mode="after")
     def _even(self):
@@ -102,8 +115,11 @@ def _fmt(v) -> str:
 
 
 def judge(gates: Gates, *, n_trades: int, oos_trades: int, dsr: float, pbo: float, oos_sharpe: float,
-          oos_drawdown: float, wf_efficiency: float, lookahead_ok: bool) -> Verdict:
-    """Every gate as a check; NaN fails (a figure that cannot be computed is no evidence)."""
+          oos_drawdown: float, wf_efficiency: float, lookahead_ok: bool, cv: "CVResult | None" = None,
+          recursive: RecursiveReport | None = None) -> Verdict:
+    """Every gate as a check; NaN fails (a figure that cannot be computed is no evidence). ``cv``: the
+    purged CV (required when ``gates.purged_cv_folds`` is set); ``recursive``: the warm-up analysis
+    (its check is left out when None)."""
     checks = [
         _ge("min_trades", n_trades, gates.min_trades, "trades of the selection"),
         _ge("min_oos_trades", oos_trades, gates.min_oos_trades, "out-of-sample trades"),
@@ -118,6 +134,15 @@ def judge(gates: Gates, *, n_trades: int, oos_trades: int, dsr: float, pbo: floa
         checks.append(Check("no_lookahead", lookahead_ok, True, bool(lookahead_ok),
                             "no look-ahead" if lookahead_ok else "look-ahead: signals change when future bars "
                                                                  "are removed"))
+    if gates.purged_cv_folds is not None:
+        k = len(cv.folds) if cv else 0
+        pos, mean = (cv.positive_fraction, cv.mean_oos_sharpe) if cv and cv.folds else (math.nan, math.nan)
+        checks.append(_ge("min_cv_positive", pos, gates.min_cv_positive,
+                          f"purged CV ({k} folds): share of folds with a positive test Sharpe"))
+        checks.append(_ge("min_cv_sharpe", mean, gates.min_cv_sharpe, f"purged CV ({k} folds): mean test Sharpe"))
+    if gates.require_stable_warmup and recursive is not None:
+        checks.append(Check("stable_warmup", recursive.ok, True, bool(recursive.ok),
+                            "warm-up: " + recursive.summary()))
     return Verdict(all(c.passed for c in checks), checks)
 
 
@@ -219,6 +244,18 @@ class CVResult:
     def mean_oos_sharpe(self) -> float:
         return float(np.mean([f.oos_sharpe for f in self.folds]))
 
+    @property
+    def positive_fraction(self) -> float:
+        """Share of the folds whose test Sharpe (of the in-sample winner) is > 0."""
+        return float(np.mean([f.oos_sharpe > 0 for f in self.folds])) if self.folds else math.nan
+
+    def summary(self) -> dict:
+        return {"folds": len(self.folds), "purge": self.purge, "embargo": self.embargo,
+                "mean_oos_sharpe": self.mean_oos_sharpe if self.folds else None,
+                "positive_fraction": self.positive_fraction if self.folds else None,
+                "oos_sharpes": [f.oos_sharpe for f in self.folds], "is_sharpes": [f.is_sharpe for f in self.folds],
+                "tests": [list(f.test) for f in self.folds], "params": [f.best_params for f in self.folds]}
+
 
 def purged_cv(strategy: str, candles: Candles, grid, k: int = 5, purge: int = 0, embargo: int = 0,
               config: BacktestConfig | None = None, start: int = 0, executor: str = "auto",
@@ -262,12 +299,16 @@ class ValidationReport:
     walk_forward: WalkForwardResult
     lookahead: LookaheadReport | None
     sweep: SweepResult = field(repr=False)
+    cv: CVResult | None = None                  # with gates.purged_cv_folds
+    recursive: RecursiveReport | None = None    # the warm-up analysis of the selection
 
     def summary(self) -> dict:
         return {"strategy": self.strategy, "passed": self.verdict.passed, "reasons": self.verdict.reasons,
                 "best_params": self.best_params, "n_trials": self.n_trials,
                 "dsr": self.dsr.dsr if self.dsr else None, "pbo": self.pbo.pbo if self.pbo else None,
-                "oos": self.walk_forward.stats, "lookahead_ok": self.lookahead.ok if self.lookahead else None}
+                "oos": self.walk_forward.stats, "lookahead_ok": self.lookahead.ok if self.lookahead else None,
+                "purged_cv": self.cv.summary() if self.cv else None,
+                "recursive_ok": self.recursive.ok if self.recursive else None}
 
 
 def validate_strategy(strategy: str, candles: Candles, grid, *, train: int, test: int, step: int | None = None,
@@ -283,7 +324,7 @@ def validate_strategy(strategy: str, candles: Candles, grid, *, train: int, test
     best = sw.best(objective, gates.min_trades)
     if best < 0:
         best = sw.best(objective, 0)
-    dsr = pbo = look = None
+    dsr = pbo = look = rec = cv = None
     best_params, best_stats = None, {}
     if best >= 0:
         best_params = sw.params[best]
@@ -293,12 +334,19 @@ def validate_strategy(strategy: str, candles: Candles, grid, *, train: int, test
         var_sr = float(np.var(srs[np.isfinite(srs)], ddof=1)) if sw.n_trials > 1 else 0.0
         dsr = overfit.deflated_sharpe_from_returns(res.returns, n_trials, var_sr)
         look = lookahead_check(make(strategy, best_params), candles, points=lookahead_points)
+        rec = recursive_check(make(strategy, best_params), candles, points=lookahead_points)
     if sw.n_trials >= 2:
         pbo = overfit.pbo_cscv(sw.blocks)
     wf = walk_forward(strategy, candles, grid, train, test, step, anchored, purge, objective, 1, config,
                       executor=executor, workers=workers, progress=progress, client=client)
+    if gates.purged_cv_folds is not None and sw.n_trials:
+        # purge and embargo: the longest warm-up in the grid, so no training bar's indicators reach into the test fold
+        gap = max(make(strategy, p).lookback for p in sw.params)
+        cv = purged_cv(strategy, candles, sw.params, k=gates.purged_cv_folds, purge=gap, embargo=gap, config=config,
+                       executor=executor, workers=workers, progress=progress, client=client)
     verdict = judge(gates, n_trades=int(best_stats.get("n_trades", 0)), oos_trades=wf.oos_trades,
                     dsr=dsr.dsr if dsr else math.nan, pbo=pbo.pbo if pbo else math.nan,
                     oos_sharpe=wf.stats["sharpe"], oos_drawdown=wf.stats["max_drawdown"],
-                    wf_efficiency=wf.efficiency, lookahead_ok=bool(look and look.ok))
-    return ValidationReport(strategy, verdict, best_params, best_stats, n_trials, dsr, pbo, wf, look, sw)
+                    wf_efficiency=wf.efficiency, lookahead_ok=bool(look and look.ok), cv=cv, recursive=rec)
+    return ValidationReport(strategy, verdict, best_params, best_stats, n_trials, dsr, pbo, wf, look, sw,
+                            cv=cv, recursive=rec)
