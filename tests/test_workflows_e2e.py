@@ -281,6 +281,10 @@ def test_five_minute_loop_start_status_refusal_stop_and_kill_switch_from_a_shell
     assert n_stop >= 9 and n_stop % 3 == 0   # three symbols a cycle, whole cycles only
 
     # the kill switch from a shell: flag, event, the running loop stopped, the paper account flat
+    # the running loop stopped for good: status file, no pid file holder alive, neither process running
+    st = loop_status(state)
+    assert st["state"] == "stopped" and st["pid"] == seen["pid2"], st
+    assert not _alive(seen["pid1"]) and not _alive(seen["pid2"])
     kill = seen["kill"]
     assert kill.returncode == 0 and "KILL SWITCH ENGAGED" in kill.stdout, kill.stdout + kill.stderr
     assert f"paper loop: stopped pid {seen['pid2']}" in kill.stdout, kill.stdout
@@ -298,10 +302,6 @@ def test_five_minute_loop_start_status_refusal_stop_and_kill_switch_from_a_shell
     final = results[9]["content"]
     assert "loop          STOPPED" in final and "kill switch   ENGAGED" in final and "e2e-shell-drill" in final, final
 
-    # the loop stopped for good: status file, no pid file holder alive, neither process running
-    st = loop_status(state)
-    assert st["state"] == "stopped" and st["pid"] == seen["pid2"], st
-    assert not _alive(seen["pid1"]) and not _alive(seen["pid2"])
     # both runs' cycles are on record once each, the restart resumed after the stop, every cycle has its
     # equity snapshot, and the strategy is the default one
     n, n_cycles, n_keys = db_rows(state, "SELECT COUNT(*), COUNT(DISTINCT cycle_id), COUNT(DISTINCT cycle_id || symbol) "
@@ -343,6 +343,10 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
                 f"--report backtest-report.html --json")
 
     @steps
+    def try_to_promote_to_paper():
+        return f"{Q} promote {seen['entry']['id']} --to paper"
+
+    @steps
     def try_to_promote_to_live():
         return f"{Q} promote {seen['entry']['id']} --to live-ramp"
 
@@ -353,7 +357,8 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
         f"{Q} registry list",
         show_first_survivor,
         backtest_report,
-        try_to_promote_to_live,
+        try_to_promote_to_paper,     # the commands say never to; the session's permissions agree
+        try_to_promote_to_live,      # human-only: the hook refuses it outright
     ]
     t0 = time.monotonic()
     s1 = run_session(world["claude"], f"/{PLUGIN}:research {IDEA} --synthetic", cwd=project, home=world["home"],
@@ -363,7 +368,10 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
     assert s1.result().get("subtype") == "success", s1.explain()
     r = s1.tool_results()
     assert len(r) == len(script1), s1.explain()
-    assert s1.pre_decisions() == [None] * 5 + ["deny"], s1.explain()
+    assert s1.pre_decisions() == [None] * 6 + ["deny"], s1.explain()
+    # the research command's allowed-tools do not include promote: without the user's approval it is refused
+    assert [d["tool_input"].get("command") for d in s1.result().get("permission_denials") or []] == \
+        [f"{Q} promote {seen['entry']['id']} --to paper", f"{Q} promote {seen['entry']['id']} --to live-ramp"]
     assert (project / "research-notes.md").read_text() == IDEA + "\n"
 
     # the research output reached the model; the registry file holds exactly what it says it registered
@@ -393,9 +401,12 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
     assert "<script src=" not in text and "http://" not in text and "https://" not in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # promotion beyond paper is the human's, with the PIN: the hook refused it before it ran
-    assert r[5]["is_error"] and "HUMAN_ONLY" in r[5]["content"], s1.explain()
+    # promotion is the user's step: to paper the session has no permission for it, beyond paper (the PIN) the
+    # hook refused it before it ran; the registry did not move
+    assert r[5]["is_error"] and "requires approval" in r[5]["content"], s1.explain()
+    assert r[6]["is_error"] and "HUMAN_ONLY" in r[6]["content"], s1.explain()
     assert registry(state)["strategies"][0]["stage"] == "backtested"
+    assert [h["action"] for h in registry(state)["history"]] == ["add"] * len(entries)
 
     # -- the human promotes to paper in their own terminal (the workflow: "no PIN; the user runs it") --------
     p = human(world, str(Path(sys.executable).parent / "qts"), "promote", entry["id"], "--to", "paper")
@@ -442,4 +453,15 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
     # the promotion is on record in the events table of the same state home
     assert db_rows(state, "SELECT json_extract(data, '$.to') FROM events WHERE kind='registry' AND "
                           "json_extract(data, '$.entry_id')=?", (entry["id"],)) == [("paper",)]
+    # the registry's paper record does not count a replay: the generated market's cycles are timestamped in
+    # its own (past) calendar, before the entry reached paper, so 2 replayed days in seconds are neither paper
+    # days nor paper trades toward the live ramp (only wall-clock paper, `--live-data`, counts)
+    closed = db_rows(state, "SELECT COUNT(*) FROM closed_trades WHERE mode='paper' AND strategy=?",
+                     (entry["strategy"],))[0][0]
+    assert closed >= 1, "the replay closed no trade: the check below would prove nothing"
+    p = human(world, str(Path(sys.executable).parent / "qts"), "registry", "show", entry["id"])
+    assert p.returncode == 0 and "stage paper since" in p.stdout, p.stdout + p.stderr
+    assert "0 realized paper trades < 5 required" in p.stdout and "0.0 days in paper < 7" in p.stdout, p.stdout
+    assert "next: live-ramp (step 1): not yet" in p.stdout, p.stdout
+    print(f"\nreplay: {cycles} cycles, {closed} closed {entry['strategy']} trades, none counted by the registry")
     assert elapsed < 170, f"both turns took {elapsed:.0f}s"
