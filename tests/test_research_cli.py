@@ -208,7 +208,7 @@ def _register(hargs) -> str:
 def test_promote_to_paper_and_refusals(hargs):
     eid = _register(hargs)
     r = invoke(hargs + ["promote", eid, "--to", "paper"])
-    assert r.exit_code == 0 and "is now paper" in r.output and "qts run --strategy sma_cross" in r.output
+    assert r.exit_code == 0 and "is now paper" in r.output and "the paper loop runs it on" in r.output
     r = invoke(hargs + ["promote", eid, "--to", "live-ramp"])
     assert r.exit_code == 1
     for why in ("days in paper", "realized paper trades", "looser than the defaults", "SYNTHETIC"):

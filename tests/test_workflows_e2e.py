@@ -416,8 +416,10 @@ def test_research_to_paper_registry_report_promotion_and_the_trader(world):
     # -- the human promotes to paper in their own terminal (the workflow: "no PIN; the user runs it") --------
     p = human(world, str(Path(sys.executable).parent / "qts"), "promote", entry["id"], "--to", "paper")
     assert p.returncode == 0 and f"{entry['id']} is now paper" in p.stdout, p.stdout + p.stderr
-    hint = next(x for x in p.stdout.splitlines() if "qts run --strategy" in x)
-    run_args = hint.split("qts run ", 1)[1]     # what promote tells the user to run: strategy + registered params
+    # promote says the paper loop runs the entry itself (the roster reads the registry: its symbol, its pinned
+    # parameters); 8 replayed days so that the entry closes a trade on its one symbol
+    assert any("the paper loop runs it on" in x and "qts run" in x for x in p.stdout.splitlines()), p.stdout
+    run_args = "--days 8"
     promoted = next(e for e in registry(state)["strategies"] if e["id"] == entry["id"])
     assert promoted["stage"] == "paper" and promoted["params"] == entry["params"]
     assert registry(state)["history"][-1]["action"] == "transition"

@@ -270,5 +270,5 @@ def promote_cmd(ctx, entry_id, target):
         store.close()
     click.echo(f"{e.id} is now {e.stage_label()}")
     if e.stage == "paper":
-        click.echo(f"run it in paper with its parameters: qts run --strategy {e.strategy} "
-                   + " ".join(f"--param {k}={v}" for k, v in e.params.items()))
+        click.echo(f"the paper loop runs it on {e.symbol or 'its symbol'} with its pinned parameters: qts run "
+                   "(or /quant-trading-system:crypto-trader start)")
