@@ -122,7 +122,8 @@ def dashboard_cmd(ctx, port, for_s):
     decisions with reason codes, recent orders and refusals, breaker / trading state / kill switch, registry
     strategies with predicted vs realized, alerts. It updates itself every 2 s.
 
-    Reading it and its two controls (engage the kill switch, halt trading: both only tighten) need the token:
+    Reading it and its controls (engage the kill switch, halt, reduce only, lower a risk limit, pause a strategy:
+    all only tighten, checked on the server) need the token:
     QTS_MONITOR_TOKEN (16+ characters), or one made up for this run. Open the printed URL; the token rides in
     its #fragment, which the browser never sends to a server. Loosening is not on the page: it shows the
     terminal commands (PIN)."""

@@ -92,7 +92,7 @@ def dashboard_data(home, store, decisions: int = 20, rows: int = 20) -> dict:
     out["limits"] = limits_view(home)
     names = {s["strategy"] for s in out["registry"]["strategies"] if s.get("strategy")}
     names |= {s["id"] for s in out["registry"]["strategies"] if s.get("id")}
-    names |= {r["strategy"] for r in store.query("SELECT DISTINCT strategy FROM decisions WHERE mode=? AND id > "
+    names |= {r["strategy"] for r in store.query("SELECT DISTINCT strategy FROM decisions WHERE +mode=? AND id > "
                                                  "(SELECT COALESCE(MAX(id), 0) - 5000 FROM decisions)", (mode,))
               if r["strategy"]}
     out["strategy_names"] = sorted(names)
