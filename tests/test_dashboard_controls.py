@@ -263,6 +263,38 @@ def test_pause_cli_is_free_and_validates_the_name(tmp_path):
 
 # ============================================================================ the loop's own port
 
+def test_the_loops_monitor_keeps_its_own_routes_for_any_host(home):
+    """On the loop's port (keep_monitor_routes) the dashboard's routes answer only a loopback Host, while the
+    monitor's POST /kill-switch and route list answer as before (a monitor exposed with allow_remote)."""
+    from qts.monitor import start_monitor
+    from qts.monitor.dashboard import with_dashboard
+    from qts.paths import StateHome
+
+    srv = with_dashboard(start_monitor(StateHome.resolve(str(home)), port=0, token=TOKEN), keep_monitor_routes=True)
+    try:
+        def status(method, path, host, body=None, token=TOKEN):
+            req = urllib.request.Request(srv.url + path, method=method, data=body,
+                                         headers={"Host": host, "Authorization": f"Bearer {token}"})
+            try:
+                with OPENER.open(req, timeout=30) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        other = f"monitor.example:{srv.port}"
+        assert status("POST", "/kill-switch", other, b"{}", token="wrong-token-wrong-token")[0] == 401  # not 421
+        code, body = status("GET", "/", other)
+        assert code == 200 and "POST /kill-switch" in json.loads(body)["routes"]
+        assert status("POST", "/pause", other, b'{"strategy": "sma_cross"}')[0] == 421
+        assert status("GET", "/dashboard/data", other)[0] == 421
+        code, body = status("GET", "/", f"127.0.0.1:{srv.port}")
+        assert code == 200 and b"/dashboard/data" in body
+    finally:
+        srv.stop()
+    assert not (home / "safety" / "strategy_pauses.jsonl").exists()
+
+
+
 def test_run_monitor_port_serves_the_dashboard(tmp_path):
     """`qts run --monitor-port 0` (a real process, paced so it is still running): the printed URL serves the
     page, its data, and a control, on the loop's port."""

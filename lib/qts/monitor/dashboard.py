@@ -99,6 +99,9 @@ def dashboard_data(home, store, decisions: int = 20, rows: int = 20) -> dict:
     return out
 
 
+DASHBOARD_POSTS = ("/halt", "/reduce", "/lower-limit", "/pause")
+
+
 class DashboardHandler(_Handler):
     server_version = "qts-dashboard/1"
 
@@ -110,6 +113,8 @@ class DashboardHandler(_Handler):
     def do_GET(self):
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path in ("/", "/dashboard", "/dashboard/data"):
+            if not self._host_ok() and path == "/" and getattr(self.mon, "monitor_routes_any_host", False):
+                return super().do_GET()  # the loop's monitor, reached by another name: its own route list
             if not self._host_ok():
                 return self._send(421, {"error": "wrong Host: open the dashboard at http://127.0.0.1:PORT/"})
             if path == "/dashboard/data":
@@ -128,6 +133,8 @@ class DashboardHandler(_Handler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path not in DASHBOARD_POSTS and getattr(self.mon, "monitor_routes_any_host", False):
+            return super().do_POST()  # the loop's monitor: its POST /kill-switch as before (token, any Host)
         if not self._host_ok():
             return self._send(421, {"error": "wrong Host"})
         target = {"/halt": "HALTED", "/reduce": "REDUCING"}.get(path)
@@ -198,11 +205,13 @@ def _tell_agent(home, op: str) -> str:
         return f"not told ({e.__class__.__name__}: {e}); run `qts agent {op if op == 'halt' else 'reduce'}`"
 
 
-def with_dashboard(srv: MonitorServer) -> MonitorServer:
+def with_dashboard(srv: MonitorServer, keep_monitor_routes: bool = False) -> MonitorServer:
     """Serve the dashboard routes on an existing monitor server too (the loop's ``--monitor-port``). The
-    dashboard answers only to a loopback Host header, so a monitor exposed with allow_remote does not expose it."""
+    dashboard answers only to a loopback Host header, so a monitor exposed with allow_remote does not expose it;
+    with ``keep_monitor_routes`` the monitor's own routes (POST /kill-switch, GET /) answer any Host as before."""
     import threading
 
+    srv.monitor_routes_any_host = keep_monitor_routes
     srv.control_lock = getattr(srv, "control_lock", None) or threading.Lock()
     srv.httpd.RequestHandlerClass = DashboardHandler
     return srv
