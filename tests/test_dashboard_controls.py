@@ -193,6 +193,18 @@ def test_pause_from_the_page_stops_entries_and_resume_needs_the_pin(home, dash):
     (home / "safety" / "strategy_pauses.jsonl").unlink()
     r = invoke(["--home", str(home), "strategy", "paused", "--json"])
     assert list(json.loads(r.output)) == ["sma_cross"]
+    # nor deleting the events rows too: the per-user anchor (outside the project) keeps it
+    conn = sqlite3.connect(home / "db" / "metrics.db")
+    with conn:
+        assert conn.execute("DELETE FROM events WHERE kind='strategy_pause'").rowcount >= 1
+    conn.close()
+    r = invoke(["--home", str(home), "strategy", "paused", "--json"])
+    assert json.loads(r.output)["sma_cross"]["source"] == "per-user anchor"
+    last_id = sql(home, "SELECT MAX(id) FROM decisions")[0][0]
+    assert invoke(["--home", str(home), "run", "--days", "0.5", "--quiet"]).exit_code == 0
+    assert sql(home, "SELECT COUNT(*) FROM orders WHERE side='buy'")[0][0] == buys_before
+    assert sql(home, "SELECT COUNT(*) FROM decisions WHERE id>? AND reason_codes LIKE '%STRATEGY_PAUSED%'",
+               (last_id,))[0][0] > 0
 
 
 def test_resume_with_the_pin_key_lets_it_enter_again(tmp_path):
@@ -210,8 +222,11 @@ def test_resume_with_the_pin_key_lets_it_enter_again(tmp_path):
         key = human_key(store, pauses_now())
         out = pauses.resume(home, "sma_cross", key, store=store)
         assert out["changed"] and pauses.paused(home, store) == {}
-        # the signed line is in the file, and it counts when read back from the file alone
+        # the signed line is in the file, and it counts when read back from the file (and the anchor) alone
         assert pauses.paused(home, None) == {}
+        from qts.safety import anchor
+
+        assert anchor.check(home).paused == {}
     finally:
         store.close()
     r = invoke(["--home", str(home.root), "run", "--days", "0.5", "--quiet"])

@@ -8,14 +8,12 @@ exactly that version (action ``resume_strategy``).
 
 Persistence: ``<state home>/safety/strategy_pauses.jsonl``, one JSON line per change
 ``{"version", "strategy", "paused", "ts", "reason", "approval"?}``. Every change is also an ``events`` row
-(kind ``strategy_pause``), written after the file. Readers replay both: a pause line always counts, a resume
-line only with a valid PIN-signed approval (so one line appended by hand cannot resume), and a strategy paused
-in EITHER record is paused (a deleted or truncated file cannot resume what the database still holds, nor the
-other way round). A line that does not parse is skipped; the events copy still holds it.
-
-What remains: deleting the file AND the events rows together forgets a pause (unlike the kill switch and the
-trading state, pauses are not in the per-user anchor). A pause is a convenience for the operator; the limits
-that bound losses are the risk profile, the trading state and the kill switch, which the anchor does keep.
+(kind ``strategy_pause``), written after the file, and goes to the per-user anchor (outside the project,
+safety/anchor.py). Readers replay the file and the events: a pause line always counts, a resume line only with
+a valid PIN-signed approval (so one line appended by hand cannot resume); a strategy paused in ANY of the three
+records is paused (a deleted or truncated file, a deleted events row, cannot resume it). A line that does not
+parse is skipped; the other copies still hold it. A pause the anchor cannot record (inside Claude Code's sandbox
+it is read-only) still holds through the two project copies; a resume the anchor cannot record is refused.
 """
 
 from __future__ import annotations
@@ -120,10 +118,18 @@ def _replay(home, records: list[dict], store) -> dict[str, dict]:
 
 
 def paused(home, store=None) -> dict[str, dict]:
-    """{name: {since_ts, reason, version}} of every paused strategy (file and database copy, stricter wins)."""
+    """{name: {since_ts, reason, ...}} of every paused strategy (file, database copy and per-user anchor: a
+    strategy paused in any of them is paused)."""
+    from . import anchor
+
     out = _replay(home, _event_records(store), store)
     for name, v in _replay(home, _file_records(home), store).items():
         out.setdefault(name, v)
+    view = anchor.check(home)
+    for name, v in (view.paused or {}).items():
+        if NAME_RE.match(name):
+            out.setdefault(name, {"since_ts": v.get("since_ts"), "reason": str(v.get("reason") or "")[:200],
+                                  "version": None, "source": "per-user anchor"})
     return out
 
 
@@ -161,6 +167,9 @@ def pause(home, name: str, reason: str = "", store=None, now_ms: int | None = No
     rec = {"version": _next_version(home, store), "strategy": name, "paused": True, "ts": ts,
            "reason": reason or "paused"}
     _write(home, store, rec)
+    from . import anchor
+
+    anchor.try_record(home, "pause", ts, strategy=name, paused=True, reason=rec["reason"])
     return {"changed": True, "strategy": name, "paused": paused(home, store)}
 
 
@@ -181,6 +190,14 @@ def resume(home, name: str, signing_key, store=None, now_ms: int | None = None, 
     approval = sign_approval(home, signing_key, ACTION_RESUME_STRATEGY, {"strategy": name, "version": version}, now=ts)
     rec = {"version": version, "strategy": name, "paused": False, "ts": ts, "reason": reason or "resumed with the PIN",
            "approval": approval}
+    if not _resume_signed(home, rec, store):
+        raise PermissionError(f"{name}: the PIN approval does not verify; it stays paused")
+    from . import anchor
+
+    try:  # the anchor first: if it cannot record the resume, every reader keeps the strategy paused anyway
+        anchor.record(home, "pause", ts, strategy=name, paused=False, signed=True)
+    except anchor.AnchorError as e:
+        raise PermissionError(f"{e}: {name} stays paused") from None
     _write(home, store, rec)
     after = paused(home, store)
     if name in after:
