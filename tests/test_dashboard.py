@@ -140,7 +140,7 @@ def test_controls_tighten_with_the_token_and_loosening_is_only_a_command(home, d
     assert "qts kill-switch reset" in loosen and "qts breaker state ACTIVE" in loosen
     # no control on the page loosens anything
     assert browser.evaluate("Array.from(document.querySelectorAll('button')).map(b => b.id)") == [
-        "btn_kill", "btn_halt", "btn_reduce"]
+        "btn_kill", "btn_halt", "btn_reduce", "btn_lower", "btn_pause"]
 
     browser.evaluate("window.confirm = () => true")
     browser.evaluate("document.getElementById('btn_reduce').click()")
@@ -217,3 +217,41 @@ def test_the_dashboard_command_prints_a_working_url_and_stops_by_itself(home):
             p.wait()
         p.stdout.close()
         p.stderr.close()
+
+
+def test_lower_a_limit_and_pause_a_strategy_by_clicking(home, dash, browser):
+    """A click lowers max_positions in the saved profile (read back as plain JSON); a looser value is refused and
+    the page shows the terminal command; a click pauses the strategy and its next cycles open nothing."""
+    prof = home / "safety" / "risk_profile.json"
+    browser.open(f"{dash.url}/?every=300#token={TOKEN}")
+    wait_for(browser, "window.qtsData !== undefined && document.getElementById('limit_field').options.length > 0")
+    browser.evaluate("window.confirm = () => true")
+    browser.evaluate("document.getElementById('limit_field').value = 'max_positions';"
+                     "document.getElementById('limit_field').dispatchEvent(new Event('change'))")
+    assert text(browser, "limit_now") == "10" and text(browser, "limit_dir") == "lower"
+    browser.evaluate("document.getElementById('limit_value').value = '3'; document.getElementById('btn_lower').click()")
+    wait_for(browser, "document.getElementById('ctl_result').textContent === 'Set max_positions to 3: done'")
+    assert json.loads(prof.read_text())["profile"]["max_positions"] == 3
+    wait_for(browser, "document.getElementById('limit_now').textContent === '3'")
+    # looser: refused on the server, the saved value stays, the page gives the terminal command
+    browser.evaluate("document.getElementById('limit_value').value = '8'; document.getElementById('btn_lower').click()")
+    wait_for(browser, "document.getElementById('ctl_result').textContent.startsWith('Set max_positions to 8: refused')")
+    assert "qts risk set max_positions=8" in text(browser, "ctl_result")
+    assert json.loads(prof.read_text())["profile"]["max_positions"] == 3
+
+    # pause the strategy the decisions show
+    names = browser.evaluate("Array.from(document.getElementById('pause_name').options).map(o => o.value)")
+    assert "sma_cross" in names
+    browser.evaluate("document.getElementById('pause_name').value = 'sma_cross'; document.getElementById('btn_pause').click()")
+    wait_for(browser, "document.getElementById('ctl_result').textContent === 'Pause sma_cross: done'")
+    wait_for(browser, "document.getElementById('paused').textContent === 'sma_cross'")
+    last = sql(home, "SELECT MAX(id) FROM decisions")[0][0]
+    buys = sql(home, "SELECT COUNT(*) FROM orders WHERE side='buy'")[0][0]
+    r = invoke(["--home", str(home), "run", "--days", "1", "--quiet"])  # the next cycles
+    assert r.exit_code == 0, r.output
+    assert sql(home, "SELECT COUNT(*) FROM orders WHERE side='buy'")[0][0] == buys
+    assert sql(home, "SELECT COUNT(*) FROM decisions WHERE id>? AND reason_codes LIKE '%STRATEGY_PAUSED%'",
+               (last,))[0][0] > 0
+    assert "qts strategy resume NAME" in browser.evaluate("document.getElementById('loosen').textContent")
+    problems = browser.problems()  # the refused loosening (409) is logged by the browser as a failed load
+    assert [p for p in problems if "409 (Conflict)" not in p] == [] and len(problems) == 1

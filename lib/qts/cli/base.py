@@ -79,7 +79,8 @@ class QtsGroup(click.Group):
 # stops on a bad setting with one line naming it, exit code 2.
 RISK_REDUCING = {("kill-switch",), ("kill-switch", "engage"), ("stop",), ("breaker", "trip"),
                  ("breaker", "state", "HALTED"), ("breaker", "state", "REDUCING"), ("approve", "revoke"),
-                 ("agent", "halt"), ("agent", "reduce"), ("agent", "revoke"), ("agent", "lower"), ("agent", "stop")}
+                 ("agent", "halt"), ("agent", "reduce"), ("agent", "revoke"), ("agent", "lower"), ("agent", "stop"),
+                 ("strategy", "pause")}
 
 
 class _Root(QtsGroup):

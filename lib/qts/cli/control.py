@@ -10,7 +10,7 @@ import click
 
 from ..paths import StateHome
 from .base import _iso, cli
-from .errors import InputError
+from .errors import InputError, _approval_errors
 
 
 def _home(ctx) -> StateHome:
@@ -122,7 +122,8 @@ def dashboard_cmd(ctx, port, for_s):
     decisions with reason codes, recent orders and refusals, breaker / trading state / kill switch, registry
     strategies with predicted vs realized, alerts. It updates itself every 2 s.
 
-    Reading it and its two controls (engage the kill switch, halt trading: both only tighten) need the token:
+    Reading it and its controls (engage the kill switch, halt, reduce only, lower a risk limit, pause a strategy:
+    all only tighten, checked on the server) need the token:
     QTS_MONITOR_TOKEN (16+ characters), or one made up for this run. Open the printed URL; the token rides in
     its #fragment, which the browser never sends to a server. Loosening is not on the page: it shows the
     terminal commands (PIN)."""
@@ -166,3 +167,80 @@ def dashboard_cmd(ctx, port, for_s):
         for s, h in old.items():
             signal.signal(s, h)
         srv.stop()
+
+
+# -- pausing a strategy: free; resuming: the PIN ----------------------------------------------------------
+
+@cli.group("strategy")
+def strategy_grp():
+    """Pause a strategy (it takes no new entries; its exits still run) or resume it (PIN)."""
+
+
+@strategy_grp.command("pause")
+@click.argument("name")
+@click.option("--reason", default="manual", show_default=True)
+@click.pass_context
+def strategy_pause(ctx, name, reason):
+    """Pause NAME (a strategy name as decisions show it, or a registry entry id): from the next cycle it opens
+    no new position. Needs no PIN: it only reduces risk."""
+    from ..safety import pauses
+    from ..store import Store
+
+    store = Store.open(_home(ctx))
+    try:
+        out = pauses.pause(store.home, name, reason=reason, store=store)
+    except pauses.PauseError as e:
+        raise InputError(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"{name}: paused" + ("" if out["changed"] else " (already)") +
+               f"; resume with the PIN: qts strategy resume {name}")
+
+
+@strategy_grp.command("resume")
+@click.argument("name")
+@click.pass_context
+@_approval_errors
+def strategy_resume(ctx, name):
+    """Resume NAME: it may take new entries again. That loosens, so the PIN is asked on the terminal."""
+    from ..safety import pauses
+    from ..safety.approve import now_ms, unlock_from_terminal
+    from ..store import Store
+
+    store = Store.open(_home(ctx))
+    try:
+        pauses.check_name(name)
+        if name not in pauses.paused(store.home, store):
+            click.echo(f"{name} is not paused")
+            return
+        key = unlock_from_terminal(store, f"PIN to resume {name}: ")
+        out = pauses.resume(store.home, name, key, store=store, now_ms=now_ms())
+    except pauses.PauseError as e:
+        raise InputError(str(e)) from None
+    except PermissionError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        store.close()
+    click.echo(f"{name}: resumed" if out["changed"] else f"{name} is not paused")
+
+
+@strategy_grp.command("paused")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def strategy_paused(ctx, as_json):
+    """List the paused strategies."""
+    from ..safety import pauses
+    from ..store import Store
+
+    store = Store.open(_home(ctx))
+    try:
+        p = pauses.paused(store.home, store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(p, indent=1))
+        return
+    if not p:
+        click.echo("no strategy is paused")
+    for n, v in p.items():
+        click.echo(f"{n:30} since {_iso(v['since_ts'])}  {v['reason']}")

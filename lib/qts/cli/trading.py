@@ -152,8 +152,8 @@ def _print_summary(summary: dict, synthetic: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No per-cycle progress; only the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--monitor-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve /health, /metrics (Prometheus), /positions and a token-guarded POST /kill-switch on "
-                   "127.0.0.1:PORT while the loop runs (0 picks a free port).")
+              help="Serve /health, /metrics (Prometheus), /positions, the dashboard (/) and its token-guarded "
+                   "tightening controls on 127.0.0.1:PORT while the loop runs (0 picks a free port).")
 @click.pass_context
 @_network_errors
 def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, cycles, fresh, quiet, as_json,
@@ -188,14 +188,17 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
     mon = None
     if monitor_port is not None:
         from ..monitor import MonitorError, start_monitor
+        from ..monitor.dashboard import dashboard_token, with_dashboard
 
-        try:
-            mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
+        token, _ = dashboard_token()  # QTS_MONITOR_TOKEN, or one made up for this run (printed below)
+        try:  # the dashboard's routes on the same port: one port shows the running loop
+            mon = with_dashboard(start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set,
+                                               token=token), keep_monitor_routes=True)
         except MonitorError as e:
             session.close()
             session.loop_lock.release()
             raise InputError(f"--monitor-port: {e}") from None
-        click.echo(f"monitor on {mon.url}", err=True)
+        click.echo(f"monitor on {mon.url}; dashboard: {mon.url}/#token={token}", err=True)
     try:
         runner.run(max_cycles=1 if once else cycles, on_cycle=_progress_printer(session, source, quiet or as_json))
     except AlreadyRunning as e:

@@ -35,6 +35,7 @@ class TradingLoop:
         self.interval_ms = settings.TRADE_INTERVAL * 60_000
         self.halted: str | None = None
         self._quarantine_seen: set = set()
+        self.entry_ids: dict[str, str] = {}  # symbol -> registry entry id (the roster's), for paused entries
 
     def allocation(self, equity: float) -> float:
         """USD a full position may use: MAX_POSITION_SIZE, and no more than an equal share of equity."""
@@ -134,6 +135,9 @@ class TradingLoop:
         from .replay import Recorder
 
         recorder = Recorder.for_loop(self)  # what each decision needs to be re-run (qts replay)
+        from ..safety import pauses
+
+        paused_now = pauses.paused(self.store.home, self.store)  # strategies that take no new entries
         decisions = []  # written with the equity snapshot in one transaction: a cycle is on record whole or not at all
         for symbol, strat in self.strategies.items():
             candles = self.feed.candles(symbol, strat.lookback)
@@ -160,6 +164,8 @@ class TradingLoop:
             result = None
             if symbol in open_syms:
                 codes.append("ORDER_WORKING")  # let the resting order finish before adding another
+            elif target > 0 and held <= 0 and pauses.is_paused(paused_now, strat.name, self.entry_ids.get(symbol)):
+                codes.append("STRATEGY_PAUSED")  # paused (qts strategy pause / the dashboard): no new entry; exits run
             else:
                 intent = self.intent_for(symbol, target, held, price, eq["equity"], strat, info)
                 if info.get("reason") == "NOT_PROMOTED_TO_LIVE":

@@ -369,7 +369,7 @@ def _replay_one(row, inputs: dict, rec: dict, loader: _Loader, strategies: dict,
         price, alloc = float(rec["price"]), float(rec["allocation"])
         if target <= 0 < held:
             side, amount = "sell", held
-        elif target > 0 and held <= 0:
+        elif target > 0 and held <= 0 and "STRATEGY_PAUSED" not in codes:
             side, amount = "buy", alloc * target / price
         else:
             side, amount = None, None

@@ -166,6 +166,7 @@ def open_session(settings: Settings, feed, strategy_params: dict | None = None, 
         raise SessionError(f"the feed has no data for {', '.join(missing)} (the registry's symbols)")
     gate = Gate(store, feed, paper, settings=settings)
     loop = TradingLoop(settings, store, feed, paper, gate, roster.strategies, paper_broker=paper)
+    loop.entry_ids = dict(roster.entries)
     notice = None
     if roster.source == "registry" or roster.notes:
         lines = [f"{sym}: {roster.entries[sym]} ({s.name} {s.params.model_dump()})" for sym, s in roster.strategies.items()

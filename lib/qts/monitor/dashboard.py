@@ -10,6 +10,14 @@ Routes (on top of the monitor's /health, /metrics, /positions, /status, POST /ki
   predicted vs realized, recent alerts.
 - ``POST /halt``, ``POST /reduce``  (token) trading state HALTED / REDUCING, only as a tightening (REDUCING
   after HALTED is refused, 409, with the terminal command). ``POST /kill-switch`` (token) is the monitor's own. Nothing on the page loosens: it shows the terminal commands for that (PIN).
+- ``POST /lower-limit`` ``{"field", "value"}`` (token) one risk-profile field to a STRICTER value, checked on the
+  server against the effective profile by the profile's own rules (monitor/controls.py); anything else is 409
+  with the terminal command.
+- ``POST /pause`` ``{"strategy"}`` (token) the strategy takes no new entries from its next cycle
+  (safety/pauses.py); resuming is a loosening: ``qts strategy resume NAME`` with the PIN.
+
+The same routes are served on the loop's own monitor port (``qts run --monitor-port N``:
+:func:`with_dashboard`), so one port shows the running loop.
 
 Every dashboard route checks the Host header (127.0.0.1 / localhost / [::1] at the server's port), so a
 web page elsewhere cannot reach it through DNS rebinding; the token is a header, never a cookie, so a
@@ -28,6 +36,7 @@ LOOSEN_COMMANDS = [
     ("reset the kill switch", "qts kill-switch reset"),
     ("resume trading (HALTED/REDUCING -> ACTIVE)", "qts breaker state ACTIVE"),
     ("raise a risk limit", "qts risk set FIELD=VALUE"),
+    ("resume a paused strategy", "qts strategy resume NAME"),
     ("go live / promote a strategy", "qts agent start  /  qts promote ID --to live-ramp"),
 ]
 
@@ -76,7 +85,21 @@ def dashboard_data(home, store, decisions: int = 20, rows: int = 20) -> dict:
 
     out["agent_down"] = check_agent(home)  # (alerts when the agent's heartbeat stopped; cooldown 5 min)
     out["loosen"] = [{"what": w, "command": c} for w, c in LOOSEN_COMMANDS]
+    from ..safety import pauses
+    from .controls import limits_view
+
+    out["paused"] = [{"strategy": k, **v} for k, v in sorted(pauses.paused(home, store).items())]
+    out["limits"] = limits_view(home)
+    names = {s["strategy"] for s in out["registry"]["strategies"] if s.get("strategy")}
+    names |= {s["id"] for s in out["registry"]["strategies"] if s.get("id")}
+    names |= {r["strategy"] for r in store.query("SELECT DISTINCT strategy FROM decisions WHERE +mode=? AND id > "
+                                                 "(SELECT COALESCE(MAX(id), 0) - 5000 FROM decisions)", (mode,))
+              if r["strategy"]}
+    out["strategy_names"] = sorted(names)
     return out
+
+
+DASHBOARD_POSTS = ("/halt", "/reduce", "/lower-limit", "/pause")
 
 
 class DashboardHandler(_Handler):
@@ -90,6 +113,8 @@ class DashboardHandler(_Handler):
     def do_GET(self):
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path in ("/", "/dashboard", "/dashboard/data"):
+            if not self._host_ok() and path == "/" and getattr(self.mon, "monitor_routes_any_host", False):
+                return super().do_GET()  # the loop's monitor, reached by another name: its own route list
             if not self._host_ok():
                 return self._send(421, {"error": "wrong Host: open the dashboard at http://127.0.0.1:PORT/"})
             if path == "/dashboard/data":
@@ -108,10 +133,13 @@ class DashboardHandler(_Handler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path not in DASHBOARD_POSTS and getattr(self.mon, "monitor_routes_any_host", False):
+            return super().do_POST()  # the loop's monitor: its POST /kill-switch as before (token, any Host)
         if not self._host_ok():
             return self._send(421, {"error": "wrong Host"})
         target = {"/halt": "HALTED", "/reduce": "REDUCING"}.get(path)
-        if target is None:
+        control = {"/lower-limit": "lower_limit", "/pause": "pause_strategy"}.get(path)
+        if target is None and control is None:
             return super().do_POST()
         length = self.headers.get("Content-Length")
         try:
@@ -121,11 +149,12 @@ class DashboardHandler(_Handler):
         if n < 0 or n > 16_384:
             self.close_connection = True
             return self._send(413, {"error": "body too large"})
-        if n:
-            self.rfile.read(n)
+        raw = self.rfile.read(n) if n else b""
         ok, code, why = self.mon.authorize(self.headers.get("Authorization"))
         if not ok:
             return self._send(code, {"error": why})
+        if control is not None:
+            return self._control(control, raw)
         try:
             from ..safety.breaker import Breaker
 
@@ -140,6 +169,24 @@ class DashboardHandler(_Handler):
         return self._send(200, {"changed": st.trading_state == target, "trading_state": st.trading_state,
                                 "agent": _tell_agent(self.mon.home, "halt" if target == "HALTED" else "reduce"),
                                 "undo": "qts breaker state ACTIVE  (in your own terminal, with the PIN)"})
+
+
+    def _control(self, name: str, raw: bytes):
+        from . import controls
+
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            return self._send(400, {"error": "body: expected JSON", "changed": False})
+        if not isinstance(body, dict):
+            return self._send(400, {"error": "body: expected a JSON object", "changed": False})
+        try:
+            with self.mon.control_lock:  # one change at a time: check and save are not interleaved
+                code, out = getattr(controls, name)(self.mon.home, self.mon.store, body)
+        except Exception as e:  # fail closed: say it did not happen
+            log.error("%s via dashboard failed: %s: %s", name, e.__class__.__name__, e)
+            return self._send(500, {"error": f"{e.__class__.__name__}: {e}", "changed": False})
+        return self._send(code, out)
 
 
 def _tell_agent(home, op: str) -> str:
@@ -158,11 +205,36 @@ def _tell_agent(home, op: str) -> str:
         return f"not told ({e.__class__.__name__}: {e}); run `qts agent {op if op == 'halt' else 'reduce'}`"
 
 
+def with_dashboard(srv: MonitorServer, keep_monitor_routes: bool = False) -> MonitorServer:
+    """Serve the dashboard routes on an existing monitor server too (the loop's ``--monitor-port``). The
+    dashboard answers only to a loopback Host header, so a monitor exposed with allow_remote does not expose it;
+    with ``keep_monitor_routes`` the monitor's own routes (POST /kill-switch, GET /) answer any Host as before."""
+    import threading
+
+    srv.monitor_routes_any_host = keep_monitor_routes
+    srv.control_lock = getattr(srv, "control_lock", None) or threading.Lock()
+    srv.httpd.RequestHandlerClass = DashboardHandler
+    return srv
+
+
 def start_dashboard(home, port: int = 8766, host: str = "127.0.0.1", token: str | None = None) -> MonitorServer:
     """The monitor server with the dashboard routes, started in a daemon thread (``.url``, ``.stop()``)."""
     srv = MonitorServer(home, host, port, token, allow_remote=False)
-    srv.httpd.RequestHandlerClass = DashboardHandler
-    return srv.start()
+    return with_dashboard(srv).start()
+
+
+def dashboard_token(environ=None) -> tuple[str, bool]:
+    """(token, made up): QTS_MONITOR_TOKEN when it is long enough, else one made up for this run."""
+    import os
+    import secrets
+
+    from .server import MIN_TOKEN_LEN
+
+    env = os.environ if environ is None else environ
+    token = env.get("QTS_MONITOR_TOKEN") or ""
+    if len(token) >= MIN_TOKEN_LEN:
+        return token, False
+    return secrets.token_urlsafe(24), True
 
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"
@@ -202,6 +274,12 @@ code{background:#eef;padding:1px 4px;border-radius:3px}#msg{color:#b42318}.muted
 <section><h2>Controls</h2>
 <p>Tighten (needs the dashboard token):</p>
 <button id="btn_kill" type="button">Engage kill switch</button><button id="btn_halt" type="button">Halt trading</button><button id="btn_reduce" type="button">Reduce only</button>
+<p>Lower a limit (only a stricter value is accepted; the server checks it):
+<select id="limit_field"></select> <span class="muted">now <span id="limit_now">-</span>, stricter is <span id="limit_dir">-</span></span>
+<input id="limit_value" size="10" aria-label="new value"> <button id="btn_lower" type="button">Lower limit</button></p>
+<p>Pause a strategy (no new entries; exits still run):
+<select id="pause_name"></select> <button id="btn_pause" type="button">Pause</button>
+<span class="muted">paused: <span id="paused">none</span></span></p>
 <p id="ctl_result" class="muted"></p>
 <p>Loosening is never done from here. In your own terminal (the PIN is asked there):</p><table id="loosen"></table>
 </section>
@@ -260,6 +338,20 @@ code{background:#eef;padding:1px 4px;border-radius:3px}#msg{color:#b42318}.muted
     table("registry", ["strategy", "stage", "metric", "predicted", "realized"], rows);
     table("alerts", ["time", "alert", "level", "message"], (d.alerts || []).map((a) => [iso(a.ts), a.alert, a.severity, (a.message || "").slice(0, 90)]));
     table("loosen", ["to", "run"], (d.loosen || []).map((l) => [l.what, l.command]));
+    fill("limit_field", ((d.limits || {}).fields || []).map((f) => f.field));
+    showLimit();
+    fill("pause_name", d.strategy_names || []);
+    $("paused").textContent = (d.paused || []).map((p) => p.strategy).join(", ") || "none";
+  }
+  function fill(id, names) {  // keep the operator's choice across refreshes
+    const sel = $(id); if (Array.from(sel.options).map((o) => o.value).join("\n") === names.join("\n")) return;
+    const keep = sel.value; sel.textContent = "";
+    names.forEach((n) => { const o = document.createElement("option"); o.value = n; o.textContent = n; sel.appendChild(o); });
+    if (names.includes(keep)) sel.value = keep;
+  }
+  function showLimit() {
+    const f = (((window.qtsData || {}).limits || {}).fields || []).find((x) => x.field === $("limit_field").value) || {};
+    $("limit_now").textContent = f.value === undefined ? "-" : String(f.value); $("limit_dir").textContent = f.stricter || "-";
   }
   async function poll() {
     try {
@@ -274,12 +366,18 @@ code{background:#eef;padding:1px 4px;border-radius:3px}#msg{color:#b42318}.muted
     if (!window.confirm(what + "?")) return;
     try {
       const r = await fetch(path, {method: "POST", headers: {"Authorization": "Bearer " + token(), "Content-Type": "application/json"}, body: JSON.stringify(body || {})});
-      const j = await r.json(); $("ctl_result").textContent = what + ": " + (r.ok ? "done" : "refused (" + (j.error || r.status) + ")");
+      const j = await r.json(); $("ctl_result").textContent = what + ": " + (r.ok ? "done" : "refused (" + (j.error || r.status) + ")" + (j.command ? " -- in your terminal: " + j.command : ""));
     } catch (e) { $("ctl_result").textContent = what + ": failed: " + e.message; }
   }
   $("btn_kill").addEventListener("click", () => act("/kill-switch", "Engage the kill switch", {reason: "dashboard", flatten: true}));
   $("btn_halt").addEventListener("click", () => act("/halt", "Halt trading"));
   $("btn_reduce").addEventListener("click", () => act("/reduce", "Reduce only"));
+  $("limit_field").addEventListener("change", showLimit);
+  $("btn_lower").addEventListener("click", () => {
+    const raw = $("limit_value").value.trim(); const n = Number(raw);
+    act("/lower-limit", "Set " + $("limit_field").value + " to " + raw, {field: $("limit_field").value, value: raw !== "" && !isNaN(n) ? n : raw});
+  });
+  $("btn_pause").addEventListener("click", () => act("/pause", "Pause " + $("pause_name").value, {strategy: $("pause_name").value}));
   poll();
 })();
 </script></body></html>

@@ -170,6 +170,10 @@ def metrics_text(home, store, now_s: float | None = None) -> str:
     p.add("qts_fees_total", "counter", "Fees paid, quote currency.", [(m, fees)])
     refusals = store.scalar("SELECT COUNT(*) FROM events WHERE kind='gate'") or 0
     p.add("qts_gate_refusals_total", "counter", "Orders the gate refused.", refusals)
+    by_code = store.query("SELECT COALESCE(json_extract(data, '$.code'), 'unknown') AS code, COUNT(*) AS n FROM events "
+                          "WHERE kind='gate' GROUP BY 1 ORDER BY 1")
+    p.add("qts_gate_refusals_by_reason_total", "counter", "Orders the gate refused, by reason code.",
+          [({"reason": str(r["code"])}, r["n"]) for r in by_code] or [({"reason": "none"}, 0)])
     br = st["breaker"]
     p.add("qts_breaker_state", "gauge", "Circuit breaker: 0 closed, 1 half_open, 2 open.",
           BREAKER_CODE.get(br["state"], 2))
@@ -203,6 +207,11 @@ def metrics_text(home, store, now_s: float | None = None) -> str:
     if lat or errs:
         p.add("qts_api_errors_5m", "gauge", "API errors in the last 5 minutes.", errs or 0)
     _strategy_metrics(p, home, store, m)
+    from ..safety import pauses
+
+    paused = pauses.paused(home, store)
+    p.add("qts_strategies_paused", "gauge", "Strategies paused (no new entries; qts strategy resume NAME with the PIN).",
+          len(paused))
     return p.text()
 
 

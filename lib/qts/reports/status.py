@@ -250,7 +250,8 @@ def collect_status(home, settings=None, now_ms: int | None = None, decisions: in
                            "halt_pct": prof.drawdown_halt_pct,
                            "state": ("halted" if dd >= prof.drawdown_halt_pct else
                                      "reducing" if dd >= prof.drawdown_reduce_pct else "ok")}
-        rows = store.query("SELECT ts, symbol, strategy, inputs, outputs, reason_codes FROM decisions WHERE mode=? "
+        # +mode: walk the table newest first and stop at the LIMIT (the (mode, ts) index would sort every row)
+        rows = store.query("SELECT ts, symbol, strategy, inputs, outputs, reason_codes FROM decisions WHERE +mode=? "
                            "ORDER BY id DESC LIMIT ?", (mode, decisions))
         decs = []
         synthetic = False

@@ -156,7 +156,8 @@ class AnchorView:
     """What the anchor says about one state home, already combined with the home's id file."""
 
     __slots__ = ("path", "known", "problem", "generation", "kill_engaged", "kill_reason", "kill_since",
-                 "reset_nonce", "reset_covers", "engagements", "keys", "trading_state", "trading_reason", "profile", "updated_ts")
+                 "reset_nonce", "reset_covers", "engagements", "keys", "trading_state", "trading_reason", "profile", "updated_ts",
+                 "paused")
 
     def __init__(self, path: Path, **kw):
         self.path = path
@@ -174,6 +175,7 @@ class AnchorView:
         self.trading_reason = ""
         self.profile = None         # {"version", "hash", "profile"}: the last saved risk profile
         self.updated_ts = None
+        self.paused = {}            # strategy -> {"since_ts", "reason"}: paused strategies (safety/pauses.py)
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -191,7 +193,13 @@ def _strict(path: Path, problem: str, anchor: dict | None = None) -> AnchorView:
         v.keys = anchor.get("keys") if isinstance(anchor.get("keys"), dict) else {}
         v.kill_since = (anchor.get("kill_switch") or {}).get("since_ts")
         v.engagements = int(anchor.get("engagements") or 0)
+        v.paused = _paused_of(anchor)
     return v
+
+
+def _paused_of(a: dict) -> dict:
+    p = a.get("paused_strategies")
+    return {str(k): v for k, v in p.items() if isinstance(v, dict)} if isinstance(p, dict) else {}
 
 
 def check(home, env=None) -> AnchorView:
@@ -248,7 +256,7 @@ def _check(home, env) -> AnchorView:
                       engagements=int(a.get("engagements") or 0),
                       keys=a.get("keys") if isinstance(a.get("keys"), dict) else {},
                       trading_state=a["trading_state"], trading_reason=str(a.get("trading_reason") or ""),
-                      profile=a.get("risk_profile"), updated_ts=a.get("updated_ts"))
+                      profile=a.get("risk_profile"), updated_ts=a.get("updated_ts"), paused=_paused_of(a))
 
 
 def record(home, event: str, now_ms: int | None = None, env=None, **kw) -> dict:
@@ -260,6 +268,7 @@ def record(home, event: str, now_ms: int | None = None, env=None, **kw) -> dict:
       when an engagement was recorded after the reset read the anchor (two processes at once);
     * ``trading`` (state, reason, signed): the trading state; without ``signed`` it can only tighten;
     * ``profile`` (version, hash, profile): a saved risk profile (the caller enforced the PIN rules);
+    * ``pause`` (strategy, paused, reason, signed): a strategy paused; resumed only with ``signed``;
     * ``key_seen`` (fingerprint, seen_ts): when a PIN key was first seen (its cool-down survives the database).
 
     If the home is deleted, rolled back or re-created when this runs, that is persisted first (kill switch
@@ -325,6 +334,14 @@ def _record_locked(home, path: Path, event: str, ts: int, env, kw: dict) -> dict
         fp, seen = str(kw.get("fingerprint")), int(kw.get("seen_ts") or ts)
         keys[fp] = min(int(keys.get(fp, seen)), seen)
         a["keys"] = dict(list(keys.items())[-20:])
+    elif event == "pause":  # a strategy paused (free) or resumed (``signed``: the caller verified the PIN)
+        paused = _paused_of(a)
+        name = str(kw.get("strategy") or "")[:100]
+        if kw.get("paused"):
+            paused.setdefault(name, {"since_ts": ts, "reason": str(kw.get("reason") or "")[:200]})
+        elif kw.get("signed"):
+            paused.pop(name, None)
+        a["paused_strategies"] = dict(list(paused.items())[-500:])
     elif event == "profile":
         a["risk_profile"] = {"version": kw.get("version"), "hash": kw.get("hash"), "profile": kw.get("profile")}
     elif event != "register":
