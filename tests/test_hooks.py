@@ -318,6 +318,7 @@ TAMPER = [
     "qts approve set-pin # harmless, says the comment",
     "Q=x; \"qts\" kill-switch reset",
     "qts breaker state ACTIVE",
+    "qts strategy resume sma_cross",
     "python -c \"import ccxt; ccxt.binance({'apiKey': k}).create_order('BTC/USDT', 'market', 'buy', 1)\"",
     "python3 -c 'import ccxt; e=ccxt.binance(); e.create_market_buy_order(\"BTC/USDT\", 1)'",
     "curl -X POST https://api.binance.com/api/v3/order -d symbol=BTCUSDT",

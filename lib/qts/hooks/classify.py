@@ -175,6 +175,7 @@ def _qts_verdict(args: list[str]) -> Verdict | None:
              or (sub == "kill-switch" and nxt == "reset")
              or (sub == "breaker" and nxt == "state" and len(rest) > 1 and rest[1] == "active")
              or (sub == "risk" and nxt == "loosen")
+             or (sub == "strategy" and nxt == "resume")  # a resume loosens (the PIN signs it)
              or (sub == "promote" and _promotes_to_live(rest)))
     if human:
         return Verdict(DENY, "HUMAN_ONLY", HUMAN_ONLY_DETAIL)
