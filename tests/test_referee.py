@@ -231,3 +231,75 @@ def test_vectorbt_is_not_imported_at_cli_start_nor_by_backtest_help():
     out = subprocess.run([sys.executable, "-c", code, str(LIB)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+# -- the backtest report: vectorbt's statistics beside ours, in a real headless Chromium -------------------
+
+@pytest.fixture(scope="module")
+def backtest_report(ohlcv_dir, tmp_path_factory):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import CONFIG_VARS
+    from qts.cli import cli
+
+    tmp = tmp_path_factory.mktemp("bt-report")
+    out = tmp / "backtest.html"
+    r = CliRunner().invoke(cli, ["--home", str(tmp / "home"), "backtest", "sma_cross", "--data", str(ohlcv_dir),
+                                 "--timeframe", "1h", "--param", "fast=12", "--param", "slow=90",
+                                 "--report", str(out), "--json"], env={k: None for k in CONFIG_VARS})
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def _pct(v):
+    return f"{100 * v:+,.2f}%"
+
+
+def test_backtest_report_in_headless_chromium(backtest_report, tmp_path):
+    from test_report_html import Browser, _find_chromium, pixel_stats
+
+    exe = _find_chromium()
+    if not exe:
+        pytest.skip("headless Chromium not found (/usr/bin/chromium): install Debian's `chromium` package")
+    d = backtest_report
+    ref, m = d["referee"], d["metrics"]
+    assert ref["agrees"] is True and ref["trades"] == m["n_trades"] + m["open_trade"] > 20
+    b = Browser(exe, tmp_path / "chromium-profile")
+    try:
+        b.open(Path(d["report"]["html"]).as_uri())
+        assert b.problems() == []
+        assert [u for u in b.requests() if not u.startswith(("file://", "data:"))] == []  # offline: nothing fetched
+        kpi = b.evaluate("Object.fromEntries([...document.querySelectorAll('#summary .kpi div')]"
+                         ".map(e => [e.querySelector('span').textContent, e.querySelector('b').textContent]))")
+        assert kpi["CAGR"] == _pct(m["cagr"]) and kpi["expectancy"] == f"{m['expectancy']:+,.2f}"
+        assert kpi["trades"] == str(m["n_trades"])
+        rows = b.evaluate("Object.fromEntries([...document.querySelectorAll('#referee tr[data-stat]')]"
+                          ".map(r => [r.dataset.stat, [r.querySelector('.ours').textContent,"
+                          " r.querySelector('.vbt').textContent]]))")
+        v = ref["vectorbt"]
+        want = {"total_return": _pct(v["total_return"]), "cagr": _pct(v["cagr"]), "sharpe": f"{v['sharpe']:,.2f}",
+                "max_drawdown": f"{100 * v['max_drawdown']:,.2f}%", "win_rate": f"{100 * v['win_rate']:,.1f}%",
+                "expectancy": f"{v['expectancy']:+,.2f}", "n_trades": str(v["n_trades"]),
+                "final_equity": f"{v['final_equity']:,.2f}"}
+        assert {k: x[1] for k, x in rows.items()} == want
+        assert rows["cagr"][0] == kpi["CAGR"] and rows["expectancy"][0] == kpi["expectancy"]
+        assert "AGREES" in b.evaluate("document.querySelector('#referee').textContent")
+        var, colours, (w, h) = pixel_stats(b.screenshot())
+        assert w == 1280 and var > 200 and colours > 20
+    finally:
+        b.close()
+
+
+def test_a_report_of_a_mismatch_says_so_in_red(btc, sma_result, tmp_path):
+    from qts.reports.backtest_report import write_backtest_report
+    from qts.research.referee import report_check
+
+    c = btc
+    bad = dataclasses.replace(sma_result, trades=sma_result.trades[:-1])
+    ref = report_check(c, "sma_cross", bad)
+    assert ref["agrees"] is False and ref["what"] == "trade count"
+    html = write_backtest_report(sma_result, tmp_path / "r.html", referee=ref)["html"].read_text()
+    assert '<span class="fail">MISMATCH</span>' in html and "trade count: ours" in html
+    assert "data-stat" not in html  # no side-by-side figures from a run that disagrees

@@ -310,3 +310,20 @@ def _stat_names():
     from .kernels import STAT_NAMES
 
     return STAT_NAMES
+
+
+# -- the backtest report ---------------------------------------------------------------------------------
+
+def report_check(candles, strategy, result) -> dict:
+    """The referee for ``qts backtest --report``: a JSON-ready dict, ``agrees`` True (with vectorbt's
+    statistics beside ours), False (``message`` says where they differ), or None (not refereed, why)."""
+    try:
+        rep = referee(candles, strategy, result)
+    except RefereeMismatch as e:
+        return {"agrees": False, "message": str(e), "what": e.what, "bar": e.bar, "ts": e.ts, "trade": e.trade,
+                "tolerance": TOL}
+    except RefereeUnsupported as e:
+        return {"agrees": None, "message": f"not refereed: {e}", "tolerance": TOL}
+    return {**rep.to_dict(), "ours": rep.ours,
+            "message": f"vectorbt agrees: {rep.trades} trades and all {rep.bars} bars' equity within "
+                       f"{rep.max_rel_diff:.2g} relative (<= {TOL:g})"}
