@@ -7,6 +7,7 @@ verdict and FAILS when the referee finds a difference; vectorbt never loads at C
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,10 +228,13 @@ def test_vectorbt_is_not_imported_at_cli_start_nor_by_backtest_help():
             "from qts.market.candles import Candles; from qts.research.backtest import BacktestConfig; import numpy as np; "
             "c = Candles.from_rows([(i * 300000, 1.0 + i % 7, 9.0, 0.5, 1.0 + i % 5, 1.0) for i in range(200)], 300000); "
             "portfolio(c, 'sma_cross', {'fast': 3, 'slow': 8}, BacktestConfig(), 0, 200); "
-            "print('vectorbt' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(LIB)], capture_output=True, text=True, timeout=300)
+            "import os; print('vectorbt' in sys.modules, 'sklearn' in sys.modules, "
+            "sorted(k for k in os.environ if k.startswith('KMP_')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMP_")}
+    out = subprocess.run([sys.executable, "-c", code, str(LIB)], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "True"
+    # vectorbt loaded (scikit-learn with it, which sets KMP_* on import): the environment is left as it was
+    assert out.stdout.strip().splitlines()[-1] == "True True []"
 
 
 # -- the backtest report: vectorbt's statistics beside ours, in a real headless Chromium -------------------

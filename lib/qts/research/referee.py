@@ -94,12 +94,34 @@ def _f(x) -> float:
     return x
 
 
+def _vectorbt():
+    """``import vectorbt``, leaving the process environment as it was: scikit-learn, joblib and
+    threadpoolctl (which vectorbt imports) set KMP_* variables on import, and the research pipeline
+    promises to change no environment variable."""
+    import os
+    import sys
+
+    if "vectorbt" in sys.modules:
+        return sys.modules["vectorbt"]
+    before = dict(os.environ)
+    try:
+        import vectorbt
+    finally:
+        for k in set(os.environ) - set(before):
+            del os.environ[k]
+        for k, v in before.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
+    return vectorbt
+
+
 def portfolio(candles, strategy, params: dict | None, config, start: int, stop: int):
     """vectorbt's Portfolio of ``strategy`` on bars [start, stop), under our fill model."""
     import warnings
 
     import pandas as pd
-    import vectorbt as vbt
+
+    vbt = _vectorbt()
 
     from ..strategies.base import split_confidence
     from .backtest import resolve
