@@ -225,8 +225,9 @@ def test_vectorbt_is_not_imported_at_cli_start_nor_by_backtest_help():
     assert out.stdout.split() == ["[]", "[]"]
     # the negative control: running the referee does load it (so the check above can see it)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from qts.research.referee import portfolio; "
-            "from qts.market.candles import Candles; from qts.research.backtest import BacktestConfig; import numpy as np; "
-            "c = Candles.from_rows([(i * 300000, 1.0 + i % 7, 9.0, 0.5, 1.0 + i % 5, 1.0) for i in range(200)], 300000); "
+            "from qts.market.candles import Candles; from qts.research.backtest import BacktestConfig; "
+            "c = Candles.from_rows([(i * 300000, 1.0 + i % 7, 9.0, 0.5, 1.0 + i % 5, 1.0) for i in range(200)], "
+            "300000); "
             "portfolio(c, 'sma_cross', {'fast': 3, 'slow': 8}, BacktestConfig(), 0, 200); "
             "import os; print('vectorbt' in sys.modules, 'sklearn' in sys.modules, "
             "sorted(k for k in os.environ if k.startswith('KMP_')))")

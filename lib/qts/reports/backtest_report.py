@@ -166,7 +166,8 @@ def _kpis(m: dict, result) -> str:
                                          for k, v, c in items) + "</div>"
 
 
-REFEREE_ROWS = [("total_return", "total return", dict(pct=True, signed=True)), ("cagr", "CAGR", dict(pct=True, signed=True)),
+REFEREE_ROWS = [("total_return", "total return", dict(pct=True, signed=True)),
+                ("cagr", "CAGR", dict(pct=True, signed=True)),
                 ("sharpe", "Sharpe", {}), ("max_drawdown", "max drawdown", dict(pct=True)),
                 ("win_rate", "win rate", dict(pct=True, nd=1)), ("expectancy", "expectancy", dict(signed=True)),
                 ("n_trades", "trades", None), ("final_equity", "final equity", {})]

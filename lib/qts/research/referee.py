@@ -68,7 +68,7 @@ class RefereeReport:
     trades: int
     max_rel_diff: float            # the largest relative equity difference over all bars
     seconds: float
-    stats: dict                    # vectorbt's: total_return, cagr, sharpe, max_drawdown, win_rate, expectancy, n_trades
+    stats: dict                    # vectorbt's: total_return, cagr, sharpe, max_drawdown, win_rate, expectancy, ...
     ours: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -143,7 +143,7 @@ def portfolio(candles, strategy, params: dict | None, config, start: int, stop: 
     open_ = pd.Series(np.asarray(candles.open[start:stop], np.float64), index=idx)
     kw = dict(price=open_, fees=config.fee, slippage=config.slippage, init_cash=float(config.init_cash),
               direction="longonly", upon_long_conflict="opposite", accumulate=False,
-              freq=pd.Timedelta(milliseconds=int(candles.timeframe_ms)))  # vectorbt annualizes by 365 days (its default year_freq), as we do
+              freq=pd.Timedelta(milliseconds=int(candles.timeframe_ms)))  # annualized by 365 days (year_freq), as ours
     share = np.ones(n)
     if conf is not None:
         share[1:] = np.asarray(conf[start:stop - 1], np.float64)
