@@ -308,3 +308,29 @@ def test_a_report_of_a_mismatch_says_so_in_red(btc, sma_result, tmp_path):
     html = write_backtest_report(sma_result, tmp_path / "r.html", referee=ref)["html"].read_text()
     assert '<span class="fail">MISMATCH</span>' in html and "trade count: ours" in html
     assert "data-stat" not in html  # no side-by-side figures from a run that disagrees
+
+
+def test_backtest_report_exits_1_when_the_referee_disagrees(ohlcv_dir, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import CONFIG_VARS
+    from qts.cli import cli
+
+    R = sys.modules["qts.research.referee"]
+    real = R.referee
+
+    def drop_last_trade(candles, strategy, result, *a, **k):  # our engine "loses" its last trade
+        return real(candles, strategy, dataclasses.replace(result, trades=result.trades[:-1]), *a, **k)
+
+    monkeypatch.setattr(R, "referee", drop_last_trade)
+    out = tmp_path / "bt.html"
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "backtest", "sma_cross", "--data", str(ohlcv_dir),
+                                 "--timeframe", "1h", "--param", "fast=12", "--param", "slow=90",
+                                 "--report", str(out), "--json"], env={k: None for k in CONFIG_VARS})
+    assert r.exit_code == 1
+    d = json.loads(r.stdout)
+    assert d["referee"]["agrees"] is False and d["referee"]["what"] == "trade count"
+    assert "Error: referee mismatch" in r.stderr and "trade count" in r.stderr
+    assert "MISMATCH" in out.read_text()  # the report is written, and says it
