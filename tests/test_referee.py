@@ -334,3 +334,9 @@ def test_backtest_report_exits_1_when_the_referee_disagrees(ohlcv_dir, tmp_path,
     assert d["referee"]["agrees"] is False and d["referee"]["what"] == "trade count"
     assert "Error: referee mismatch" in r.stderr and "trade count" in r.stderr
     assert "MISMATCH" in out.read_text()  # the report is written, and says it
+
+
+def test_the_install_warmup_runs_the_referee():
+    from qts.research.warmup import warm_up_referee
+
+    assert warm_up_referee() >= 0.0  # raises if the referee disagrees on the tiny generated market
