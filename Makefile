@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[test]'
-	@echo "==> compiling the numba kernels into $(NUMBA_CACHE_DIR) (once, ~20 s: the first backtest is then fast)"
-	$(BIN)/python -m qts.research.warmup
+	@echo "==> compiling the numba kernels and the vectorbt referee into $(NUMBA_CACHE_DIR) (once, ~1 min)"
+	$(BIN)/python -m qts.research.warmup --referee
 	@touch $(STAMP)
 
 install: $(STAMP)

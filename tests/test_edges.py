@@ -181,6 +181,8 @@ def test_factory_end_to_end_on_real_candles(factory_run, btc):
     names = [c["name"] for c in d["validation"]["checks"]]
     assert {"min_dsr", "max_pbo", "min_oos_sharpe", "no_lookahead"} <= set(names)
     assert d["validation"]["checks"][names.index("no_lookahead")]["passed"]
+    ref = d["validation"]["checks"][names.index("referee")]  # vectorbt recomputed edge_meta's top candidates
+    assert ref["passed"] and "vectorbt agrees" in ref["message"], ref
     assert d["lookahead"]["ok"] and len(d["lookahead"]["cuts"]) == 2
     md = render_markdown(r)
     assert "## Gates (held-out candles)" in md and ("PASS" in md or "FAIL" in md)

@@ -279,7 +279,7 @@ def test_validate_on_real_btc_gives_a_verdict_with_reasons(btc_1h):
     assert isinstance(rep.verdict.passed, bool)
     assert {c.name for c in rep.verdict.checks} == {"min_trades", "min_oos_trades", "min_dsr", "max_pbo",
                                                     "min_oos_sharpe", "max_oos_drawdown", "no_lookahead",
-                                                    "stable_warmup"}
+                                                    "stable_warmup", "referee"}  # + vectorbt's check
     assert rep.verdict.passed == (not rep.verdict.reasons)
     s = rep.summary()
     assert s["n_trials"] == 9 and 0 <= s["dsr"] <= 1 and 0 <= s["pbo"] <= 1

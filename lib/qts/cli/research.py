@@ -345,18 +345,25 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
         if register:
             out["registered"] = _register_validated(ctx, strategy, rep, candles, config, summary, symbol, vgrid,
                                                     as_json, expected_metrics)
+    ref = None
     if report_path:
         from ..reports.backtest_report import write_backtest_report
+        from ..research.referee import report_check
 
+        ref = out["referee"] = report_check(candles, strategy, result)  # vectorbt recomputes it (loads only here)
         notes = [f"{n_gaps} gap(s) in the candles: nothing filled in, annualized by the data's bars per "
                  "calendar year"] if n_gaps else None
         paths = write_backtest_report(result, report_path, validation=rep, synthetic=bool(synthetic), symbol=symbol,
-                                      notes=notes)
+                                      notes=notes, referee=ref)
         out["report"] = {k: str(v) for k, v in paths.items()}
         if not as_json:
+            click.echo(f"referee: {ref['message']}")
             click.echo(f"report: {paths['html']}  (PNG: {paths['png']})")
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
+    if ref and ref["agrees"] is False:  # loud: our engine and vectorbt differ
+        click.echo(f"Error: {ref['message']}", err=True)
+        ctx.exit(1)
 
 
 def _register_validated(ctx, strategy, rep, candles, config, summary, symbol, grid, as_json, expected_metrics):

@@ -1,7 +1,9 @@
 """One backtest as a self-contained HTML report (opens offline) plus a PNG.
 
-Sections: key figures; equity curve; drawdown; monthly returns heatmap; validation verdict (gates,
-deflated Sharpe, PBO, walk-forward folds) when the backtest was validated; the trade list. Charts are
+Sections: key figures; the independent check (vectorbt's statistics beside ours, and whether its
+recomputation agrees: :mod:`qts.research.referee`) when it ran; equity curve; drawdown; monthly
+returns heatmap; validation verdict (gates, deflated Sharpe, PBO, walk-forward folds) when the
+backtest was validated; the trade list. Charts are
 PNGs drawn with matplotlib's Agg canvas (no pyplot, no display) and embedded as ``data:`` URIs; CSS is
 inline; there is no script and nothing is fetched from anywhere. The PNG file next to the HTML holds
 the equity, drawdown and monthly-returns panels.
@@ -164,6 +166,33 @@ def _kpis(m: dict, result) -> str:
                                          for k, v, c in items) + "</div>"
 
 
+REFEREE_ROWS = [("total_return", "total return", dict(pct=True, signed=True)),
+                ("cagr", "CAGR", dict(pct=True, signed=True)),
+                ("sharpe", "Sharpe", {}), ("max_drawdown", "max drawdown", dict(pct=True)),
+                ("win_rate", "win rate", dict(pct=True, nd=1)), ("expectancy", "expectancy", dict(signed=True)),
+                ("n_trades", "trades", None), ("final_equity", "final equity", {})]
+
+
+def _referee_html(ref: dict | None) -> str:
+    if not ref:
+        return ""
+    msg = escape(str(ref.get("message", "")))
+    if ref.get("agrees") is False:
+        body = f'<p><span class="fail">MISMATCH</span> {msg}</p>'
+    elif ref.get("agrees") is None:
+        body = f"<p>{msg}</p>"
+    else:
+        theirs, ours = ref.get("vectorbt", {}), ref.get("ours", {})
+        rows = "".join(
+            f"<tr data-stat='{k}'><td class='l'>{escape(label)}</td>"
+            f"<td class='ours'>{escape(str(ours.get(k)) if fmt is None else _num(ours.get(k), **fmt))}</td>"
+            f"<td class='vbt'>{escape(str(theirs.get(k)) if fmt is None else _num(theirs.get(k), **fmt))}</td></tr>"
+            for k, label, fmt in REFEREE_ROWS)
+        body = (f'<p><span class="pass">AGREES</span> {msg}</p><table class="referee"><tr><th class="l">statistic'
+                f'</th><th>ours</th><th>vectorbt</th></tr>{rows}</table>')
+    return f'<section id="referee"><h2>Independent check: vectorbt</h2>{body}</section>'
+
+
 def _monthly_html(table: dict) -> str:
     if not table:
         return "<p>no complete month</p>"
@@ -242,7 +271,7 @@ def _fmt(v) -> str:
 
 
 def render(result, pngs: dict[str, bytes], *, title: str, validation=None, synthetic: bool = False,
-           symbol: str | None = None, notes: list[str] | None = None) -> str:
+           symbol: str | None = None, notes: list[str] | None = None, referee: dict | None = None) -> str:
     m = result.metrics()
     table = _monthly_table(m["monthly_returns"])
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
@@ -259,7 +288,7 @@ def render(result, pngs: dict[str, bytes], *, title: str, validation=None, synth
 <title>{escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{escape(title)}</h1><div class="sub">{sub}</div>{warn}{extra}
-<section id="summary"><h2>Key figures</h2>{_kpis(m, result)}</section>
+<section id="summary"><h2>Key figures</h2>{_kpis(m, result)}</section>{_referee_html(referee)}
 <section id="equity"><h2>Equity curve</h2>{_img(pngs['equity'], 'equity curve')}</section>
 <section id="drawdown"><h2>Drawdown</h2>{_img(pngs['drawdown'], 'drawdown')}</section>
 <section id="monthly"><h2>Monthly returns</h2>{_monthly_html(table)}</section>
@@ -273,15 +302,17 @@ backtest is not evidence of an edge: see the validation verdict and the paper st
 
 def write_backtest_report(result, out: str | Path, *, validation=None, title: str | None = None,
                           synthetic: bool = False, symbol: str | None = None, notes: list[str] | None = None,
-                          png: str | Path | None = None) -> dict[str, Path]:
-    """Write ``out`` (HTML) and a PNG (``png``, default: ``out`` with .png). Returns both paths."""
+                          png: str | Path | None = None, referee: dict | None = None) -> dict[str, Path]:
+    """Write ``out`` (HTML) and a PNG (``png``, default: ``out`` with .png). Returns both paths.
+    ``referee``: :func:`qts.research.referee.report_check`'s dict, shown beside the key figures."""
     from ..fsutil import write_atomic
 
     out = Path(out)
     png_path = Path(png) if png else out.with_suffix(".png")
     title = title or f"Backtest: {result.strategy}" + (f" on {symbol}" if symbol else "")
     pngs = charts(result, title)
-    html = render(result, pngs, title=title, validation=validation, synthetic=synthetic, symbol=symbol, notes=notes)
+    html = render(result, pngs, title=title, validation=validation, synthetic=synthetic, symbol=symbol, notes=notes,
+                  referee=referee)
     write_atomic(out, html, mode=0o644)
     write_atomic(png_path, pngs["summary"], mode=0o644)
     return {"html": out, "png": png_path}

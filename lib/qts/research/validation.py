@@ -301,6 +301,7 @@ class ValidationReport:
     sweep: SweepResult = field(repr=False)
     cv: CVResult | None = None                  # with gates.purged_cv_folds
     recursive: RecursiveReport | None = None    # the warm-up analysis of the selection
+    referee: object | None = None  # qts.research.referee.RefereeVerdict, None when not refereed
 
     def summary(self) -> dict:
         return {"strategy": self.strategy, "passed": self.verdict.passed, "reasons": self.verdict.reasons,
@@ -308,14 +309,17 @@ class ValidationReport:
                 "dsr": self.dsr.dsr if self.dsr else None, "pbo": self.pbo.pbo if self.pbo else None,
                 "oos": self.walk_forward.stats, "lookahead_ok": self.lookahead.ok if self.lookahead else None,
                 "purged_cv": self.cv.summary() if self.cv else None,
-                "recursive_ok": self.recursive.ok if self.recursive else None}
+                "recursive_ok": self.recursive.ok if self.recursive else None,
+                "referee": self.referee.to_dict() if self.referee else None}
 
 
 def validate_strategy(strategy: str, candles: Candles, grid, *, train: int, test: int, step: int | None = None,
                       anchored: bool = False, purge: int = 0, objective: str = "sharpe",
                       config: BacktestConfig | None = None, gates: Gates | None = None, prior_trials: int = 0,
                       lookahead_points: int = 30, executor: str = "auto", workers: int | None = None,
-                      progress: bool | None = None, client=None) -> ValidationReport:
+                      progress: bool | None = None, client=None, referee: bool | int = True) -> ValidationReport:
+    """``referee``: True (the top 3), or how many of the best candidates vectorbt recomputes
+    (:mod:`.referee`; a mismatch fails the verdict, saying where); False or 0: not refereed."""
     config = config or BacktestConfig()
     gates = gates or Gates()
     sw = sweep(strategy, candles, grid, config, blocks=gates.pbo_blocks, executor=executor, workers=workers,
@@ -348,5 +352,13 @@ def validate_strategy(strategy: str, candles: Candles, grid, *, train: int, test
                     dsr=dsr.dsr if dsr else math.nan, pbo=pbo.pbo if pbo else math.nan,
                     oos_sharpe=wf.stats["sharpe"], oos_drawdown=wf.stats["max_drawdown"],
                     wf_efficiency=wf.efficiency, lookahead_ok=bool(look and look.ok), cv=cv, recursive=rec)
+    ref = None
+    if referee and best >= 0:  # vectorbt recomputes the top candidates: any difference fails the verdict
+        from .referee import TOP, TOL, referee_sweep
+
+        ref = referee_sweep(strategy, candles, sw, config, objective=objective, min_trades=gates.min_trades,
+                            top=TOP if referee is True else int(referee))
+        verdict = Verdict(verdict.passed and ref.passed,
+                          verdict.checks + [Check("referee", ref.max_rel_diff, TOL, ref.passed, ref.message)])
     return ValidationReport(strategy, verdict, best_params, best_stats, n_trials, dsr, pbo, wf, look, sw,
-                            cv=cv, recursive=rec)
+                            cv=cv, recursive=rec, referee=ref)
