@@ -16,7 +16,7 @@ import sys
 import click
 
 from . import (agent, approvals, control, data, db, edges, market, monitor, notify, orders,  # noqa: F401
-               registry, research, safety, trading)  # each registers its commands on base.cli
+               registry, research, safety, strategies, trading)  # each registers its commands on base.cli
 
 research.research_cmd.add_command(edges.edges_cmd)  # qts research edges
 from .base import cli
