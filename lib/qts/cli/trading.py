@@ -190,7 +190,7 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
         from ..monitor import MonitorError, start_monitor
 
         try:
-            mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set)
+            mon = start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set, feed=session.feed)
         except MonitorError as e:
             session.close()
             session.loop_lock.release()
