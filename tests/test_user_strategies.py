@@ -180,3 +180,22 @@ def test_the_agent_runs_a_user_strategy_only_through_a_pinned_registry_entry(hom
                      "registry entry that pinned its code"]
     s = load_settings(environ={"STRATEGY": "rsi_reversion"}, home=home.root)
     assert live_strategies(s, ("BTC/USDT",))[0]["BTC/USDT"].name == "rsi_reversion"
+
+
+def test_the_hooks_never_reach_a_user_strategy_file():
+    """Code a user drops in never runs on the hooks' path: no module the hooks import, even lazily and
+    transitively, imports qts.strategies (nor qts.config, whose STRATEGY check only looks for the file)."""
+    from test_architecture import import_graph, modules
+
+    graph = import_graph(modules())
+    hooks = [m for m in graph if m == "qts.hooks" or m.startswith("qts.hooks.")]
+    assert hooks
+    seen, todo = set(), list(hooks)
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo.extend(graph.get(m, {}))
+    assert "qts.strategies.user" in graph and "qts.safety.pin" in seen  # the walk follows the hooks' lazy imports
+    assert not {"qts.strategies", "qts.strategies.user", "qts.config"} & seen, sorted(seen)
