@@ -199,3 +199,15 @@ def test_the_hooks_never_reach_a_user_strategy_file():
         todo.extend(graph.get(m, {}))
     assert "qts.strategies.user" in graph and "qts.safety.pin" in seen  # the walk follows the hooks' lazy imports
     assert not {"qts.strategies", "qts.strategies.user", "qts.config"} & seen, sorted(seen)
+
+
+def test_a_registered_user_file_that_breaks_is_refused_and_the_builtin_entries_run(home):
+    from qts.engine.roster import load_roster
+
+    mine = register(home, "my_breakout", {}, "BTC/USDT")
+    builtin = register(home, "rsi_reversion", {}, "ETH/USDT")
+    path = home.root / "strategies" / "my_breakout.py"
+    path.write_text(SOURCE + "\nraise ImportError('numpy too old')\n")
+    roster = load_roster(load_settings(environ={}, home=home.root))
+    assert roster.entries == {"ETH/USDT": builtin.id}
+    assert roster.refused == [f"{mine.id}: {path}: failed to import: ImportError: numpy too old"]
