@@ -25,7 +25,7 @@ CCXT_STATIC = SHARED_DATA / "ccxt-static"
 CONFIG_VARS = ("EXCHANGE", "EXCHANGE_URL", "EXCHANGE_API_KEY", "EXCHANGE_SECRET", "PAPER_TRADING", "TRADE_INTERVAL",
                "MAX_POSITION_SIZE", "RISK_LIMIT_PERCENT", "SYMBOLS", "STRATEGY", "INITIAL_CASH", "FEE_BPS",
                "SLIPPAGE_BPS", "QTS_HOME", "CLAUDE_PROJECT_DIR", "EXCHANGE_SANDBOX", "CANDLE_MAX_JUMP",
-               "CANDLE_MAX_QUOTE_VOLUME")
+               "CANDLE_MAX_QUOTE_VOLUME", "QTS_STRATEGY_PATH")
 
 # Module- and session-scoped fixtures run before the per-test folders below exist: give the whole session
 # its own user folders too, so nothing (the per-user anchor included) ever lands in the real ~/.local/state.

@@ -56,6 +56,15 @@ def order(world, side, amount, coid, *extra) -> tuple[int, dict]:
         raise AssertionError(f"qts order printed no JSON (exit {p.returncode}): {p.stdout} {p.stderr}") from None
 
 
+def entries(world) -> list[dict]:
+    """The exchange's orders but the protective stops the agent rests after a fill (broker/protective.py)."""
+    return [o for o in world.exchange_orders() if o["type"] != "STOP_LOSS_LIMIT"]
+
+
+def protective_stops(world) -> list[dict]:
+    return [o for o in world.exchange_orders() if o["type"] == "STOP_LOSS_LIMIT" and o["status"] == "NEW"]
+
+
 def outputs_and_files(world, extra_texts=()) -> list[tuple[str, str]]:
     """Every text the attack and the agent produced, and every file the user owns in this world."""
     out = [(f"output {i}", t) for i, t in enumerate(extra_texts)]
@@ -331,7 +340,8 @@ print(json.dumps(protocol.call(paths, "order", {{"symbol": "BTC/USDT", "side": "
 """)
     ans = json.loads(spoof.stdout)
     assert not ans["ok"] and "source" in ans["message"], ans
-    assert [o["clientOrderId"] for o in world.exchange_orders()] == [res["client_order_id"]]
+    assert [o["clientOrderId"] for o in entries(world)] == [res["client_order_id"]]
+    assert [(o["side"], o["origQty"]) for o in protective_stops(world)] == [("SELL", "0.00100000")]  # the agent's own
     assert_the_three_checks(world, [p.stdout, p.stderr, spoof.stdout])
 
 
@@ -373,13 +383,15 @@ def test_kill_9_mid_order_loses_nothing_and_doubles_nothing(world, agent):
     first = json.loads(out)
     assert not first["accepted"] and first["reason_code"] == "NO_AGENT", first
     time.sleep(2)  # the exchange finishes the order it was given
-    assert len(world.exchange_orders()) == 1
+    assert len(world.exchange_orders()) == 1 and protective_stops(world) == []  # killed before its stop
     # the human restarts the agent (PIN); the order is one the journal knows: not a rollback, not HALTED
     again = world.start_agent("--no-loop", "--accept-unconfined")
     assert "HALTED" not in again.output.split("policy")[-1].split("\n")[0]
     code, res = order(world, "buy", 0.003, "mid-order")  # the client retries the same decision
     assert code == 0 and res.get("duplicate") and res["status"] == "filled", res
-    assert len(world.exchange_orders()) == 1
+    assert len(entries(world)) == 1
+    # the restart gave the position the stop it never got: one reduce-only sell of the whole position
+    assert [(o["side"], o["origQty"]) for o in protective_stops(world)] == [("SELL", "0.00300000")]
     assert_the_three_checks(world, [out])
 
 

@@ -76,10 +76,11 @@ def test_registry_strategies_run_on_their_own_symbols_with_pinned_parameters(set
 def test_changed_code_is_refused(settings, ohlcv_dir, monkeypatch):
     import qts.strategies
 
-    real = qts.strategies.code_hash
-    monkeypatch.setattr(qts.strategies, "code_hash", lambda name: "0" * 64)  # registered under older code
+    real = qts.strategies.resolve_hashed
+    monkeypatch.setattr(qts.strategies, "resolve_hashed",  # registered under older code
+                        lambda name, home=None: (real(name, home)[0], "0" * 64))
     old = register(settings.home, "sma_cross", {"fast": 7, "slow": 30}, "BTC/USDT")
-    monkeypatch.setattr(qts.strategies, "code_hash", real)
+    monkeypatch.setattr(qts.strategies, "resolve_hashed", real)
     feed = make_feed(settings, "replay", ohlcv_dir, days=0.5)
     with pytest.raises(SessionError) as e:
         open_session(settings, feed)

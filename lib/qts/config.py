@@ -129,9 +129,10 @@ class Settings(BaseModel):
     @classmethod
     def _strategy(cls, v: str) -> str:
         from .strategies import STRATEGIES
+        from .strategies.user import NAME_RE
 
-        if v not in STRATEGIES:
-            raise ValueError("allowed: " + ", ".join(sorted(STRATEGIES)))
+        if v not in STRATEGIES and not NAME_RE.match(v):  # a user file's name: checked once the home is known
+            raise ValueError("allowed: " + ", ".join(sorted(STRATEGIES)) + ", or a user strategy's name")
         return v
 
     @property
@@ -196,7 +197,7 @@ def load_settings(environ: dict | None = None, home: str | os.PathLike | None = 
     values.update({k: v for k, v in overrides.items() if v is not None})
     values[HOME_ENV] = root
     try:
-        return Settings(**values)
+        s = Settings(**values)
     except ValidationError as e:
         err = e.errors()[0]
         var = str(err["loc"][0]) if err.get("loc") else "config"
@@ -206,6 +207,15 @@ def load_settings(environ: dict | None = None, home: str | os.PathLike | None = 
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             msg = f"{msg} (got {shown!r})"
         raise ConfigError(var, msg) from None
+    from .strategies import STRATEGIES
+    from .strategies.user import file_for, set_home, user_dir
+
+    # a user strategy: only its file's presence is checked here (no user code runs while settings load)
+    if s.STRATEGY not in STRATEGIES and file_for(s.STRATEGY, root) is None:
+        raise ConfigError("STRATEGY", f"unknown {s.STRATEGY!r}; allowed: {', '.join(sorted(STRATEGIES))}, or a "
+                                      f"file {user_dir(root) / (s.STRATEGY + '.py')} defining it")
+    set_home(root)  # user strategy files are looked up in this home's strategies/ (strategies/user.py)
+    return s
 
 
 def load_settings_reducing_risk(environ: dict | None = None, home=None) -> tuple[Settings, list[str]]:

@@ -33,7 +33,7 @@ def check_order_sane(gate: "Gate", intent: OrderIntent) -> OrderIntent:
         raise Refuse(Reason.UNKNOWN_SYMBOL, f"{intent.symbol} is not a market of this session")
     if not (isinstance(intent.amount, (int, float)) and math.isfinite(intent.amount) and intent.amount > 0):
         raise Refuse(Reason.BAD_ORDER, f"amount must be a positive finite number, got {intent.amount!r}")
-    if intent.price is not None and intent.type != "limit":
+    if intent.price is not None and intent.type not in ("limit", "stop_loss_limit"):
         # ccxt turns amount x price into a quote amount for some exchanges (Binance's quoteOrderQty): a
         # "market sell 1 BTC at 200x" would sell 200 BTC. A price belongs to limit orders only.
         raise Refuse(Reason.BAD_ORDER, f"a {intent.type} order takes no price (got {intent.price!r}); "

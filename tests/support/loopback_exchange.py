@@ -82,6 +82,10 @@ Matching and fee rules (all amounts are ``Decimal``, wire format 8 decimals)
   :meth:`set_price` trades through it (BUY: new price <= limit; SELL: new price >= limit), one fill per
   :meth:`set_price` call. IOC/FOK rests are ``EXPIRED``; FOK with ``fill_fraction < 1`` expires unfilled.
   LIMIT_MAKER that would take is rejected (-2010).
+* STOP_LOSS_LIMIT (quantity, price, stopPrice, timeInForce): a SELL's stopPrice must be below the last price
+  (a BUY's above), else -2010 "Stop price would trigger immediately."; it rests untriggered (locking like a
+  limit order) until a :meth:`set_price` reaches the stop (SELL: new price <= stopPrice); then it is a LIMIT
+  order: marketable at that price, it fills as taker at the new price, else it rests at its limit.
 * Locking: a resting BUY locks ``qty*limit + ceil_8dp(qty*limit*fee_rate)`` quote, a resting SELL locks
   ``qty`` base; each fill releases its share, the rest is released when the order closes.
 * ``fill_fraction`` (default 1.0, :meth:`set_fill_fraction`): each fill event fills at most
@@ -517,6 +521,8 @@ class _Order:
     update_time: int = 0
     locked: Decimal = ZERO
     hidden: int = 0
+    stop_price: Decimal = ZERO  # STOP_LOSS_LIMIT: the trigger; the order works as a LIMIT once triggered
+    triggered: bool = True
 
     @property
     def remaining(self) -> Decimal:
@@ -533,7 +539,7 @@ class _Order:
             "clientOrderId": self.client_order_id, "price": _fmt(self.price), "origQty": _fmt(self.orig_qty),
             "executedQty": _fmt(self.executed_qty), "cummulativeQuoteQty": _fmt(self.cum_quote),
             "status": self.status, "timeInForce": self.tif, "type": self.type, "side": self.side,
-            "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": self.time,
+            "stopPrice": _fmt(self.stop_price), "icebergQty": "0.00000000", "time": self.time,
             "updateTime": self.update_time, "isWorking": True, "workingTime": self.time,
             "origQuoteOrderQty": _fmt(self.orig_quote_qty), "selfTradePreventionMode": "EXPIRE_MAKER",
         }
@@ -872,6 +878,22 @@ class LoopbackBinance:
             self._book_id += 1
             fills = []
             for o in sorted(self._open[sym].values(), key=lambda o: o.order_id):
+                if not o.triggered:  # STOP_LOSS_LIMIT: waits until the price reaches its stop price
+                    if not ((o.side == "SELL" and px <= o.stop_price) or (o.side == "BUY" and px >= o.stop_price)):
+                        continue
+                    o.triggered = True
+                    o.update_time = ts
+                    if (o.side == "SELL" and px >= o.price) or (o.side == "BUY" and px <= o.price):
+                        q = self._fill_qty(o)  # the limit it turned into is marketable: fills as taker at the price
+                        if q > 0:
+                            fills.append(self._fill(o, q, px, maker=False))
+                        if o.remaining <= 0:
+                            o.status = "FILLED"
+                            self._release(o)
+                        elif o.executed_qty > 0:
+                            o.status = "PARTIALLY_FILLED"
+                        self._index(o)
+                    continue  # else it rests as a limit order from now on
                 if (o.side == "BUY" and px <= o.price) or (o.side == "SELL" and px >= o.price):
                     q = self._fill_qty(o)
                     if q > 0:
@@ -1107,8 +1129,9 @@ class LoopbackBinance:
         orders: dict[int, _Order] = {}
         for od in data["orders"]:
             kw = dict(od)
-            for name in ("price", "orig_qty", "orig_quote_qty", "executed_qty", "cum_quote", "locked"):
-                kw[name] = D(kw[name])
+            for name in ("price", "orig_qty", "orig_quote_qty", "executed_qty", "cum_quote", "locked", "stop_price"):
+                if name in kw:
+                    kw[name] = D(kw[name])
             o = _Order(**kw)
             if o.symbol not in specs:
                 raise ValueError(f"order {o.order_id} is for unknown symbol {o.symbol}")
@@ -1868,8 +1891,8 @@ class LoopbackBinance:
         otype = (params.get("type") or "").upper()
         if not otype:
             raise _missing("type")
-        if otype not in ("MARKET", "LIMIT", "LIMIT_MAKER"):
-            if otype in ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"):
+        if otype not in ("MARKET", "LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT"):
+            if otype in ("STOP_LOSS", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"):
                 raise ApiError(400, -2010, f"loopback: order type {otype} is not supported")
             raise ApiError(400, -1116, "Invalid orderType.")
         cid = params.get("newClientOrderId")
@@ -1939,6 +1962,16 @@ class LoopbackBinance:
             if otype == "LIMIT_MAKER" and crosses:
                 raise ApiError(400, -2010, "Order would immediately match and take.")
             ref_price = max(price, last) if side == "BUY" else price
+        stop = self._dec_param(params, "stopPrice")
+        if otype == "STOP_LOSS_LIMIT":
+            if stop is None:
+                raise _missing("stopPrice")
+            if stop < spec.min_price or stop > spec.max_price or not _is_multiple(stop, spec.min_price, spec.tick_size):
+                raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+            if (side == "SELL" and stop >= last) or (side == "BUY" and stop <= last):
+                raise ApiError(400, -2010, "Stop price would trigger immediately.")
+        elif stop is not None:
+            raise ApiError(400, -1106, "Parameter 'stopPrice' sent when not required.")
         # balance check
         if side == "BUY":
             need = qty * ref_price
@@ -1951,7 +1984,8 @@ class LoopbackBinance:
             return {}
         now = self.server_time_ms()
         o = _Order(self._next_order_id, cid, spec.symbol, side, otype, tif, price or ZERO, qty, now,
-                   orig_quote_qty=qoq or ZERO, update_time=now)
+                   orig_quote_qty=qoq or ZERO, update_time=now, stop_price=stop or ZERO,
+                   triggered=otype != "STOP_LOSS_LIMIT")
         self._next_order_id += 1
         self._orders[o.order_id] = o
         self._by_client[(spec.symbol, cid)] = o.order_id
@@ -1963,7 +1997,7 @@ class LoopbackBinance:
             o.status = "FILLED" if o.remaining <= 0 else "EXPIRED"
         else:
             self._lock_for(o)
-            crosses = (side == "BUY" and last <= o.price) or (side == "SELL" and last >= o.price)
+            crosses = o.triggered and ((side == "BUY" and last <= o.price) or (side == "SELL" and last >= o.price))
             if crosses and not (tif == "FOK" and self.fill_fraction < 1.0):
                 q = self._fill_qty(o)
                 if q > 0:

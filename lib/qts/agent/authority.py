@@ -183,6 +183,16 @@ class Authority:
         p = self._policy
         book = self.view.book(intent.symbol)
         mid, collar = book["mid"], p.collar_bps / 10_000
+        if intent.type == "stop_loss_limit":
+            # a protective stop rests below the market: its trigger must be below the mid (else it is a sell
+            # now), and its limit within the collar of the trigger, where it starts to work
+            stop, px = float(intent.stop_loss), float(intent.price)
+            if not stop < mid:
+                raise Refuse(Reason.PRICE_COLLAR, f"stop {stop:g} is not below the mid {mid:g}: it would sell now")
+            if px < stop * (1 - collar):
+                raise Refuse(Reason.PRICE_COLLAR, f"stop limit {px:g} is more than {p.collar_bps:g} bps below its "
+                                                  f"trigger {stop:g}")
+            return replace(intent)
         if intent.type == "limit":
             px = float(intent.price)
             if intent.side == "buy" and px > mid * (1 + collar):

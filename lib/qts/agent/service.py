@@ -110,6 +110,8 @@ def _journaling_broker():
             rec = {"coid": client_order_id, "symbol": intent.symbol, "side": intent.side, "type": intent.type,
                    "amount": intent.amount, "price": intent.price, "source": intent.source,
                    "strategy": intent.strategy, "ts": int(time.time() * 1000)}
+            if intent.type == "stop_loss_limit":
+                rec["stop_loss"] = intent.stop_loss
             self.journal.append("sending", rec, sync=False)
             self.sent_intents[client_order_id] = rec
             return super().place(intent, client_order_id)
@@ -381,6 +383,8 @@ class TradingAgent:
                 return {**known, "duplicate": True, "caller_id": caller_id}
             res = self.gate.submit(intent)
             out = {**res.to_dict(), "caller_id": caller_id}
+            if res.filled:  # the position changed: its stop on the exchange follows (placed, resized or cancelled)
+                self.sync_protective_stops("order", (intent.symbol,))
             if res.accepted or res.reason_code in ("EXCHANGE_REJECTED", "BROKER_ERROR") or \
                     self.store.one("SELECT 1 FROM orders WHERE client_order_id=?", (coid,)):
                 # it reached the broker: this decision is spent, whatever the outcome
@@ -528,6 +532,8 @@ class TradingAgent:
         """The project's database was deleted or replaced (the assistant can do either): open it again and
         rebuild the live books from the journal's list of orders sent and the exchange's own answers.
         Nothing the agent ENFORCES ever came from it."""
+        from ..broker.live import PROTECTIVE_STOP
+
         try:
             self.alert("the project's database was deleted or replaced: rebuilding the live books from the "
                        "journal and the exchange")
@@ -538,11 +544,15 @@ class TradingAgent:
                 if int(d.get("ts", 0)) < cutoff or self.store.one("SELECT 1 FROM orders WHERE client_order_id=?", (coid,)):
                     continue
                 ts = int(d.get("ts") or time.time() * 1000)
+                stop = d["type"] == "stop_loss_limit"  # a protective stop's row: type limit, reason PROTECTIVE_STOP
                 with self.store.tx():
                     self.store.insert("orders", {
                         "client_order_id": coid, "mode": "live", "symbol": d["symbol"], "side": d["side"],
-                        "type": d["type"], "amount": d["amount"], "price": d.get("price") if d["type"] == "limit" else None,
-                        "status": "sent", "strategy": d.get("strategy"), "reason": "rebuilt from the agent's journal",
+                        "type": "limit" if stop else d["type"], "amount": d["amount"],
+                        "price": d.get("price") if d["type"] in ("limit", "stop_loss_limit") else None,
+                        "status": "sent", "strategy": d.get("strategy"),
+                        "reason": PROTECTIVE_STOP if stop else "rebuilt from the agent's journal",
+                        "stop_loss": d.get("stop_loss") if stop else None,
                         "created_ts": ts, "updated_ts": ts})
                     self.broker.ledger.history(coid, "sent", ts, "rebuilt from the agent's journal")
             rep = self.broker.reconcile()
@@ -737,8 +747,28 @@ class TradingAgent:
                 rep = self.run_task(self.loop.cycle, timeout_s=600)
                 self.cfg.journal.append("cycle", {"ts": rep.ts, "orders": len(rep.orders), "refusals": len(rep.refusals)},
                                         sync=False)
+                self.run_task(lambda: self.sync_protective_stops("cycle"), timeout_s=120)
             except Exception as e:  # noqa: BLE001 - one bad cycle must not end live supervision
                 self.alert(f"loop cycle failed: {e.__class__.__name__}: {str(e)[:200]}")
+
+    def sync_protective_stops(self, when: str, symbols=None) -> list:
+        """Every position's stop resting on the exchange (broker/protective.py), through the gate; never raises."""
+        from ..broker import protective
+
+        try:
+            if symbols is None:
+                acts = protective.sync_all(self.gate, self.broker, self.symbols)
+            else:
+                acts = [protective.sync(self.gate, self.broker, s) for s in symbols]
+        except Exception as e:  # noqa: BLE001 - reported; the next cycle tries again
+            self.alert(f"protective stops ({when}) failed: {e.__class__.__name__}: {str(e)[:200]}")
+            return []
+        changed = [a.to_dict() for a in acts if a.action in ("placed", "cancelled", "refused")]
+        if changed:
+            self.cfg.journal.append("protective_stops", {"when": when, "actions": changed}, sync=False)
+            self._event("protective_stop", f"protective stops ({when}): " + "; ".join(
+                f"{a['symbol']} {a['action']}" for a in changed))
+        return acts
 
     # -- life ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -748,6 +778,7 @@ class TradingAgent:
         sync_trades(self.store)  # a fill committed but not yet in trades.jsonl when the last run died
         self.broker.reconcile()
         self.view.balances(fresh=True)
+        self.sync_protective_stops("start")  # a position without its stop gets one; a stop without one goes
         self.paths.spool_in.mkdir(parents=True, exist_ok=True)
         self.paths.spool_out.mkdir(parents=True, exist_ok=True)
         try:

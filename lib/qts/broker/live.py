@@ -21,8 +21,10 @@ what might have happened, and the id to ask the exchange about it.
   (else a fill landing between the lookups and the balance read would be counted twice).
 * A market order never carries a price to ccxt (ccxt would turn amount x price into Binance's
   ``quoteOrderQty``); its row keeps price NULL.
-* Stop loss / take profit: enforced by the loop on candle closes (native exchange stop orders are
-  not placed by this build).
+* Stop loss / take profit: enforced by the loop on candle closes; in the trading agent, a position also
+  has a protective stop resting ON THE EXCHANGE (``stop_loss_limit`` orders, Binance spot STOP_LOSS_LIMIT
+  with ``stopPrice``: :mod:`.protective`), so a crash or a stopped loop does not leave it unprotected.
+  A resting stop locks the base it would sell: any other sell of that market cancels it first.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .exchange_client import ExchangeClient
 from .ledger import BookedBroker, Ledger
 from .models import OPEN_STATUSES, OrderIntent, OrderResult
 
+PROTECTIVE_STOP = "protective stop"  # orders.reason of the exchange-side stops (type stop_loss_limit intents)
 CRASH_ENV = "QTS_TEST_CRASH_AT"  # reliability tests: kill -9 ourselves at a named step
 
 
@@ -93,7 +96,12 @@ class LiveBroker(BookedBroker):
         # a market order NEVER carries a price to ccxt: for Binance, ccxt turns amount x price into
         # quoteOrderQty (a market sell "with a price" 200x the market would sell 200x the amount); the
         # row keeps price NULL for it too
-        price = rules.price_to_precision(intent.price) if intent.type == "limit" and intent.price else None
+        stop = intent.type == "stop_loss_limit"
+        price = rules.price_to_precision(intent.price) if intent.type in ("limit", "stop_loss_limit") and intent.price \
+            else None
+        trigger = rules.price_to_precision(intent.stop_loss) if stop else None
+        if intent.side == "sell" and not stop:
+            self.cancel_protective_stops(intent.symbol, "the position is being sold")  # frees the base it locks
         ts = now_ms()
         coid = client_order_id
         # one transaction: the row and its "intent" -> "sent" history are on disk before the request leaves
@@ -102,14 +110,17 @@ class LiveBroker(BookedBroker):
         with self.store.tx():
             self.store.insert("orders", {
                 "client_order_id": coid, "mode": self.mode, "symbol": intent.symbol, "side": intent.side,
-                "type": intent.type, "amount": amount, "price": price, "status": "sent",
-                "strategy": intent.strategy, "reason": intent.reason, "stop_loss": intent.stop_loss,
+                # a protective stop's row: type limit (its limit price; the table's CHECK knows market/limit),
+                # reason PROTECTIVE_STOP, stop_loss = its trigger
+                "type": "limit" if stop else intent.type, "amount": amount, "price": price, "status": "sent",
+                "strategy": intent.strategy, "reason": PROTECTIVE_STOP if stop else intent.reason,
+                "stop_loss": trigger if stop else intent.stop_loss,
                 "take_profit": intent.take_profit, "created_ts": ts, "updated_ts": ts})
             self.ledger.history(coid, "intent", ts, intent.source)
             self.ledger.history(coid, "sent", ts, "create_order")
         _crash_point("before_send")
         try:
-            order = self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
+            order = self.client.call("create_order", intent.symbol, self._ccxt_type(intent), intent.side, amount, price,
                                      self._order_params(intent, coid), idempotent=False)
         except (self.ccxt.InsufficientFunds, self.ccxt.InvalidOrder, self.ccxt.BadSymbol, self.ccxt.BadRequest,
                 self.ccxt.AuthenticationError, self.ccxt.PermissionDenied) as e:
@@ -137,7 +148,33 @@ class LiveBroker(BookedBroker):
         return self.result(coid)
 
     def _order_params(self, intent: OrderIntent, coid: str) -> dict:
-        return order_params(self.exchange.market(intent.symbol), coid, intent.reduce_only)
+        params = order_params(self.exchange.market(intent.symbol), coid, intent.reduce_only)
+        if intent.type == "stop_loss_limit":  # ccxt binance: type STOP_LOSS_LIMIT + stopPrice (+ timeInForce GTC)
+            params["stopPrice"] = self.feed.rules(intent.symbol).price_to_precision(intent.stop_loss)
+            params.pop("reduceOnly", None)
+        return params
+
+    @staticmethod
+    def _ccxt_type(intent: OrderIntent) -> str:
+        return "STOP_LOSS_LIMIT" if intent.type == "stop_loss_limit" else intent.type
+
+    def protective_stops(self, symbol: str | None = None) -> list:
+        """The protective stops the books have open (rows of ``orders``), oldest first."""
+        q = f"SELECT * FROM orders WHERE mode=? AND reason=? AND status IN ({','.join('?' * len(OPEN_STATUSES))})"
+        args = [self.mode, PROTECTIVE_STOP, *OPEN_STATUSES]
+        if symbol is not None:
+            q += " AND symbol=?"
+            args.append(symbol)
+        return self.store.query(q + " ORDER BY id", tuple(args))
+
+    def cancel_protective_stops(self, symbol: str, why: str) -> int:
+        """Cancel every open protective stop of ``symbol`` (raises when the exchange still shows one open: the
+        sell that wanted the base must not go out then). Returns how many were cancelled."""
+        n = 0
+        for o in self.protective_stops(symbol):
+            self.ledger.history(o["client_order_id"], o["status"], now_ms(), f"cancelling: {why}")
+            n += bool(self.cancel(o["client_order_id"], why))
+        return n
 
     def _resolve_unknown(self, coid, intent, amount, price):
         for _ in range(self.not_found_limit):
@@ -146,7 +183,7 @@ class LiveBroker(BookedBroker):
                 return order
             time.sleep(self.lookup_pause_s)
         try:  # the exchange does not know it: send again with the SAME id (a duplicate would be refused)
-            return self.client.call("create_order", intent.symbol, intent.type, intent.side, amount, price,
+            return self.client.call("create_order", intent.symbol, self._ccxt_type(intent), intent.side, amount, price,
                                     self._order_params(intent, coid), idempotent=False)
         except Exception as e:
             if self._is_duplicate(e):

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field, fields
 
 SIDES = ("buy", "sell")
-TYPES = ("market", "limit")
+TYPES = ("market", "limit", "stop_loss_limit")  # stop_loss_limit: the protective stop (broker/protective.py)
 OPEN_STATUSES = ("intent", "sent", "open", "partially_filled")
 
 
@@ -34,9 +34,17 @@ class OrderIntent:
         if self.side not in SIDES:
             raise ValueError(f"side: must be buy or sell, got {self.side!r}")
         if self.type not in TYPES:
-            raise ValueError(f"type: must be market or limit, got {self.type!r}")
-        if self.type == "limit" and not (self.price and self.price > 0):
-            raise ValueError("price: a limit order needs a positive price")
+            raise ValueError(f"type: must be market, limit or stop_loss_limit, got {self.type!r}")
+        if self.type in ("limit", "stop_loss_limit") and not (self.price and self.price > 0):
+            raise ValueError(f"price: a {self.type} order needs a positive price")
+        if self.type == "stop_loss_limit":
+            # the exchange-side protective stop: a reduce-only sell, stop_loss = the trigger, price = the limit
+            if not (self.stop_loss and self.stop_loss > 0):
+                raise ValueError("stop_loss: a stop_loss_limit order needs a positive trigger price")
+            if self.side != "sell" or not self.reduce_only:
+                raise ValueError("type: a stop_loss_limit order is a reduce-only sell (it protects a long position)")
+            if self.price > self.stop_loss:
+                raise ValueError("price: a stop_loss_limit's limit must not be above its trigger (stop_loss)")
 
     def to_dict(self) -> dict:
         # shallow (every field is a plain value): dataclasses.asdict deep-copies, ~0.1 ms per call on the

@@ -16,7 +16,7 @@ import sys
 import click
 
 from . import (agent, approvals, control, data, db, edges, market, monitor, notify, orders,  # noqa: F401
-               registry, research, research_compile, safety, trading)  # each registers its commands on base.cli
+               registry, research, research_compile, safety, strategies, trading)  # each registers its commands on base.cli
 
 from .base import cli
 from .errors import InputError, state_error_line

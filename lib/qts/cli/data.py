@@ -16,30 +16,10 @@ from .market import _market_feed, _market_opts, market_grp
 
 
 def liquidity_report(settings, feed, symbol: str, amount: float | None = None) -> dict:
-    """The numbers the liquidity gate reads for ``symbol`` from ``feed``, the risk profile's limits (the one
-    the gate applies), and the verdict for a buy of ``amount`` (default: a full MAX_POSITION_SIZE position)."""
-    from types import SimpleNamespace
+    """:func:`qts.safety.liquidity_report.report` (``qts market liquidity`` and the monitor's ``GET /liquidity``)."""
+    from ..safety.liquidity_report import report
 
-    from ..safety.liquidity import measure, problems
-    from ..safety.risk_gate import effective_profile
-    from ..store import Store
-
-    reading = measure(feed, symbol)
-    store = Store.open(settings.home)
-    try:
-        profile = effective_profile(SimpleNamespace(store=store, settings=settings, authority=None))
-    finally:
-        store.close()
-    if amount is None and reading.price:
-        amount = min(settings.MAX_POSITION_SIZE, profile.max_position_usd) / reading.price
-    bad = problems(reading, profile, "buy", amount)
-    return {**reading.to_dict(), "amount": amount,
-            "limits": {"min_quote_volume_24h": profile.min_quote_volume_24h,
-                       "max_spread_bps": profile.max_spread_bps,
-                       "max_depth_fraction": profile.max_depth_fraction},
-            "allowed": not bad, "problems": bad}
-
-
+    return report(settings, feed, symbol, amount)
 
 
 @market_grp.command("liquidity")

@@ -152,10 +152,10 @@ def _config(ctx):
 
 def _parse_grid(items, strategy: str) -> dict:
     """--grid NAME=LOW:HIGH:STEP (inclusive) or NAME=a,b,c."""
-    from ..strategies import STRATEGIES
+    from ..strategies import strategy_class
 
     out = {}
-    fields = STRATEGIES[strategy].Params.model_fields
+    fields = strategy_class(strategy).Params.model_fields
     for item in items:
         k, sep, spec = item.partition("=")
         if not sep or not k or not spec:
@@ -244,7 +244,8 @@ def _print_verdict(rep) -> None:
 @click.pass_context
 def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, seed, gate_items, params, grid_items,
                  validate, purged_cv, recursive, train, test, register, report_path, as_json, cluster, gaps):
-    """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion).
+    """Vectorized backtest of STRATEGY (sma_cross, rsi_reversion, bollinger_reversion, zscore_reversion, or a
+    user strategy file <home>/strategies/NAME.py: see `qts strategies list`).
 
     Fills at the next bar's open with the paper account's fee and slippage (FEE_BPS, SLIPPAGE_BPS).
     --grid sweeps parameters; --validate runs the overfitting gates (with no --grid, on a small
@@ -252,10 +253,12 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     `backtested` (then: qts promote ID --to paper).
     """
     from .errors import input_errors
-    from ..strategies import STRATEGIES, StrategyError
+    from ..strategies import StrategyError, strategy_class
 
-    if strategy not in STRATEGIES:
-        raise InputError(f"strategy: unknown {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
+    try:  # a built-in or a user file in <home>/strategies/ (a file that fails to import: its path and error)
+        cls = strategy_class(strategy, _settings(ctx).home)
+    except StrategyError as e:
+        raise InputError(str(e)) from None
     if register and not validate:
         raise InputError("--register needs --validate (only a validated strategy enters the registry)")
     if purged_cv and not validate:
@@ -264,7 +267,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     grid = _parse_grid(grid_items, strategy)
     if not grid:
         try:
-            STRATEGIES[strategy](**fixed)  # a bad --param is refused before the candles are read
+            cls(**fixed)  # a bad --param is refused before the candles are read
         except StrategyError as e:
             raise InputError(str(e)) from None
     cluster = _check_cluster(cluster) if (grid or validate) else None  # one backtest runs here
@@ -321,7 +324,7 @@ def backtest_cmd(ctx, strategy, data_dir, synthetic, symbol, timeframe, days, se
     if recursive:
         from ..research.recursive import recursive_check
 
-        rc = recursive_check(STRATEGIES[strategy](**result.params), candles)
+        rc = recursive_check(cls(**result.params), candles)
         out["recursive"] = {"ok": rc.ok, "lookback": rc.lookback, "starts": len(rc.starts), "first": rc.first,
                             "summary": rc.summary()}
         if not as_json:

@@ -193,7 +193,8 @@ def run_cmd(ctx, data_dir, live_data, days, seed, strategy, params, pace, once, 
         token, _ = dashboard_token()  # QTS_MONITOR_TOKEN, or one made up for this run (printed below)
         try:  # the dashboard's routes on the same port: one port shows the running loop
             mon = with_dashboard(start_monitor(session.settings.home, port=monitor_port, on_kill=runner.stop.set,
-                                               token=token), keep_monitor_routes=True)
+                                               token=token, feed=session.feed),
+                               keep_monitor_routes=True)
         except MonitorError as e:
             session.close()
             session.loop_lock.release()

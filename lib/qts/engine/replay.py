@@ -62,7 +62,11 @@ def strategy_code_hash(strategy_cls) -> str:
         from ..strategies import base, indicators
 
         h = hashlib.sha256()
+        user_sha = getattr(strategy_cls, "__qts_source_sha256__", None)  # a user file: the bytes it was compiled from
         for mod in (inspect.getmodule(strategy_cls), base, indicators):
+            if user_sha and mod is inspect.getmodule(strategy_cls):
+                h.update(f"user-file:{user_sha}".encode())
+                continue
             try:
                 h.update(inspect.getsource(mod).encode())
             except (OSError, TypeError):

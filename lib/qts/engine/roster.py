@@ -36,7 +36,7 @@ class RosterError(RuntimeError):
 def load_roster(settings, strategy_params: dict | None = None, stages=None) -> Roster:
     """The roster for ``settings`` from the registry's entries in ``stages`` (default: paper, live-ramp, live)."""
     from ..registry import ACTIVE_STAGES, Registry
-    from ..strategies import StrategyError, code_hash, make
+    from ..strategies import StrategyError, resolve_hashed
 
     stages = ACTIVE_STAGES if stages is None else tuple(stages)
 
@@ -47,15 +47,17 @@ def load_roster(settings, strategy_params: dict | None = None, stages=None) -> R
     active = sorted((e for e in reg.entries if e.stage in stages),
                     key=lambda e: (STAGE_ORDER.get(e.stage, 9), e.id))
     if not active:
-        strategies = {s: make(settings.STRATEGY, strategy_params) for s in settings.SYMBOLS}
+        from ..strategies import make
+
+        strategies = {s: make(settings.STRATEGY, strategy_params, settings.home) for s in settings.SYMBOLS}
         return Roster(strategies, "env", notes=notes)
     if strategy_params:
         notes.append("--param ignored: the registry's strategies run with their pinned parameters")
     strategies, entries, refused = {}, {}, []
     for e in active:
         symbols = (e.symbol,) if e.symbol else tuple(settings.SYMBOLS)
-        try:
-            current = code_hash(e.strategy)
+        try:  # a user file is read once: the class that runs is the code whose hash is checked here
+            cls, current = resolve_hashed(e.strategy, settings.home)
         except StrategyError as err:
             refused.append(f"{e.id}: {err}")
             continue
@@ -71,7 +73,7 @@ def load_roster(settings, strategy_params: dict | None = None, stages=None) -> R
                            f"{settings.TRADE_INTERVAL}")
             continue
         try:
-            strat = make(e.strategy, e.params)
+            strat = cls(**(e.params or {}))
         except StrategyError as err:
             refused.append(f"{e.id}: pinned parameters no longer valid: {err}")
             continue
@@ -98,7 +100,7 @@ def live_strategies(settings, symbols) -> tuple[dict, list[str]]:
     gives it no capital unless it is itself promoted, and it still exits what is held). Returns (symbol ->
     Strategy, notes naming every entry not run and why)."""
     from ..registry import LIVE_STAGES
-    from ..strategies import make
+    from ..strategies import StrategyError, make
 
     notes: list[str] = []
     try:
@@ -116,5 +118,10 @@ def live_strategies(settings, symbols) -> tuple[dict, list[str]]:
     elif roster is not None:
         notes += roster.notes
     for sym in symbols:
-        chosen.setdefault(sym, make(settings.STRATEGY))
+        if sym in chosen:
+            continue
+        try:  # a user strategy runs in the agent only through a registry entry that pinned its code
+            chosen[sym] = make(settings.STRATEGY, home=settings.home, allow_user=False)
+        except StrategyError as e:
+            notes.append(f"not run: {sym}: {e}")
     return chosen, notes

@@ -8,6 +8,10 @@ Routes:
 - ``GET /metrics``    Prometheus text exposition format 0.0.4.
 - ``GET /positions``  open positions marked at the last decision price (JSON).
 - ``GET /status``     everything ``qts status --json`` shows.
+- ``GET /liquidity?symbol=BTC/USDT[&amount=0.5]``  what ``qts market liquidity --json`` shows (the liquidity
+                      gate's numbers, limits and verdict: :func:`qts.safety.liquidity_report.report`) from the loop's
+                      feed, or standalone the exchange. It reaches the exchange, so it needs the bearer token
+                      below (401/403 without it); a reading that cannot be taken is 502 naming why.
 - ``POST /kill-switch`` engages the kill switch (flag + event, :func:`qts.safety.kill_switch.engage`),
                       calls ``on_kill`` (the loop passes its stop event's ``set``; standalone, the loop
                       process is sent SIGTERM like ``qts kill-switch`` does), then flattens paper
@@ -284,15 +288,39 @@ class _Handler(BaseHTTPRequestHandler):
                 from ..reports.status import collect_status
 
                 return self._send(200, collect_status(self.mon.home, store=self.mon.store))
+            if path == "/liquidity":
+                return self._liquidity()
             if path == "/":
                 return self._send(200, {"routes": ["GET /health", "GET /metrics", "GET /positions", "GET /status",
-                                                   "POST /kill-switch"]})
+                                                   "GET /liquidity", "POST /kill-switch"]})
             if path == "/kill-switch":
                 return self._send(405, {"error": "use POST"}, extra={"Allow": "POST"})
             return self._send(404, {"error": "not found"})
         except Exception as e:
             log.warning("monitor %s failed: %s: %s", path, e.__class__.__name__, e)
             return self._send(500, {"error": f"{e.__class__.__name__}"})
+
+    def _liquidity(self):
+        from urllib.parse import parse_qs
+
+        ok, code, why = self.mon.authorize(self.headers.get("Authorization"))
+        if not ok:
+            extra = {"WWW-Authenticate": 'Bearer realm="qts"'} if code == 401 else None
+            return self._send(code, {"error": why}, extra=extra)
+        q = parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        symbol = (q.get("symbol") or [""])[-1].strip().upper()
+        if "/" not in symbol or len(symbol) > 40:
+            return self._send(400, {"error": f"symbol: expected a market like BTC/USDT, got {symbol[:40]!r}"})
+        amount = None
+        if q.get("amount"):
+            try:
+                amount = float(q["amount"][-1])
+            except ValueError:
+                amount = None
+            if amount is None or not (amount > 0 and amount < float("inf")):
+                return self._send(400, {"error": "amount: a positive number of base units"})
+        code, body = self.mon.liquidity(symbol, amount)
+        return self._send(code, body)
 
     def do_POST(self):
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -343,13 +371,15 @@ class _Server(ThreadingHTTPServer):
 
 class MonitorServer:
     def __init__(self, home, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-                 allow_remote: bool = False, on_kill=None, store=None):
+                 allow_remote: bool = False, on_kill=None, store=None, feed=None):
         if not allow_remote and not is_loopback(host):
             raise MonitorError(f"refusing to bind {host}: not a loopback address (pass allow_remote / "
                                "QTS_MONITOR_ALLOW_REMOTE=1 to expose the monitor, and put TLS in front of it)")
         if not (0 <= int(port) <= 65535):
             raise MonitorError(f"port {port}: must be 0..65535")
         self.home, self.host, self.on_kill = home, host, on_kill
+        self.feed = feed  # the loop's feed (GET /liquidity reads it); standalone: the exchange, made on demand
+        self._feed_lock = threading.Lock()
         self._token = token or None
         self.token_problem = None
         if self._token is None:
@@ -395,6 +425,26 @@ class MonitorServer:
             self.thread.join(timeout)
             if self._own_store:
                 self.store.close()
+
+    # -- GET /liquidity ------------------------------------------------------------------------------
+    def liquidity(self, symbol: str, amount: float | None) -> tuple[int, dict]:
+        from ..config import ConfigError, load_settings
+        from ..safety.liquidity_report import report
+
+        try:
+            settings = load_settings(home=getattr(self.home, "root", self.home))
+        except ConfigError as e:
+            return 503, {"error": f"configuration: {e}"}
+        with self._feed_lock:  # one reading at a time (the feed's client is not shared across threads)
+            try:
+                if self.feed is None:
+                    from ..engine.session import make_feed
+
+                    self.feed = make_feed(settings, "live-data")
+                return 200, report(settings, self.feed, symbol, amount)
+            except Exception as e:  # noqa: BLE001 - no reading is an answer naming why, never a pass
+                return 502, {"error": f"cannot read liquidity of {symbol}: {e.__class__.__name__}: {str(e)[:200]}",
+                             "allowed": False}
 
     # -- POST /kill-switch ----------------------------------------------------------------------------
     def authorize(self, header: str | None) -> tuple[bool, int, str]:
@@ -460,7 +510,7 @@ class MonitorServer:
 
 
 def start_monitor(home, port: int | None = None, host: str | None = None, token: str | None = None,
-                  allow_remote: bool | None = None, on_kill=None, environ=None) -> MonitorServer:
+                  allow_remote: bool | None = None, on_kill=None, environ=None, feed=None) -> MonitorServer:
     """Start the endpoint in a daemon thread and return the server (``.port``, ``.url``, ``.stop()``).
     Unset arguments come from QTS_MONITOR_PORT (default 8765), QTS_MONITOR_HOST (127.0.0.1),
     QTS_MONITOR_TOKEN and QTS_MONITOR_ALLOW_REMOTE."""
@@ -476,4 +526,4 @@ def start_monitor(home, port: int | None = None, host: str | None = None, token:
         token = env.get("QTS_MONITOR_TOKEN") or None
     if allow_remote is None:
         allow_remote = env.get("QTS_MONITOR_ALLOW_REMOTE", "").strip().lower() in ("1", "true", "yes", "on")
-    return MonitorServer(home, host, port, token, allow_remote, on_kill).start()
+    return MonitorServer(home, host, port, token, allow_remote, on_kill, feed=feed).start()

@@ -280,15 +280,16 @@ class Registry:
         validation). The same strategy, parameters, symbol and timeframe again: its validation,
         expectations and expiry are renewed instead (a failed re-validation takes a live stage back to
         paper). A retired entry is never revived: a new entry is made."""
-        from ..strategies import STRATEGIES, code_hash, make
+        from ..strategies import StrategyError, resolve_hashed
 
         if stage not in ("research", "backtested"):
             raise RegistryError(f"new entries start in research or backtested, not {stage!r} ({PATH})")
-        if strategy not in STRATEGIES:
-            raise RegistryError(f"unknown strategy {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
-        s = make(strategy, params)  # the strategy's own validation
+        try:  # a built-in or a user file (<home>/strategies/NAME.py): the class and the hash of one read
+            cls, code = resolve_hashed(strategy, self.home)
+        except StrategyError as e:
+            raise RegistryError(str(e)) from None
+        s = cls(**(params or {}))  # the strategy's own validation
         params = {**s.params.model_dump(), **s.exits.nonzero()}  # exit rules (if any) are pinned with the signals
-        code = code_hash(strategy)
         base = entry_id(strategy, params, symbol, timeframe_minutes)
 
         def fn(f: RegistryFile, now: int):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..market.candles import Candles
-from ..strategies import STRATEGIES, StrategyError
+from ..strategies import strategy_class
 from . import kernels as K
 from . import parallel
 from . import specs
@@ -27,14 +27,12 @@ from .backtest import BacktestConfig, _window
 def expand_grid(strategy: str, grid) -> tuple[list[dict], int]:
     """(valid parameter dicts in grid order, number refused by the strategy's validation). ``grid``:
     {param: values} (cartesian product) or a list of dicts."""
-    if strategy not in STRATEGIES:
-        raise StrategyError(f"strategy: unknown {strategy!r}; allowed: {', '.join(sorted(STRATEGIES))}")
+    Params = strategy_class(strategy).Params  # a built-in or a user file (StrategyError naming it otherwise)
     if isinstance(grid, dict):
         keys = list(grid)
         combos = (dict(zip(keys, vals)) for vals in itertools.product(*(list(grid[k]) for k in keys)))
     else:
         combos = iter(grid)
-    Params = STRATEGIES[strategy].Params
     out, bad = [], 0
     for c in combos:
         try:
