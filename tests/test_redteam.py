@@ -480,3 +480,32 @@ def test_an_exchange_url_planted_in_the_projects_env_file_is_not_followed(world)
                           timeout=30)
     assert "EXCHANGE_URL set in" in str(e.value) and "terminal's environment" in str(e.value)
     assert world.exchange_orders() == []
+
+
+def test_the_monitors_kill_switch_flattens_live_positions_through_the_agent(world, agent):
+    """POST /kill-switch (the dashboard's button) in live mode: the same request as hooks/kill_switch.sh, so
+    the agent flattens at the exchange and the answer is verified there, not "run qts kill-switch"."""
+    for i in range(2):
+        assert order(world, "buy", 0.002, f"mon{i}")[0] == 0
+    assert A.totals(world.server).get("BTC", 0) > 0.003
+    token = "t" * 24
+    p = world.python(f"""
+import json, urllib.request
+from qts.paths import StateHome
+from qts.monitor.server import start_monitor
+srv = start_monitor(StateHome.resolve(None), port=0, token={token!r})
+req = urllib.request.Request(srv.url + "/kill-switch", data=json.dumps({{"reason": "dashboard"}}).encode(),
+                             headers={{"Authorization": "Bearer {token}", "Content-Type": "application/json"}},
+                             method="POST")
+with urllib.request.urlopen(req, timeout=90) as r:
+    print(r.read().decode())
+srv.stop()
+""", timeout=150)
+    assert p.returncode == 0, p.stderr[-2000:]
+    body = json.loads(p.stdout[p.stdout.index("{"):])  # the monitor's answer (pretty-printed JSON)
+    assert body["engaged"] is True and body["flat"] is True and body["failed"] == [], body
+    assert body["live"]["agent"] is True and body["live"]["verified"] is True, body["live"]
+    # flat at the exchange itself, and nothing resting (the protective stops cancelled too)
+    assert A.totals(world.server).get("BTC", 0) < 1e-5
+    assert not [o for o in world.exchange_orders() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+    assert (world.state_home / "safety" / "KILL_SWITCH").exists()

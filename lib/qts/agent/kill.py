@@ -78,6 +78,35 @@ def _record_in_database(db_path: str, reason: str, out: dict) -> None:
         out["database_error"] = f"{e.__class__.__name__}: {e}"
 
 
+def tell_agent(home, reason: str, env=None, agent_timeout_s: float = 60.0) -> dict:
+    """The live side of the kill switch: ask the running trading agent to engage and flatten at the exchange,
+    and say whether that is verified. Shared by :func:`run` (hooks/kill_switch.sh, `qts kill-switch`) and
+    the monitor's POST /kill-switch. Never raises."""
+    try:
+        paths = AgentPaths.for_home(home.root)
+        live = {"configured": live_configured(home.root, paths, env)}
+        if protocol.agent_alive(paths):
+            try:
+                ans = protocol.call(paths, "engage", {"reason": reason, "timeout_s": agent_timeout_s},
+                                    timeout_s=agent_timeout_s + 5)
+                rep = ans.get("data") or {}
+                live.update({"agent": True, "verified": bool(rep.get("verified")), "flat": bool(rep.get("flat")),
+                             "report": rep, "message": ans.get("message", ""), "transport": ans.get("transport")})
+            except Exception as e:  # noqa: BLE001
+                live.update({"agent": False, "verified": False, "flat": False,
+                             "message": f"the trading agent did not answer ({e.__class__.__name__}: {e})"})
+        else:
+            live.update({"agent": False, "verified": not live["configured"], "flat": not live["configured"]})
+            if live["configured"]:
+                live["message"] = ("UNVERIFIED: no trading agent is running, so nothing at the exchange was checked or "
+                                   "closed. The flag is set: no live order can go out. To close positions now, "
+                                   + EXCHANGE_CLOSE_ALL + ".")
+        return live
+    except Exception as e:  # noqa: BLE001 - the flag is already set; say what is unknown
+        return {"configured": True, "agent": False, "verified": False, "flat": False,
+                "message": f"the trading agent could not be asked ({e.__class__.__name__}: {e})"}
+
+
 def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_timeout_s: float = 60.0) -> dict:
     """Engage and flatten everything. ``paper_flatten()`` -> dict with cancelled/closed/failed/flat."""
     from ..paths import StateHome
@@ -100,24 +129,7 @@ def run(home_root, reason: str = "manual", paper_flatten=None, env=None, agent_t
         out["loop"] = {"pid": None, "stopped": False, "error": f"{e.__class__.__name__}: {e}"}
     out["halted_ms"] = round((time.perf_counter() - t0) * 1000, 2)
 
-    paths = AgentPaths.for_home(home.root)
-    live = {"configured": live_configured(home.root, paths, env)}
-    if protocol.agent_alive(paths):
-        try:
-            ans = protocol.call(paths, "engage", {"reason": reason, "timeout_s": agent_timeout_s},
-                                timeout_s=agent_timeout_s + 5)
-            rep = ans.get("data") or {}
-            live.update({"agent": True, "verified": bool(rep.get("verified")), "flat": bool(rep.get("flat")),
-                         "report": rep, "message": ans.get("message", ""), "transport": ans.get("transport")})
-        except Exception as e:  # noqa: BLE001
-            live.update({"agent": False, "verified": False, "flat": False,
-                         "message": f"the trading agent did not answer ({e.__class__.__name__}: {e})"})
-    else:
-        live.update({"agent": False, "verified": not live["configured"], "flat": not live["configured"]})
-        if live["configured"]:
-            live["message"] = ("UNVERIFIED: no trading agent is running, so nothing at the exchange was checked or "
-                               "closed. The flag is set: no live order can go out. To close positions now, "
-                               + EXCHANGE_CLOSE_ALL + ".")
+    live = tell_agent(home, reason, env, agent_timeout_s)
     out["live"] = live
 
     paper = {"exposure": paper_exposure(str(home.db_path))}

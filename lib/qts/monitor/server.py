@@ -15,8 +15,9 @@ Routes:
 - ``POST /kill-switch`` engages the kill switch (flag + event, :func:`qts.safety.kill_switch.engage`),
                       calls ``on_kill`` (the loop passes its stop event's ``set``; standalone, the loop
                       process is sent SIGTERM like ``qts kill-switch`` does), then flattens paper
-                      positions through the gate, the CLI's code path, unless the body says
-                      ``{"flatten": false}``. Needs ``Authorization: Bearer <QTS_MONITOR_TOKEN>``; with
+                      positions through the gate, the CLI's code path, or in live mode asks the trading
+                      agent to flatten at the exchange (agent/kill.tell_agent, what hooks/kill_switch.sh
+                      sends), unless the body says ``{"flatten": false}``. Needs ``Authorization: Bearer <QTS_MONITOR_TOKEN>``; with
                       no token configured (or one shorter than 16 characters) every state-changing
                       request is refused (403). Ten bad tokens within a minute lock POSTs for a minute.
 
@@ -482,10 +483,10 @@ class MonitorServer:
             except Exception as e:
                 out["loop_error"] = f"{e.__class__.__name__}: {e}"
             if flatten:
-                out.update(self._flatten())
+                out.update(self._flatten(why))
             return out
 
-    def _flatten(self) -> dict:
+    def _flatten(self, why: str = "monitor: kill switch") -> dict:
         """The CLI's code path (qts kill-switch engage): paper gate + broker at the stored prices."""
         from ..config import ConfigError, load_settings
         from ..engine.session_tools import flatten_paper
@@ -495,7 +496,15 @@ class MonitorServer:
         except ConfigError as e:
             return {"flat": False, "failed": [{"flatten": f"configuration: {e}"}]}
         if not settings.PAPER_TRADING:
-            return {"flat": False, "failed": [{"flatten": "live positions: run `qts kill-switch` to flatten at the exchange"}]}
+            # live positions are the trading agent's: the same request hooks/kill_switch.sh and `qts kill-switch`
+            # send (agent/kill.py), verified at the exchange by the agent
+            from ..agent.kill import tell_agent
+
+            live = tell_agent(self.home, why)
+            flat = bool(live.get("flat") and live.get("verified"))
+            return {"flat": flat, "live": live, "cancelled": [], "closed": [],
+                    "failed": [] if flat else [{"flatten": live.get("message") or "the trading agent did not "
+                                                          "confirm flat at the exchange"}]}
         out = flatten_paper(settings, self.store, retries=2, backoff_s=0.05, label="flatten (monitor)")
         res = {"cancelled": out["cancelled"], "closed": out["closed"], "failed": out["failed"],
                "flatten_ms": out["ms"], "remaining_positions": out["remaining_positions"], "flat": out["flat"]}
