@@ -22,6 +22,9 @@ def run_in_pty(args: list[str], steps: list[tuple[str, bytes]], env: dict, timeo
     pid, fd = pty.fork()
     if pid == 0:  # the child: the pty is its terminal
         try:
+            # a shell's background job (or nohup) ignores SIGINT, and an ignored signal stays ignored across
+            # exec: a human's terminal delivers Ctrl-C, so the child gets the default disposition back
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(QTS[0], QTS + args, env)
         finally:
             os._exit(127)
