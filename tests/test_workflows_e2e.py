@@ -37,6 +37,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from claude_cli import INSTALL_HINT, find_claude, run_session, sealed_env  # noqa: E402
+from qts.engine.status_file import pid_alive  # noqa: E402
 
 PLUGIN = "quant-trading-system"
 Q = f"{REPO}/hooks/_qts.sh"   # the launcher the commands call `Q` (the plugin root is REPO under --plugin-dir)
@@ -67,7 +68,7 @@ def world(claude, tmp_path):
          "pids": set()}
     yield w
     for pid in set(w["pids"]) | {_pid_file(w["state"])} - {None}:
-        if pid and _alive(pid) and _cwd_of(pid) == str(project):
+        if pid and pid_alive(pid) and _cwd_of(pid) == str(project):
             os.kill(pid, signal.SIGTERM)
 
 
@@ -76,19 +77,6 @@ def _pid_file(state: Path) -> int | None:
         return int((state / "run" / "loop.pid").read_text().strip() or 0) or None
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _cwd_of(pid: int) -> str | None:
@@ -200,7 +188,7 @@ def test_five_minute_loop_start_status_refusal_stop_and_kill_switch_from_a_shell
     @steps
     def restart_after_stop():
         seen["after_stop"] = dict(loop_status(state))
-        seen["pid1_alive_after_stop"] = _alive(seen["pid1"])
+        seen["pid1_alive_after_stop"] = pid_alive(seen["pid1"])
         seen["rows_after_stop"] = db_rows(state, "SELECT COUNT(*), MAX(ts), MAX(id) FROM decisions")[0]
         return bg(start, "restart the paper loop")
 
@@ -285,7 +273,7 @@ def test_five_minute_loop_start_status_refusal_stop_and_kill_switch_from_a_shell
     # the flag with its reason, the event, the paper account flat
     st = loop_status(state)
     assert st["state"] == "stopped" and st["pid"] == seen["pid2"], st
-    assert not _alive(seen["pid1"]) and not _alive(seen["pid2"])
+    assert not pid_alive(seen["pid1"]) and not pid_alive(seen["pid2"])
     kill = seen["kill"]
     assert kill.returncode == 0 and "KILL SWITCH ENGAGED" in kill.stdout, kill.stdout + kill.stderr
     assert f"paper loop: stopped pid {seen['pid2']}" in kill.stdout, kill.stdout
