@@ -172,3 +172,31 @@ def test_processes_opening_a_new_state_home_at_once_do_not_collide(tmp_path):
         assert s.scalar("SELECT COUNT(*) FROM schema_migrations") == len(available_migrations())  # each once
         s.close()
     assert errors == []
+
+
+def test_a_reopen_that_fails_keeps_the_old_connection_usable(tmp_path):
+    """The trading agent reopens the database when the assistant deletes it; if the new file cannot be opened
+    (deleted again, a folder in its place), the store must not be left holding a closed connection: that
+    turned every later order into AGENT_ERROR 'Cannot operate on a closed database'."""
+    import shutil
+
+    import pytest
+
+    from qts.fsutil import StateFileError
+    from qts.paths import StateHome
+    from qts.store import Store
+
+    home = StateHome(tmp_path / "h").ensure()
+    s = Store.open(home)
+    try:
+        s.event("test", "before")
+        shutil.rmtree(home.root)
+        home.db_path.mkdir(parents=True)  # a folder where the database was: open_checked refuses it
+        with pytest.raises(StateFileError):
+            s.reopen()
+        assert s.scalar("SELECT COUNT(*) FROM events WHERE kind='test'") == 1  # the old connection still answers
+        home.db_path.rmdir()
+        s.reopen()  # the next attempt (the agent retries each second) opens a new, empty database
+        assert s.scalar("SELECT COUNT(*) FROM events WHERE kind='test'") == 0
+    finally:
+        s.close()

@@ -352,11 +352,15 @@ class Store:
     def reopen(self) -> None:
         """Open the database at the path again (after it was deleted or replaced), with its migrations."""
         with self._lock:
+            # open first, swap second: when the new file cannot be opened (deleted again meanwhile, damaged) the
+            # error goes to the caller and the old connection stays usable, instead of a closed one that turns
+            # every later query (the agent's gate included) into "Cannot operate on a closed database"
+            conn = open_checked(self.home, check_journal=False)
+            old, self.conn = self.conn, conn
             try:
-                self.conn.close()
+                old.close()
             except sqlite3.Error:
                 pass
-            self.conn = open_checked(self.home, check_journal=False)
 
     @contextmanager
     def tx(self):
