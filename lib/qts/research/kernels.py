@@ -66,13 +66,29 @@ def trunc_amount(x, step):
 
 
 @njit(cache=True)
-def simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
-             stats, equity, trades, block_edges, blocks):
-    """Run one strategy over bars [start, stop). Writes ``stats`` (NSTAT values); when ``equity`` is
-    not empty, the equity at each bar's close (index i - start); when ``trades`` is not empty, one
-    row per trade (TRADE_FIELDS; an open trade last, exit_bar -1, marked at the last close, no exit
-    fee); when ``block_edges`` has B+1 bar indices, ``blocks[b]`` = (sum r, sum r^2, count) of the
-    bar returns in [edges[b], edges[b+1]). Returns the number of trade rows written."""
+def all_finite(x, lo, hi):
+    for i in range(lo, hi):
+        if not np.isfinite(x[i]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def simulate(open_, close, entries, n_entries, exits, n_exits, size, start, stop, init_cash, fee, slip, size_usd,
+             step, ppy, stats, equity, trades, block_edges, blocks, close_finite):
+    """Run one strategy over bars [start, stop). ``entries[:n_entries]`` / ``exits[:n_exits]``: the bars
+    whose close signals an entry / an exit, increasing (:func:`bool_events`, :func:`sma_cross_events`).
+    Writes ``stats`` (NSTAT values); when ``equity`` is not empty, the equity at each bar's close (index
+    i - start); when ``trades`` is not empty, one row per trade (TRADE_FIELDS; an open trade last, exit_bar
+    -1, marked at the last close, no exit fee); when ``block_edges`` has B+1 bar indices, ``blocks[b]`` =
+    (sum r, sum r^2, count) of the bar returns in [edges[b], edges[b+1]). ``close_finite``: every close
+    in [start, stop) is finite (lets flat stretches be skipped; False walks them bar by bar). Returns the
+    number of trade rows written.
+
+    Speed: a bar with a fill or an acted-on signal goes through the full step; between two such bars
+    the position is either held (a tight loop: mark, return, drawdown; no signal is read) or flat (equity
+    constant: the stretch is accounted for at once). Both produce the very floating-point operations, in
+    the same order, as the full step would (a test compares bit for bit with a bar-by-bar kernel)."""
     record_eq = equity.shape[0] > 0
     record_tr = trades.shape[0] > 0
     sized = size.shape[0] > 0
@@ -105,7 +121,11 @@ def simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip
     sd2 = 0.0
     in_bars = 0
     b = 0
-    for i in range(start, stop):
+    ie = 0
+    ix = 0
+    i = start
+    while i < stop:
+        # -- the full step of bar i ------------------------------------------------------------------
         if pending == 1:
             px = open_[i]
             adj = px * (1.0 + slip)
@@ -212,14 +232,112 @@ def simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip
             blocks[b, 1] += r * r
             blocks[b, 2] += 1.0
 
-        if i + 1 < stop:
+        if i + 1 < stop:  # bar i's signal (a signal on the last bar would fill outside the window)
             if not held:
-                if entry[i]:
+                while ie < n_entries and entries[ie] < i:
+                    ie += 1
+                if ie < n_entries and entries[ie] == i:
                     conf = size[i] if sized else 1.0
                     if conf > 0.0:
                         pending = 1
-            elif exit_[i]:
-                pending = -1
+            else:
+                while ix < n_exits and exits[ix] < i:
+                    ix += 1
+                if ix < n_exits and exits[ix] == i:
+                    pending = -1
+        i += 1
+        if pending != 0 or i >= stop:
+            continue
+
+        # -- bars [i, j): no fill, and no signal that acts before bar j --------------------------------
+        if held:
+            while ix < n_exits and exits[ix] < i:
+                ix += 1
+            j = exits[ix] if ix < n_exits else stop
+            if j > stop:
+                j = stop
+            while i < j:
+                seg = j  # a stretch inside one block of bars (or outside all of them)
+                inb = False
+                if nblocks > 0:
+                    if i < block_edges[0]:
+                        if block_edges[0] < seg:
+                            seg = block_edges[0]
+                    elif i < block_edges[nblocks]:
+                        while i >= block_edges[b + 1]:
+                            b += 1
+                        if block_edges[b + 1] < seg:
+                            seg = block_edges[b + 1]
+                        inb = True
+                a0 = 0.0
+                a1 = 0.0
+                if inb:
+                    a0 = blocks[b, 0]
+                    a1 = blocks[b, 1]
+                for k in range(i, seg):
+                    eq = cash + qty * close[k]
+                    r = eq / prev - 1.0
+                    prev = eq
+                    s1 += r
+                    s2 += r * r
+                    rn = r if r < 0.0 else 0.0  # branch-free: a rise or a fall is a coin flip, sd2 + 0.0 == sd2
+                    sd2 += rn * rn
+                    if eq >= peak:
+                        peak = eq
+                        trough = eq
+                        peak_i = k
+                    else:
+                        if eq < trough:
+                            trough = eq
+                            dd = 1.0 - eq / peak
+                            if dd > mdd:
+                                mdd = dd
+                        if k - peak_i > mdd_bars:
+                            mdd_bars = k - peak_i
+                    if record_eq:
+                        equity[k - start] = eq
+                    if inb:
+                        a0 += r
+                        a1 += r * r
+                in_bars += seg - i
+                if inb:
+                    blocks[b, 0] = a0
+                    blocks[b, 1] = a1
+                    blocks[b, 2] += seg - i
+                i = seg
+        elif close_finite:  # flat: equity stays cash (qty is 0 and every close finite), returns are 0
+            while ie < n_entries and (entries[ie] < i or (sized and not size[entries[ie]] > 0.0)):
+                ie += 1
+            j = entries[ie] if ie < n_entries else stop
+            if j > stop:
+                j = stop
+            if j > i:
+                last = j - 1
+                if eq >= peak:  # as the full step on each bar of the stretch: the last one decides
+                    peak = eq
+                    trough = eq
+                    peak_i = last
+                else:
+                    if eq < trough:
+                        trough = eq
+                        dd = 1.0 - eq / peak
+                        if dd > mdd:
+                            mdd = dd
+                    if last - peak_i > mdd_bars:
+                        mdd_bars = last - peak_i
+                if record_eq:
+                    for k in range(i, j):
+                        equity[k - start] = eq
+                if nblocks > 0:
+                    lo = i if i > block_edges[0] else block_edges[0]
+                    hi = j if j < block_edges[nblocks] else block_edges[nblocks]
+                    while lo < hi:
+                        while lo >= block_edges[b + 1]:
+                            b += 1
+                        e = block_edges[b + 1] if block_edges[b + 1] < hi else hi
+                        blocks[b, 2] += e - lo
+                        lo = e
+                i = j
 
     if record_tr and held:
         row = trades[n_rec]
@@ -277,7 +395,8 @@ def simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip
 
 @njit(cache=True)
 def sma_cross_signals(f, s, lo, hi, entry, exit_):
-    """``SmaCross.signals`` for bars [lo, hi), from the two SMA rows (NaN while warming up)."""
+    """``SmaCross.signals`` for bars [lo, hi), from the two SMA rows (NaN while warming up), as boolean
+    arrays (for tests; the kernels use :func:`sma_cross_events`, the same rule)."""
     for i in range(lo, hi):
         above = f[i] > s[i]
         below = f[i] < s[i]
@@ -293,20 +412,82 @@ def sma_cross_signals(f, s, lo, hi, entry, exit_):
         exit_[i] = below and not pb
 
 
+@njit(cache=True)
+def sma_cross_events(f, s, lo, hi, entries, exits):
+    """The bars of [lo, hi) where :func:`sma_cross_signals` would be True, written to ``entries`` /
+    ``exits`` (each needs room for (hi - lo) // 2 + 1: a crossing up needs a bar not above before it).
+    Returns (number of entries, number of exits). One pass, the previous bar's comparison carried."""
+    if lo > 0:
+        pa = f[lo - 1] > s[lo - 1]
+        pb = f[lo - 1] < s[lo - 1]
+        snan = np.isnan(s[lo - 1])
+    else:
+        pa = False
+        pb = False
+        snan = True
+    ne = 0
+    nx = 0
+    for i in range(lo, hi):
+        fv = f[i]
+        sv = s[i]
+        above = fv > sv
+        below = fv < sv
+        if above and not pa and not snan:
+            entries[ne] = i
+            ne += 1
+        if below and not pb:
+            exits[nx] = i
+            nx += 1
+        pa = above
+        pb = below
+        snan = np.isnan(sv)
+    return ne, nx
+
+
+@njit(cache=True)
+def bool_events(flags, lo, hi, out):
+    """The bars of [lo, hi) where ``flags`` is True, into ``out``; returns how many."""
+    n = 0
+    for i in range(lo, hi):
+        if flags[i]:
+            out[n] = i
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _tasks(m, threads):
+    # work split into a few tasks per thread: each task owns its event buffers (allocated once, not per
+    # combination), and more tasks than threads even out combinations of unequal cost
+    nt = 4 * threads
+    if nt > m:
+        nt = m
+    return nt, (m + nt - 1) // nt if nt > 0 else 0
+
+
+def threads() -> int:
+    return numba.get_num_threads()
+
+
 @njit(cache=True, parallel=True)
 def sma_cross_sweep(open_, close, fast, slow, fi, si, start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                    block_edges, stats, blocks):
+                    block_edges, stats, blocks, threads):
     """Combination k uses SMA rows ``fast[fi[k]]`` and ``slow[si[k]]`` (each distinct window computed
-    once by the caller). Signals and simulation fused per combination, combinations in parallel."""
-    n = close.shape[0]
+    once by the caller). Signals (as crossing bars) and simulation per combination, combinations in
+    parallel."""
+    m = fi.shape[0]
     no_eq = np.empty(0)
     no_tr = np.empty((0, NTF))
-    for k in prange(fi.shape[0]):
-        entry = np.zeros(n, np.bool_)
-        exit_ = np.zeros(n, np.bool_)
-        sma_cross_signals(fast[fi[k]], slow[si[k]], start, stop, entry, exit_)
-        simulate(open_, close, entry, exit_, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                 stats[k], no_eq, no_tr, block_edges, blocks[k])
+    finite = all_finite(close, start, stop)
+    nt, per = _tasks(m, threads)
+    room = (stop - start) // 2 + 2
+    for t in prange(nt):
+        ent = np.empty(room, np.int64)
+        ext = np.empty(room, np.int64)
+        for k in range(t * per, min(m, (t + 1) * per)):
+            ne, nx = sma_cross_events(fast[fi[k]], slow[si[k]], start, stop, ent, ext)
+            simulate(open_, close, ent, ne, ext, nx, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step,
+                     ppy, stats[k], no_eq, no_tr, block_edges, blocks[k], finite)
 
 
 @njit(cache=True)
@@ -314,31 +495,46 @@ def sma_cross_record(open_, close, f, s, start, stop, init_cash, fee, slip, size
                      stats, equity, trades):
     """One combination through the same signal and simulation code as :func:`sma_cross_sweep`, with
     the equity curve and the trades recorded."""
-    n = close.shape[0]
-    entry = np.zeros(n, np.bool_)
-    exit_ = np.zeros(n, np.bool_)
-    sma_cross_signals(f, s, start, stop, entry, exit_)
-    return simulate(open_, close, entry, exit_, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                    stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
+    room = (stop - start) // 2 + 2
+    ent = np.empty(room, np.int64)
+    ext = np.empty(room, np.int64)
+    ne, nx = sma_cross_events(f, s, start, stop, ent, ext)
+    return simulate(open_, close, ent, ne, ext, nx, np.empty(0), start, stop, init_cash, fee, slip, size_usd, step,
+                    ppy, stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)),
+                    all_finite(close, start, stop))
 
 
 @njit(cache=True, parallel=True)
 def signals_sweep(open_, close, entries, exits, sizes, start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                  block_edges, stats, blocks):
+                  block_edges, stats, blocks, threads):
     """Row k of ``entries`` / ``exits`` (shape (m, n)) is one combination's signals; row k of ``sizes``
     its confidence per bar (shape (m, n)), or ``sizes`` of shape (m, 0): every entry at full size."""
+    m = entries.shape[0]
     no_eq = np.empty(0)
     no_tr = np.empty((0, NTF))
-    for k in prange(entries.shape[0]):
-        simulate(open_, close, entries[k], exits[k], sizes[k], start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                 stats[k], no_eq, no_tr, block_edges, blocks[k])
+    finite = all_finite(close, start, stop)
+    nt, per = _tasks(m, threads)
+    room = max(stop - start, 0)
+    for t in prange(nt):
+        ent = np.empty(room, np.int64)
+        ext = np.empty(room, np.int64)
+        for k in range(t * per, min(m, (t + 1) * per)):
+            ne = bool_events(entries[k], start, stop, ent)
+            nx = bool_events(exits[k], start, stop, ext)
+            simulate(open_, close, ent, ne, ext, nx, sizes[k], start, stop, init_cash, fee, slip, size_usd, step,
+                     ppy, stats[k], no_eq, no_tr, block_edges, blocks[k], finite)
 
 
 @njit(cache=True)
 def signals_record(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
                    stats, equity, trades):
-    return simulate(open_, close, entry, exit_, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
-                    stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)))
+    room = max(stop - start, 0)
+    ent = np.empty(room, np.int64)
+    ext = np.empty(room, np.int64)
+    ne = bool_events(entry, start, stop, ent)
+    nx = bool_events(exit_, start, stop, ext)
+    return simulate(open_, close, ent, ne, ext, nx, size, start, stop, init_cash, fee, slip, size_usd, step, ppy,
+                    stats, equity, trades, np.empty(0, np.int64), np.empty((0, 3)), all_finite(close, start, stop))
 
 
 def max_trade_rows(start: int, stop: int) -> int:
@@ -358,6 +554,6 @@ def warm_up() -> None:
     mat = o.reshape(1, n).copy()
     idx = np.zeros(1, np.int64)
     sma_cross_sweep(o, o, mat, mat, idx, idx, 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, edges,
-                    np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))
+                    np.zeros((1, NSTAT)), np.zeros((1, 2, 3)), 1)
     signals_sweep(o, o, e.reshape(1, n).copy(), x.reshape(1, n).copy(), np.empty((1, 0)), 0, n, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
-                  edges, np.zeros((1, NSTAT)), np.zeros((1, 2, 3)))
+                  edges, np.zeros((1, NSTAT)), np.zeros((1, 2, 3)), 1)

@@ -136,7 +136,7 @@ def run_sma_cross(ctx: Ctx, params: list[dict]):
     si = np.array([pos[p["slow"]] for p in params], np.int64)
     stats, blocks = ctx.outputs(len(params))
     K.sma_cross_sweep(ctx.open, ctx.close, smas, smas, fi, si, ctx.start, ctx.stop, *ctx.kargs,
-                      ctx.block_edges, stats, blocks)
+                      ctx.block_edges, stats, blocks, K.threads())
     return stats, blocks
 
 
@@ -155,7 +155,7 @@ def _signals_chunk(ctx: Ctx, params: list[dict], fn):
         entries[k], exits[k] = e, x
     stats, blocks = ctx.outputs(len(params))
     K.signals_sweep(ctx.open, ctx.close, entries, exits, sizes, ctx.start, ctx.stop, *ctx.kargs, ctx.block_edges,
-                    stats, blocks)
+                    stats, blocks, K.threads())
     return stats, blocks
 
 
