@@ -39,15 +39,13 @@ def wide(walk):
     return walk * np.logspace(-5, 3, len(walk))
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 20, 100, 256, 257, 365])
+@pytest.mark.parametrize("n", [1, 2, 7, 20, 100, 256, 257, 365, 1_100])
 @pytest.mark.parametrize("series", ["walk", "wide"])
 def test_every_path_equals_the_exact_mean_correctly_rounded(walk, n, series):
     if series == "wide":
         walk = wide(walk)
-    from qts.strategies import _rolling_kernel as K
-
-    assert (rolling._as_units(walk, n, K.INT_MAX_WINDOW) is None) == (series == "wide" or n > K.INT_MAX_WINDOW)
-    # long series: the integer kernel (n <= 256 on the walk) or the exact-partials kernel (wider, longer)
+    assert (rolling._as_units(walk) is None) == (series == "wide")
+    # long series: the split-integer kernel (the walk) or the exact-partials kernel (eight orders wide)
     long = rolling.rolling_mean(walk, n)
     short = rolling.rolling_mean(walk[:rolling.COMPILED_ABOVE], n)  # integer prefix sums (short series)
     assert len(walk) > rolling.COMPILED_ABOVE
@@ -107,3 +105,39 @@ def test_the_loop_decides_as_the_backtest_on_every_bar_of_real_candles(ohlcv_dir
         if we[-1] != entry[i] or wx[-1] != exit_[i]:
             differ.append(i)
     assert differ == []
+
+
+def _hard_series():
+    """Series whose window means land on or next to rounding midpoints, around powers of two, at zero and
+    below it: where a first guess of the quotient is wrong and the split-integer kernel must decide."""
+    rng = np.random.default_rng(11)
+    n = 3 * rolling.COMPILED_ABOVE
+    yield "near 2^53 (spacing 2: means of two are often exact ties)", 2.0 ** 53 + rng.integers(-6, 7, n).astype(float)
+    yield "around 1024 (means just below and above a power of two)", 1024.0 + rng.integers(-5, 6, n) * 2.0 ** -42
+    yield "two decimals (prices): ties by the percent", np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
+    yield "both signs, means at and near zero", rng.choice([-1.0, 1.0], n) * (100.0 + rng.integers(0, 50, n))
+    yield "constant", np.full(n, 0.1)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 20, 365])
+def test_split_integer_kernel_against_fractions_on_hard_series(n):
+    for name, x in _hard_series():
+        units = rolling._as_units(x)
+        assert units is not None, name  # the split-integer kernel runs
+        long = rolling.rolling_mean(x, n)
+        want = [exact_mean(x[i - n + 1:i + 1].tolist()) for i in range(n - 1, len(x))]
+        got = long[n - 1:]
+        bad = [i for i, (a, b) in enumerate(zip(got, want)) if a != b]
+        assert not bad, (name, n, bad[:5])
+
+
+def test_many_windows_at_once_equal_one_at_a_time(walk):
+    windows = [2, 5, 50, 257, 1_000, 40_000]  # the last is longer than the series: all NaN
+    out = np.full((8, len(walk)), 7.0)
+    rows = [6, 0, 3, 1, 7, 2]
+    rolling.rolling_means(walk, windows, out, rows)
+    for w, r in zip(windows, rows):
+        assert np.array_equal(out[r], rolling.rolling_mean(walk, w), equal_nan=True), w
+    assert (out[4] == 7.0).all() and (out[5] == 7.0).all()  # rows not asked for are left alone
+    with pytest.raises(ValueError):
+        rolling.rolling_means(walk, [0], out, [0])

@@ -74,6 +74,67 @@ def all_finite(x, lo, hi):
 
 
 @njit(cache=True)
+def _held(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars):
+    """Bars [lo, hi) held with no fill and no signal: the full step's marking, return and drawdown
+    arithmetic, nothing else (a function of its own: few live values, so the loop keeps them in
+    registers). Returns the updated values."""
+    eq = prev
+    for k in range(lo, hi):
+        eq = cash + qty * close[k]
+        r = eq / prev - 1.0
+        prev = eq
+        s1 += r
+        s2 += r * r
+        rn = r if r < 0.0 else 0.0  # branch-free: a rise or a fall is a coin flip, sd2 + 0.0 == sd2
+        sd2 += rn * rn
+        if eq >= peak:
+            peak = eq
+            trough = eq
+            peak_i = k
+        else:
+            if eq < trough:
+                trough = eq
+                dd = 1.0 - eq / peak
+                if dd > mdd:
+                    mdd = dd
+            if k - peak_i > mdd_bars:
+                mdd_bars = k - peak_i
+    return eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars
+
+
+@njit(cache=True)
+def _held_full(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars, equity, record_eq,
+               start, a0, a1):
+    """:func:`_held` that also records the equity and sums the returns of one block."""
+    eq = prev
+    for k in range(lo, hi):
+        eq = cash + qty * close[k]
+        r = eq / prev - 1.0
+        prev = eq
+        s1 += r
+        s2 += r * r
+        rn = r if r < 0.0 else 0.0
+        sd2 += rn * rn
+        if eq >= peak:
+            peak = eq
+            trough = eq
+            peak_i = k
+        else:
+            if eq < trough:
+                trough = eq
+                dd = 1.0 - eq / peak
+                if dd > mdd:
+                    mdd = dd
+            if k - peak_i > mdd_bars:
+                mdd_bars = k - peak_i
+        if record_eq:
+            equity[k - start] = eq
+        a0 += r
+        a1 += r * r
+    return eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars, a0, a1
+
+
+@njit(cache=True)
 def simulate(open_, close, entries, n_entries, exits, n_exits, size, start, stop, init_cash, fee, slip, size_usd,
              step, ppy, stats, equity, trades, block_edges, blocks, close_finite):
     """Run one strategy over bars [start, stop). ``entries[:n_entries]`` / ``exits[:n_exits]``: the bars
@@ -274,31 +335,13 @@ def simulate(open_, close, entries, n_entries, exits, n_exits, size, start, stop
                 if inb:
                     a0 = blocks[b, 0]
                     a1 = blocks[b, 1]
-                for k in range(i, seg):
-                    eq = cash + qty * close[k]
-                    r = eq / prev - 1.0
-                    prev = eq
-                    s1 += r
-                    s2 += r * r
-                    rn = r if r < 0.0 else 0.0  # branch-free: a rise or a fall is a coin flip, sd2 + 0.0 == sd2
-                    sd2 += rn * rn
-                    if eq >= peak:
-                        peak = eq
-                        trough = eq
-                        peak_i = k
-                    else:
-                        if eq < trough:
-                            trough = eq
-                            dd = 1.0 - eq / peak
-                            if dd > mdd:
-                                mdd = dd
-                        if k - peak_i > mdd_bars:
-                            mdd_bars = k - peak_i
-                    if record_eq:
-                        equity[k - start] = eq
-                    if inb:
-                        a0 += r
-                        a1 += r * r
+                if record_eq or inb:
+                    eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars, a0, a1 = _held_full(
+                        close, cash, qty, i, seg, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars,
+                        equity, record_eq, start, a0, a1)
+                else:
+                    eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars = _held(
+                        close, cash, qty, i, seg, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars)
                 in_bars += seg - i
                 if inb:
                     blocks[b, 0] = a0
@@ -416,31 +459,30 @@ def sma_cross_signals(f, s, lo, hi, entry, exit_):
 def sma_cross_events(f, s, lo, hi, entries, exits):
     """The bars of [lo, hi) where :func:`sma_cross_signals` would be True, written to ``entries`` /
     ``exits`` (each needs room for (hi - lo) // 2 + 1: a crossing up needs a bar not above before it).
-    Returns (number of entries, number of exits). One pass, the previous bar's comparison carried."""
-    if lo > 0:
-        pa = f[lo - 1] > s[lo - 1]
-        pb = f[lo - 1] < s[lo - 1]
-        snan = np.isnan(s[lo - 1])
-    else:
-        pa = False
-        pb = False
-        snan = True
+    Returns (number of entries, number of exits).
+
+    One pass with one rarely taken branch: each bar's side (+1 above, -1 below, 0 equal or NaN) against
+    the previous bar's; only a change of side can be a signal. An entry needs the previous slow value to
+    be a number (a NaN has side 0, so it is checked only then)."""
     ne = 0
     nx = 0
+    if lo > 0:
+        prev = np.int64(f[lo - 1] > s[lo - 1]) - np.int64(f[lo - 1] < s[lo - 1])
+    else:
+        prev = 0
     for i in range(lo, hi):
         fv = f[i]
         sv = s[i]
-        above = fv > sv
-        below = fv < sv
-        if above and not pa and not snan:
-            entries[ne] = i
-            ne += 1
-        if below and not pb:
-            exits[nx] = i
-            nx += 1
-        pa = above
-        pb = below
-        snan = np.isnan(sv)
+        side = np.int64(fv > sv) - np.int64(fv < sv)
+        if side != prev:
+            if side == 1:
+                if i > 0 and not np.isnan(s[i - 1]):
+                    entries[ne] = i
+                    ne += 1
+            elif side == -1:
+                exits[nx] = i
+                nx += 1
+            prev = side
     return ne, nx
 
 

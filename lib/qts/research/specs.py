@@ -14,6 +14,7 @@ the very expressions of ``qts.strategies.library``, so a sweep's signals are bit
 
 from __future__ import annotations
 
+import mmap
 from collections import OrderedDict
 
 import numpy as np
@@ -23,6 +24,23 @@ from ..strategies import indicators as ind
 from ..strategies import make
 from ..strategies.base import split_confidence
 from . import kernels as K
+
+
+def _fresh_matrix(rows: int, cols: int, touched: int) -> np.ndarray:
+    """An uninitialised (rows, cols) float64 matrix whose first ``touched`` rows are faulted in up front:
+    one madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KB page as the kernels first write
+    them, which costs 3 to 7 times more on a virtual machine (460 MB of SMA rows: ~0.2 s instead of
+    0.7 to 1.6 s on this project's CI machine). The rest is reserved, not resident, until used.
+    Anywhere that call is missing (Linux < 5.14, other systems) it is simply a plain np.empty."""
+    nbytes = rows * cols * 8
+    if nbytes < (64 << 20) or not hasattr(mmap, "madvise"):
+        return np.empty((rows, cols))
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf.madvise(getattr(mmap, "MADV_POPULATE_WRITE", 23), 0, min(nbytes, touched * cols * 8))
+    except (OSError, ValueError, AttributeError):
+        return np.empty((rows, cols))
+    return np.frombuffer(buf, dtype=np.float64).reshape(rows, cols)
 
 
 class IndicatorCache:
@@ -44,7 +62,7 @@ class IndicatorCache:
         slab = getattr(self, "_slab", None)
         if slab is None or slab.shape[1] != n or slab.shape[0] < need:
             cap = max(need, 2, self.budget // max(1, 8 * n))
-            slab = self._slab = np.empty((cap, n))
+            slab = self._slab = _fresh_matrix(cap, n, need)
             self._rows: OrderedDict = OrderedDict()
         rows = self._rows
         for w in windows:
@@ -63,22 +81,8 @@ class IndicatorCache:
                 todo.append((w, r))
             out[j] = r
         self.computed += len(todo)
-
-        def fill(item):
-            w, r = item
-            slab[r] = ind.sma(close, w)
-
-        from .parallel import cpu_count
-
-        threads = min(cpu_count(), len(todo))
-        if threads > 1 and n > 2_000:  # the exact rolling-mean kernel releases the GIL (nogil)
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(fill, todo))
-        else:
-            for item in todo:
-                fill(item)
+        if todo:  # the series converted once for all windows; the windows on threads (the kernels drop the GIL)
+            ind.smas_into(close, [w for w, _ in todo], slab, [r for _, r in todo])
         return slab, out
 
     def get(self, key, fn):

@@ -148,7 +148,7 @@ def plan_chunks(strategy: str, params: list[dict], order: list[int], size: int, 
 
 def estimate_seconds(strategy: str, m: int, n_bars: int, window: int) -> float:
     if specs.is_fused(strategy):
-        return m * window * 2e-8 / max(1, parallel.cpu_count())  # measured ~1-2e-8 s per bar and combination
+        return m * window * 4e-9 / max(1, parallel.cpu_count())  # measured ~3-4e-9 s per bar and combination
     return m * (n_bars * 1e-8 + 1e-3)
 
 

@@ -146,61 +146,95 @@ def kernel(x, n, out):
 
 
 # -- the fast way, for the usual series: integers -------------------------------------------------------
-# Every finite double is an integer multiple of 2^(its exponent - 53). When a series' values, as integers
-# at the smallest such unit, times the window, stay below 2^62, a window's exact sum is an int64 (a running
-# sum in int64 wraps harmlessly: the difference of two wrapped sums is exact when the true one fits), and
-# its mean is rounded correctly with integer comparisons against the two midpoints around a first guess.
+# Every finite double is an integer multiple of 2^(its exponent - 53). When a series' values, as integers u
+# at the smallest such unit, stay below 2^62, each is split as u = h * 2^31 + l (0 <= l < 2^31) and the
+# window's h and l are summed in int64: both sums are exact (for windows under 2^22), and so are the doubles
+# H * 2^31 and L, whose exact sum is the window's sum W. A first guess q = (H * 2^31 + L) / n is within an
+# ulp or two of W / n; the residual W - q * n, computed exactly enough (two-sum, Dekker's product), says
+# whether q is the correctly rounded mean, or its neighbour is. Only a mean within ~2^-40 of a rounding
+# midpoint (a tie, say) goes the slow, exact way of :func:`mean` on the partials.
 
-INT_MAX_WINDOW = 256  # keeps (2M + 1) * n (M < 2^53) and the shifted sum below 2^63
+SPLIT = 2147483648.0  # 2^31
+LOW_MASK = 2147483647
+MAX_SPLIT_WINDOW = 1 << 22  # |H| <= n * 2^31 stays below 2^53: H * 2^31 is an exact double
+MARGIN = 1.0 - 2.0 ** -40   # the residual's own error is below 2^-50 of the bounds it is checked against
 
 
-@njit(cache=True)
-def round_div(w, n):
-    """The float nearest to the integer quotient w / n (half to even), for 0 < w < 2^62, 1 <= n <= 256."""
-    q = float(w) / n
-    for _ in range(8):  # q starts within an ulp or two
-        m, e = math.frexp(q)
-        big = np.int64(m * 9007199254740992.0)  # q == big * 2^(e-53), 2^52 <= big < 2^53
-        ec = e - 53
-        up = 2 * big + 1                       # q's upper midpoint is up * 2^(ec-1)
-        if big == 4503599627370496:            # q is a power of two: the spacing below is half
-            down, down_shift = 4 * big - 1, 2  # lower midpoint (4*big - 1) * 2^(ec-2)
-        else:
-            down, down_shift = 2 * big - 1, 1
-        # compare w with midpoint * n, both scaled to integers: w * 2^(s - ec) against midpoint * n
-        if ec <= 1:
-            lhs_up, rhs_up = w << (1 - ec), up * n
-        else:
-            lhs_up, rhs_up = w, (up * n) << (ec - 1)
-        if lhs_up > rhs_up:
-            q = np.nextafter(q, np.inf)
-            continue
-        if lhs_up == rhs_up:
-            return q if big % 2 == 0 else np.nextafter(q, np.inf)
-        if ec <= down_shift:
-            lhs_dn, rhs_dn = w << (down_shift - ec), down * n
-        else:
-            lhs_dn, rhs_dn = w, (down * n) << (ec - down_shift)
-        if lhs_dn < rhs_dn:
-            q = np.nextafter(q, -np.inf)
-            continue
-        if lhs_dn == rhs_dn:
-            return q if big % 2 == 0 else np.nextafter(q, -np.inf)
-        return q
-    return q
+@njit(cache=True, inline="always")
+def split_mean(s, err, nf, inv, p, tmp):
+    """The correctly rounded (s + err) / n, for s, err a two-sum (s + err is exactly the window's sum S);
+    ``inv`` ~ 1 / n (any rounding: it only makes the first guesses)."""
+    neg = s < 0.0
+    if neg:
+        s = -s
+        err = -err
+    if s == 0.0:
+        return 0.0
+    q0 = s * inv
+    hi, lo = two_prod(q0, nf)
+    r0 = ((s - hi) - lo) + err  # ~ S - q0 * n; s - hi is exact (Sterbenz: q0 * n is within an ulp or two of s)
+    q = q0 + r0 * inv           # one Newton step: the nearest double, unless S / n is next to a midpoint
+    r = r0 - (q - q0) * nf      # (q - q0) * n is exact: a few ulps times an integer below 2^22
+    bits = np.float64(q).view(np.int64)
+    expo = (bits >> 52) & 0x7FF
+    up = np.int64((expo - 52) << 52).view(np.float64)  # the spacing above q (q positive, normal)
+    below_pow2 = (r < 0.0) & ((bits & 0xFFFFFFFFFFFFF) == 0)  # below a power of two the spacing halves
+    half = up * 0.5 * nf * (1.0 - 0.5 * below_pow2)  # n x the distance to the midpoint on r's side (exact)
+    in_range = (expo > 54) & (expo < 2045)
+    if (abs(r) < half * MARGIN) & in_range:  # no branch on the sign of r: a coin flip
+        return -q if neg else q
+    q = _near_midpoint(s, err, nf, q, r, bits, up, below_pow2, half, in_range, p, tmp)
+    return -q if neg else q
+
+
+@njit(cache=True)  # not inlined: the rare way out of split_mean stays out of its loop
+def _near_midpoint(s, err, nf, q, r, bits, up, below_pow2, half, in_range, p, tmp):
+    if in_range and abs(r) < half / MARGIN:
+        # next to that midpoint (often exactly on it: prices with few digits tie a lot): the exact sign
+        # of S - (the midpoint) * n, from four doubles whose sum it is
+        hi, lo = two_prod(q, nf)
+        k = add(p, 0, s - hi)  # exact (Sterbenz)
+        k = add(p, k, err)
+        k = add(p, k, -lo)
+        k = add(p, k, -half if r > 0.0 else half)
+        t = sign(p, k)
+        side = 1 if r > 0.0 else -1
+        nb = q + up if r > 0.0 else q - up * (1.0 - 0.5 * below_pow2)
+        if t == 0:  # a tie: to the even one
+            return q if (bits & 1) == 0 else nb
+        return nb if t == side else q
+    # anything else (not expected: the Newton step is within a rounding of the mean): the general exact way
+    if err != 0.0:
+        p[0] = err
+        p[1] = s
+        k = 2
+    else:
+        p[0] = s
+        k = 1
+    return mean(p, k, int(nf), tmp)
 
 
 @njit(cache=True, nogil=True)  # sweeps compute several windows on threads
-def int_kernel(units, n, unit_exp, out):
-    s = np.int64(0)
+def split_kernel(units, n, unit_exp, out):
+    h = np.int64(0)
+    low = np.int64(0)
+    nf = float(n)
+    p = np.empty(8)
+    tmp = np.empty(16)
+    inv = 1.0 / nf
+    scale = math.ldexp(1.0, unit_exp)  # a normal power of two (the caller keeps unit_exp >= -946): exact scaling
     for i in range(len(units)):
-        s += units[i]
+        u = units[i]
+        h += u >> 31
+        low += u & LOW_MASK
         if i >= n:
-            s -= units[i - n]
+            v = units[i - n]
+            h -= v >> 31
+            low -= v & LOW_MASK
         if i >= n - 1:
-            if s > 0:
-                out[i] = math.ldexp(round_div(s, n), unit_exp)
-            elif s < 0:
-                out[i] = -math.ldexp(round_div(-s, n), unit_exp)
-            else:
-                out[i] = 0.0
+            a = float(h) * SPLIT
+            b = float(low)
+            s = a + b
+            bb = s - a
+            err = (a - (s - bb)) + (b - bb)  # two-sum: a + b == s + err exactly
+            out[i] = split_mean(s, err, nf, inv, p, tmp) * scale

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rolling import rolling_mean
+from .rolling import rolling_mean, rolling_means
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """The exact mean of each window, correctly rounded: the same bits whatever the series' start (a
     backtest over a year, the live loop over its last bars), and equal means compare equal (ties)."""
     return rolling_mean(x, n)
+
+
+def smas_into(x: np.ndarray, windows, out: np.ndarray, rows) -> None:
+    """``out[rows[j]] = sma(x, windows[j])`` for every j (what a sweep needs: many windows, one series)."""
+    rolling_means(x, windows, out, rows)
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:

@@ -12,11 +12,12 @@ Two implementations that return identical bits (a test checks it on the real can
 
 * short series (the live loop; no compiler needed): the values as integers at a common binary scale,
   prefix sums in Python's exact integers, one correctly rounded integer division per window;
-* long series (research sweeps), numba: the values as int64 at one binary unit, a running integer sum
-  and a correctly rounded integer division (integer comparisons against the midpoints); where that does
-  not fit (windows over 256, values spanning many binary orders of magnitude, NaN) the window's sum is
-  kept exactly as Shewchuk's non-overlapping partials (the algorithm behind ``math.fsum``), and the
-  quotient by ``n`` is corrected from the exact residual.
+* long series (research sweeps), numba: the values as int64 at one binary unit, each split in a high and
+  a low part whose window sums are exact int64 running sums (so the window's sum is exactly the sum of two
+  doubles), a first guess of the quotient, and the exact-enough residual deciding between it and its
+  neighbours; only a mean within ~2^-40 of a rounding midpoint, or a series that does not fit (NaN,
+  values spanning more than ~2^8 in magnitude), keeps the window's sum as Shewchuk's non-overlapping
+  partials (the algorithm behind ``math.fsum``) and corrects the quotient from the exact residual.
 
 A window holding a NaN or an infinity gives NaN.
 """
@@ -41,12 +42,7 @@ def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) < n:
         return out
     if len(x) > COMPILED_ABOVE:
-        k = _compiled()
-        units = _as_units(x, n, k.INT_MAX_WINDOW)
-        if units is not None:
-            k.int_kernel(units[0], n, units[1], out)
-        else:
-            k.kernel(x, n, out)
+        _long(x, n, _as_units(x), out)
         return out
     finite = np.isfinite(x)
     if not finite.all():
@@ -64,11 +60,52 @@ def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _as_units(x: np.ndarray, n: int, max_window: int):
-    """(int64 values, unit exponent) when every value is a whole number of one binary unit and a window's
-    sum fits an int64 with room to spare; else None (NaN, infinity, a long window, or a series whose
-    values span too many binary orders of magnitude)."""
-    if n > max_window or not np.isfinite(x).all():
+def rolling_means(x: np.ndarray, windows, out: np.ndarray, rows) -> None:
+    """``out[rows[j]] = rolling_mean(x, windows[j])`` for each j, the series converted once; the windows
+    run on threads (the kernels release the GIL)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    jobs = list(zip([int(w) for w in windows], [int(r) for r in rows]))
+    for w, _ in jobs:
+        if w < 1:
+            raise ValueError(f"window must be at least 1, got {w}")
+    if len(x) <= COMPILED_ABOVE:
+        for w, r in jobs:
+            out[r] = rolling_mean(x, w)
+        return
+    units = _as_units(x)
+
+    def one(job):
+        w, r = job
+        row = out[r]
+        row[:] = np.nan
+        if len(x) >= w:
+            _long(x, w, units, row)
+
+    import os
+
+    threads = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, jobs))
+    else:
+        for job in jobs:
+            one(job)
+
+
+def _long(x: np.ndarray, n: int, units, out: np.ndarray) -> None:
+    k = _compiled()
+    if units is not None and n < k.MAX_SPLIT_WINDOW:
+        k.split_kernel(units[0], n, units[1], out)
+    else:
+        k.kernel(x, n, out)
+
+
+def _as_units(x: np.ndarray):
+    """(int64 values, unit exponent) when every value is a whole number of one binary unit below 2^62 of
+    them; else None (NaN, infinity, or a series whose values span too many binary orders of magnitude)."""
+    if not np.isfinite(x).all():
         return None
     nz = x[x != 0]
     if not len(nz):
@@ -76,7 +113,7 @@ def _as_units(x: np.ndarray, n: int, max_window: int):
     _, e = np.frexp(nz)
     unit_exp = int(e.min()) - 53
     top = float(np.abs(nz).max())
-    if np.ldexp(top, -unit_exp) * n >= 2.0 ** 62:
+    if np.ldexp(top, -unit_exp) >= 2.0 ** 62 or unit_exp < -946:  # -946: a mean of mixed signs (down to one unit / 2^22) stays a normal double
         return None
     return np.ldexp(x, -unit_exp).astype(np.int64), unit_exp
 
