@@ -44,7 +44,7 @@ def _both(open_, close, entry, exit_, size, start, stop, args, edges):
     n = len(close)
     nb = max(len(edges) - 1, 0)
     out = []
-    for which in ("oracle", "events", "events-walk"):
+    for which in ("oracle", "events", "events-walk", "events-stats-only"):
         st, eq = np.zeros(K.NSTAT), np.zeros(stop - start)
         tr, bl = np.zeros((K.max_trade_rows(start, stop), K.NTF)), np.zeros((nb, 3))
         if which == "oracle":
@@ -52,7 +52,15 @@ def _both(open_, close, entry, exit_, size, start, stop, args, edges):
         else:
             ent, ext = np.empty(n, np.int64), np.empty(n, np.int64)
             ne, nx = K.bool_events(entry, start, stop, ent), K.bool_events(exit_, start, stop, ext)
-            finite = which == "events" and K.all_finite(close, start, stop)
+            finite = which != "events-walk" and K.all_finite(close, start, stop)
+            if which == "events-stats-only":  # what a sweep runs: nothing recorded, no blocks (its own held loop)
+                rows = K.simulate(open_, close, ent, ne, ext, nx, size, start, stop, *args, st, np.empty(0),
+                                  np.empty((0, K.NTF)), np.empty(0, np.int64), np.empty((0, 3)), finite)
+                st2 = np.zeros(K.NSTAT)
+                simulate_bar_by_bar(open_, close, entry, exit_, size, start, stop, *args, st2, np.empty(0),
+                                    np.empty((0, K.NTF)), np.empty(0, np.int64), np.empty((0, 3)))
+                assert rows == 0 and _same(st, st2), (st, st2)
+                continue
             rows = K.simulate(open_, close, ent, ne, ext, nx, size, start, stop, *args, st, eq, tr, edges, bl, finite)
         out.append((st, eq, tr[:rows], bl))
     return out
@@ -143,6 +151,9 @@ def test_sma_sweep_equals_bar_by_bar_on_real_candles(btc_5m):
     args = (10_000.0, 0.001, 0.0005, 0.0, 0.0, 105_120.0)
     stats, blocks = np.zeros((6, K.NSTAT)), np.zeros((6, 8, 3))
     K.sma_cross_sweep(open_, close, F, S, fi, si, 50, n, *args, edges, stats, blocks, 2)
+    plain = np.zeros((6, K.NSTAT))  # no blocks: the sweep's plainest held loop
+    K.sma_cross_sweep(open_, close, F, S, fi, si, 50, n, *args, np.empty(0, np.int64), plain, np.zeros((6, 0, 3)), 2)
+    assert _same(plain, stats)
     for k in range(6):
         e, x = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         K.sma_cross_signals(F[fi[k]], S[si[k]], 50, n, e, x)
@@ -164,6 +175,22 @@ def test_drawdown_duration_counts_from_the_last_flat_bar_at_the_peak():
     oracle, events, walk = _both(open_, close, entry, exit_, np.empty(0), 0, n, (10_000.0, 0.001, 0.0, 0.0, 0.0, 1.0),
                                  np.empty(0, np.int64))
     assert oracle[0][K.S_MDD_BARS] == n - 1 - 299
+    for got in (events, walk):
+        for a, b in zip(oracle, got):
+            assert _same(a, b)
+
+
+def test_a_dip_and_recovery_inside_one_held_stretch_is_the_max_drawdown():
+    # held from bar 1 to 350 with no signal in between: up to 120, down to 84, up to 130 (a new peak, which
+    # ends the dip's drawdown inside the same stretch), then out; 1 - 84/120 = 30 % is the deepest
+    n = 600
+    close = np.r_[np.linspace(100.0, 120.0, 101), np.linspace(120.0, 84.0, 101)[1:], np.linspace(84.0, 130.0, 101)[1:],
+                  np.linspace(130.0, 125.0, n - 301)]
+    entry, exit_ = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+    entry[0], exit_[350] = True, True
+    oracle, events, walk = _both(close, close, entry, exit_, np.empty(0), 0, n, (10_000.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                                 np.empty(0, np.int64))
+    assert abs(oracle[0][K.S_MDD] - 0.3) < 1e-12
     for got in (events, walk):
         for a, b in zip(oracle, got):
             assert _same(a, b)

@@ -77,7 +77,9 @@ def all_finite(x, lo, hi):
 def _held(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars):
     """Bars [lo, hi) held with no fill and no signal: the full step's marking, return and drawdown
     arithmetic, nothing else (a function of its own: few live values, so the loop keeps them in
-    registers). Returns the updated values."""
+    registers). Returns the updated values. A drawdown's depth is computed once, when it ends (or at
+    the end of the stretch), from its deepest point: the full step computes it at each new low and keeps
+    the largest, which is the same float (1 - low / peak falls as the low falls)."""
     eq = prev
     for k in range(lo, hi):
         eq = cash + qty * close[k]
@@ -88,17 +90,21 @@ def _held(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd
         rn = r if r < 0.0 else 0.0  # branch-free: a rise or a fall is a coin flip, sd2 + 0.0 == sd2
         sd2 += rn * rn
         if eq >= peak:
+            if trough < peak:  # the drawdown under the old peak ends: its deepest point decides it
+                dd = 1.0 - trough / peak
+                if dd > mdd:
+                    mdd = dd
             peak = eq
             trough = eq
             peak_i = k
         else:
-            if eq < trough:
-                trough = eq
-                dd = 1.0 - eq / peak
-                if dd > mdd:
-                    mdd = dd
-            if k - peak_i > mdd_bars:
-                mdd_bars = k - peak_i
+            trough = eq if eq < trough else trough
+            d = k - peak_i
+            mdd_bars = d if d > mdd_bars else mdd_bars
+    if trough < peak:  # the drawdown still open: as deep as it is now (the full step computes it bar by bar)
+        dd = 1.0 - trough / peak
+        if dd > mdd:
+            mdd = dd
     return eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars
 
 
@@ -116,21 +122,25 @@ def _held_full(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i
         rn = r if r < 0.0 else 0.0
         sd2 += rn * rn
         if eq >= peak:
+            if trough < peak:  # the drawdown under the old peak ends: its deepest point decides it
+                dd = 1.0 - trough / peak
+                if dd > mdd:
+                    mdd = dd
             peak = eq
             trough = eq
             peak_i = k
         else:
-            if eq < trough:
-                trough = eq
-                dd = 1.0 - eq / peak
-                if dd > mdd:
-                    mdd = dd
-            if k - peak_i > mdd_bars:
-                mdd_bars = k - peak_i
+            trough = eq if eq < trough else trough
+            d = k - peak_i
+            mdd_bars = d if d > mdd_bars else mdd_bars
         if record_eq:
             equity[k - start] = eq
         a0 += r
         a1 += r * r
+    if trough < peak:
+        dd = 1.0 - trough / peak
+        if dd > mdd:
+            mdd = dd
     return eq, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars, a0, a1
 
 

@@ -33,7 +33,7 @@ def _fresh_matrix(rows: int, cols: int, touched: int) -> np.ndarray:
     0.7 to 1.6 s on this project's CI machine). The rest is reserved, not resident, until used.
     Anywhere that call is missing (Linux < 5.14, other systems) it is simply a plain np.empty."""
     nbytes = rows * cols * 8
-    if nbytes < (64 << 20) or not hasattr(mmap, "madvise"):
+    if nbytes < (64 << 20) or not hasattr(mmap.mmap, "madvise"):
         return np.empty((rows, cols))
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -77,7 +77,7 @@ def rolling_means(x: np.ndarray, windows, out: np.ndarray, rows) -> None:
     def one(job):
         w, r = job
         row = out[r]
-        row[:] = np.nan
+        row[:w - 1] = np.nan  # the kernel writes every later value
         if len(x) >= w:
             _long(x, w, units, row)
 
