@@ -23,6 +23,7 @@ def warm_up() -> float:
     K.warm_up()
     out = np.zeros(8)
     R.split_kernel(np.arange(8, dtype=np.int64), 3, 0, out)  # the integer-units path of rolling_mean
+    R.to_units(np.linspace(1.0, 2.0, 8), np.empty(8, dtype=np.int64))
     R.kernel(np.linspace(0.1, 0.8, 8), 3, out)             # its general float path
     return time.perf_counter() - t0
 

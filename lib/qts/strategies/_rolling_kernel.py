@@ -160,6 +160,40 @@ MAX_SPLIT_WINDOW = 1 << 22  # |H| <= n * 2^31 stays below 2^53: H * 2^31 is an e
 MARGIN = 1.0 - 2.0 ** -40   # the residual's own error is below 2^-50 of the bounds it is checked against
 
 
+NO_UNITS = 1 << 30
+
+
+@njit(cache=True)
+def to_units(x, out):
+    """``out[i] = x[i] / 2^e`` as int64 for the smallest unit 2^e of the series (every finite double is a
+    whole number of 2^(its exponent - 53)), returning e; or NO_UNITS when a value is not finite or
+    subnormal, the values span more than 2^9 in magnitude (some would not fit 62 bits), or e < -946."""
+    lo = 4096
+    hi = -1
+    for i in range(x.shape[0]):
+        v = x[i]
+        if not np.isfinite(v):
+            return NO_UNITS
+        if v != 0.0:
+            b = (np.float64(v).view(np.int64) >> 52) & 0x7FF
+            if b == 0:
+                return NO_UNITS
+            lo = b if b < lo else lo
+            hi = b if b > hi else hi
+    if hi < 0:
+        out[:] = 0
+        return 0
+    if hi - lo > 9:
+        return NO_UNITS
+    unit_exp = lo - 1075  # frexp's exponent (b - 1022) minus 53
+    if unit_exp < -946:
+        return NO_UNITS
+    scale = math.ldexp(1.0, -unit_exp)
+    for i in range(x.shape[0]):
+        out[i] = np.int64(x[i] * scale)  # exact: a power of two times a value that is a multiple of the unit
+    return unit_exp
+
+
 @njit(cache=True, inline="always")
 def split_mean(s, err, nf, inv, p, tmp):
     """The correctly rounded (s + err) / n, for s, err a two-sum (s + err is exactly the window's sum S);

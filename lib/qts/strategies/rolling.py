@@ -105,17 +105,10 @@ def _long(x: np.ndarray, n: int, units, out: np.ndarray) -> None:
 def _as_units(x: np.ndarray):
     """(int64 values, unit exponent) when every value is a whole number of one binary unit below 2^62 of
     them; else None (NaN, infinity, or a series whose values span too many binary orders of magnitude)."""
-    if not np.isfinite(x).all():
-        return None
-    nz = x[x != 0]
-    if not len(nz):
-        return np.zeros(len(x), dtype=np.int64), 0
-    _, e = np.frexp(nz)
-    unit_exp = int(e.min()) - 53
-    top = float(np.abs(nz).max())
-    if np.ldexp(top, -unit_exp) >= 2.0 ** 62 or unit_exp < -946:  # -946: a mean of mixed signs (down to one unit / 2^22) stays a normal double
-        return None
-    return np.ldexp(x, -unit_exp).astype(np.int64), unit_exp
+    k = _compiled()
+    units = np.empty(len(x), dtype=np.int64)
+    e = k.to_units(np.ascontiguousarray(x, dtype=np.float64), units)
+    return None if e == k.NO_UNITS else (units, int(e))
 
 
 def _compiled():
