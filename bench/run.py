@@ -9,7 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_loop.py", "bench_safety.py", "bench_hooks.py", "bench_backtest.py", "bench_cli.py",
            "bench_sweep_scale.py", "bench_live.py", "bench_agent.py", "bench_store.py", "bench_indicators.py",
-           "bench_edges.py", "bench_query.py", "bench_replay.py", "bench_dashboard.py"]
+           "bench_edges.py", "bench_query.py", "bench_replay.py", "bench_dashboard.py", "bench_cluster.py"]
 
 
 def main() -> int:

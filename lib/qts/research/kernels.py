@@ -111,7 +111,10 @@ def _held(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd
 @njit(cache=True)
 def _held_full(close, cash, qty, lo, hi, prev, s1, s2, sd2, peak, trough, peak_i, mdd, mdd_bars, equity, record_eq,
                start, a0, a1):
-    """:func:`_held` that also records the equity and sums the returns of one block."""
+    """:func:`_held` that also records the equity and sums the returns of one block. Two copies of one
+    loop on purpose: inside :func:`simulate`, behind the recording and block flags, the same loop took
+    4.4 ns per bar against 3.4 ns here (measured before the drawdown change); tests/test_kernel_events.py
+    holds both copies to the bits of the bar-by-bar kernel."""
     eq = prev
     for k in range(lo, hi):
         eq = cash + qty * close[k]

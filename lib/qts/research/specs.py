@@ -29,8 +29,8 @@ from . import kernels as K
 def _fresh_matrix(rows: int, cols: int, touched: int) -> np.ndarray:
     """An uninitialised (rows, cols) float64 matrix whose first ``touched`` rows are faulted in up front:
     one madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KB page as the kernels first write
-    them, which costs 3 to 7 times more on a virtual machine (460 MB of SMA rows: ~0.2 s instead of
-    0.7 to 1.6 s on this project's CI machine). The rest is reserved, not resident, until used.
+    them, which costs several times more on a virtual machine (460 MB of SMA rows: 0.2 to 0.5 s instead of
+    0.7 to 1.6 s on this project's machine). The rest is reserved, not resident, until used.
     Anywhere that call is missing (Linux < 5.14, other systems) it is simply a plain np.empty."""
     nbytes = rows * cols * 8
     if nbytes < (64 << 20) or not hasattr(mmap.mmap, "madvise"):
