@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from common import ROOT, row
@@ -65,6 +66,7 @@ def main() -> int:
                                        "--nworkers", "1", "--no-dashboard", "--death-timeout", "30s",
                                        "--local-directory", str(logs / f"w{i}")], env=env, cwd=logs,
                                       stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT))
+    warnings.filterwarnings("ignore", message="Sending large graph")  # the candles travel with each task
     try:
         t = time.perf_counter()
         deadline = time.monotonic() + 90
