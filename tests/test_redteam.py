@@ -130,10 +130,17 @@ def test_deleting_or_rolling_back_the_whole_state_home_loosens_nothing(world, ag
     code, res = order(world, "buy", 0.001, "after-halt")
     assert code == 3 and res["reason_code"] == "TRADING_HALTED"
 
-    # the attacker rolls the state home back to the ACTIVE copy, then deletes it altogether
-    attack = world.run(["sh", "-c", f"mv {world.state_home} {world.base}/gone && cp -a {snapshot}/. {world.state_home}/ "
-                                    f"&& rm -f {world.state_home}/safety/KILL_SWITCH"])
+    # the attacker rolls the state home back to the ACTIVE copy, then deletes it altogether. The agent
+    # re-creates its folders as it goes, so copying into the moved-away home's place can race it ("File
+    # exists"): the attacker prepares the copy beside it and renames it into place, retrying until it sticks
+    home, base = world.state_home, world.base
+    attack = world.run(["sh", "-c", f"for i in 1 2 3 4 5 6 7 8; do "
+                                    f"rm -rf {base}/rollback && cp -a {snapshot} {base}/rollback "
+                                    f"&& rm -f {base}/rollback/safety/KILL_SWITCH "
+                                    f"&& {{ mv -T {home} {base}/gone-$i 2>/dev/null; mv -T {base}/rollback {home}; }} "
+                                    f"&& exit 0; done; exit 1"])
     assert attack.returncode == 0, attack.stderr
+    assert not (home / "safety" / "KILL_SWITCH").exists()
     code, res = order(world, "buy", 0.001, "after-rollback")
     assert code == 3 and res["reason_code"] == "TRADING_HALTED", res
     # (the agent re-creates its spool folder as it goes: the attacker simply deletes until it sticks)
