@@ -167,7 +167,8 @@ NO_UNITS = 1 << 30
 def to_units(x, out):
     """``out[i] = x[i] / 2^e`` as int64 for the smallest unit 2^e of the series (every finite double is a
     whole number of 2^(its exponent - 53)), returning e; or NO_UNITS when a value is not finite or
-    subnormal, the values span more than 2^9 in magnitude (some would not fit 62 bits), or e < -946."""
+    subnormal, the values span more than ~2^9 in magnitude (binary exponents over 9 apart: some would not
+    fit 62 bits), or e < -946."""
     lo = 4096
     hi = -1
     for i in range(x.shape[0]):

@@ -16,7 +16,7 @@ Two implementations that return identical bits (a test checks it on the real can
   a low part whose window sums are exact int64 running sums (so the window's sum is exactly the sum of two
   doubles), a first guess of the quotient, and the exact-enough residual deciding between it and its
   neighbours; only a mean within ~2^-40 of a rounding midpoint, or a series that does not fit (NaN,
-  values spanning more than ~2^8 in magnitude), keeps the window's sum as Shewchuk's non-overlapping
+  values spanning more than ~2^9 in magnitude), keeps the window's sum as Shewchuk's non-overlapping
   partials (the algorithm behind ``math.fsum``) and corrects the quotient from the exact residual.
 
 A window holding a NaN or an infinity gives NaN.
